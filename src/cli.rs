@@ -1,0 +1,203 @@
+//! The command line: `rtcam [--config FILE] [config overrides] [SUBCOMMAND]`.
+//! Every config key also has a global flag derived from the key registry
+//! (`video.width` → `--video-width`).
+
+use crate::config::keys::{self, Key, Kind};
+use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Parsed command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rtcam",
+    version,
+    about = "WebRTC camera daemon: V4L2 capture, H.264, MQTT signaling, GPIO control"
+)]
+pub struct Cli {
+    /// Config file (TOML); also RTCAM_CONFIG.
+    #[arg(long, global = true, env = "RTCAM_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// What to do; runs the agent when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Show or check the effective configuration.
+    Config {
+        /// Print the effective configuration as TOML (the default action).
+        #[arg(long)]
+        print: bool,
+        /// Only check that the configuration is valid.
+        #[arg(long, conflicts_with = "print")]
+        check: bool,
+    },
+    /// List V4L2 capture devices with their formats, sizes and rates.
+    Devices,
+    /// Record the encoded stream to an Annex B H.264 file.
+    Record {
+        /// Number of frames to write.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        frames: u32,
+        /// Output file (`-` for stdout).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Measure encoder and pipeline CPU cost.
+    Bench {
+        /// What to measure.
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+/// `rtcam bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Encoder alone on one core: frames per CPU-second.
+    Encoder {
+        /// Picture width.
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        /// Picture height.
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        /// Target bitrate in kbit/s.
+        #[arg(long, default_value_t = 2000)]
+        bitrate_kbps: u32,
+        /// Frames to encode.
+        #[arg(long, default_value_t = 300)]
+        frames: u32,
+    },
+    /// Whole pipeline in real time: CPU time per frame with N subscribers.
+    Pipeline {
+        /// Picture width.
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        /// Picture height.
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        /// Frame rate.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Target bitrate in kbit/s.
+        #[arg(long, default_value_t = 2000)]
+        bitrate_kbps: u32,
+        /// Seconds to measure (after one second of warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Subscribers draining the hub.
+        #[arg(long, default_value_t = 1)]
+        subscribers: u32,
+    },
+    /// Everything docs/BENCHMARKS.md reports for this issue, with ratios.
+    All {
+        /// Seconds per pipeline run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+}
+
+/// The command definition with one global flag per config key.
+pub fn command() -> clap::Command {
+    Cli::command().args(keys::KEYS.iter().map(|k| {
+        let value_name = match k.kind {
+            Kind::Str => "TEXT",
+            Kind::Int => "N",
+            Kind::Bool => "BOOL",
+            Kind::Array => "TOML-ARRAY",
+        };
+        Arg::new(k.path)
+            .long(k.flag())
+            .global(true)
+            .value_name(value_name)
+            .action(ArgAction::Set)
+            .help(format!("{} [env {}]", k.help, k.env()))
+            .help_heading("Config overrides (flag > env > file)")
+    }))
+}
+
+/// Parses arguments into the CLI and the config overrides given as flags.
+pub fn parse_from<I, T>(args: I) -> Result<(Cli, Vec<(&'static Key, String)>), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok((cli, overrides(&matches)))
+}
+
+fn overrides(matches: &ArgMatches) -> Vec<(&'static Key, String)> {
+    // Global args are visible from the subcommand's matches too; read the deepest.
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    keys::KEYS
+        .iter()
+        .filter_map(|k| {
+            m.get_one::<String>(k.path)
+                .or_else(|| matches.get_one::<String>(k.path))
+                .map(|v| (k, v.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_global_and_run_is_default() {
+        let (cli, o) = parse_from(["rtcam", "--config", "/etc/rtcam.toml"]).expect("valid");
+        assert_eq!(
+            cli.config.as_deref(),
+            Some(std::path::Path::new("/etc/rtcam.toml"))
+        );
+        assert!(cli.command.is_none());
+        assert!(o.is_empty());
+        let (cli, _) =
+            parse_from(["rtcam", "--config", "x.toml", "config", "--print"]).expect("valid");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Config { print: true, .. })
+        ));
+    }
+
+    #[test]
+    fn key_flags_work_before_and_after_subcommands() {
+        let (_, o) = parse_from([
+            "rtcam",
+            "--video-width",
+            "640",
+            "record",
+            "--frames",
+            "5",
+            "-o",
+            "x.h264",
+            "--video-fps",
+            "15",
+        ])
+        .expect("valid");
+        let got: Vec<(&str, &str)> = o.iter().map(|(k, v)| (k.path, v.as_str())).collect();
+        assert_eq!(got, [("video.width", "640"), ("video.fps", "15")]);
+    }
+
+    #[test]
+    fn record_needs_a_frame_count() {
+        assert!(parse_from(["rtcam", "record", "-o", "x.h264"]).is_err());
+        assert!(parse_from(["rtcam", "record", "--frames", "0", "-o", "x.h264"]).is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        command().debug_assert();
+    }
+}

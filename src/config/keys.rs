@@ -1,0 +1,167 @@
+//! The registry of every configuration key: its TOML path, value kind and
+//! help. CLI flags (`--video-width`) and environment variables
+//! (`RTCAM_VIDEO_WIDTH`) are derived from it, so all three stay in step. Pure.
+
+/// The kind of value a key takes; decides how env/flag text is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text, taken verbatim from env/flags.
+    Str,
+    /// Integer.
+    Int,
+    /// `true` / `false`.
+    Bool,
+    /// A TOML array (inline syntax in env/flags, e.g. `[{ urls = ["stun:…"] }]`).
+    Array,
+}
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// Dotted TOML path, `section.key`.
+    pub path: &'static str,
+    /// Value kind.
+    pub kind: Kind,
+    /// One-line help, shown by `rtcam --help`.
+    pub help: &'static str,
+}
+
+impl Key {
+    /// The CLI flag name without dashes: `video.bitrate_kbps` → `video-bitrate-kbps`.
+    pub fn flag(&self) -> String {
+        self.path.replace(['.', '_'], "-")
+    }
+
+    /// The environment variable: `video.bitrate_kbps` → `RTCAM_VIDEO_BITRATE_KBPS`.
+    pub fn env(&self) -> String {
+        format!("RTCAM_{}", self.path.replace('.', "_").to_ascii_uppercase())
+    }
+
+    /// (section, name) of the path.
+    pub fn split(&self) -> (&'static str, &'static str) {
+        self.path.split_once('.').unwrap_or(("", self.path))
+    }
+}
+
+/// Parses env/flag text into a TOML value of the key's kind.
+pub fn parse_text(kind: Kind, text: &str) -> Result<toml::Value, String> {
+    let text = text.trim();
+    match kind {
+        Kind::Str => Ok(toml::Value::String(text.to_string())),
+        Kind::Int => text
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| "expected an integer".to_string()),
+        Kind::Bool => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err("expected true or false".to_string()),
+        },
+        Kind::Array => {
+            let doc: toml::Table = toml::from_str(&format!("v = {text}"))
+                .map_err(|e| format!("expected a TOML array: {}", e.message()))?;
+            match doc.get("v") {
+                Some(v @ toml::Value::Array(_)) => Ok(v.clone()),
+                _ => Err("expected a TOML array such as [ ... ]".to_string()),
+            }
+        }
+    }
+}
+
+/// Environment variables that are not config keys but belong to rtcam.
+pub const NON_KEY_ENV: &[&str] = &["RTCAM_LOG", "RTCAM_CONFIG"];
+
+/// Every key, grouped by section in the order of `rtcam.example.toml`.
+pub const KEYS: &[Key] = &[
+    Key {
+        path: "video.source",
+        kind: Kind::Str,
+        help: "Frame source: \"test\", \"auto\" (first camera) or a device path such as /dev/video0",
+    },
+    Key {
+        path: "video.width",
+        kind: Kind::Int,
+        help: "Picture width in pixels (even, 160-3840)",
+    },
+    Key {
+        path: "video.height",
+        kind: Kind::Int,
+        help: "Picture height in pixels (even, 120-2160)",
+    },
+    Key {
+        path: "video.fps",
+        kind: Kind::Int,
+        help: "Frames per second (1-60)",
+    },
+    Key {
+        path: "video.bitrate_kbps",
+        kind: Kind::Int,
+        help: "H.264 target bitrate in kbit/s",
+    },
+    Key {
+        path: "video.keyframe_interval_ms",
+        kind: Kind::Int,
+        help: "Time between periodic keyframes in ms (100-60000)",
+    },
+    Key {
+        path: "video.passthrough",
+        kind: Kind::Bool,
+        help: "Forward the camera's own H.264 when it offers it, without re-encoding",
+    },
+    Key {
+        path: "video.always_on",
+        kind: Kind::Bool,
+        help: "Keep the camera running with no viewers (faster first frame, more power)",
+    },
+];
+
+/// The key at a dotted path.
+pub fn find(path: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.path == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_derived() {
+        let k = find("video.bitrate_kbps").expect("registered");
+        assert_eq!(k.flag(), "video-bitrate-kbps");
+        assert_eq!(k.env(), "RTCAM_VIDEO_BITRATE_KBPS");
+        assert_eq!(k.split(), ("video", "bitrate_kbps"));
+    }
+
+    #[test]
+    fn paths_flags_and_envs_are_unique() {
+        let flags: HashSet<String> = KEYS.iter().map(Key::flag).collect();
+        let envs: HashSet<String> = KEYS.iter().map(Key::env).collect();
+        assert_eq!(flags.len(), KEYS.len());
+        assert_eq!(envs.len(), KEYS.len());
+        assert!(KEYS.iter().all(|k| k.path.contains('.')));
+    }
+
+    #[test]
+    fn text_parses_by_kind() {
+        assert_eq!(
+            parse_text(Kind::Int, " 640 "),
+            Ok(toml::Value::Integer(640))
+        );
+        assert!(parse_text(Kind::Int, "wide").is_err());
+        assert_eq!(
+            parse_text(Kind::Bool, "yes"),
+            Ok(toml::Value::Boolean(true))
+        );
+        assert!(parse_text(Kind::Bool, "maybe").is_err());
+        assert_eq!(
+            parse_text(Kind::Str, "123"),
+            Ok(toml::Value::String("123".into()))
+        );
+        let arr = parse_text(Kind::Array, r#"[{ urls = ["stun:127.0.0.1:3478"] }]"#)
+            .expect("valid array");
+        assert!(arr.is_array());
+        assert!(parse_text(Kind::Array, "{ a = 1 }").is_err());
+        assert!(parse_text(Kind::Array, "[unclosed").is_err());
+    }
+}

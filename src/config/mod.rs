@@ -1,0 +1,412 @@
+//! Configuration: one TOML file, overridden by `RTCAM_*` environment
+//! variables, overridden by CLI flags (flag > env > file > default).
+//! Layers are merged as TOML, checked against the key registry, deserialised
+//! into [`raw::RawConfig`], then validated into [`Settings`].
+
+pub mod error;
+pub mod keys;
+pub mod raw;
+pub mod settings;
+
+pub use error::{ConfigError, Origin};
+pub use settings::{Settings, SourceSpec, VideoSettings};
+
+use keys::{Key, Kind};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Where the configuration comes from.
+#[derive(Debug, Default)]
+pub struct Layers<'a> {
+    /// The TOML file, if any.
+    pub file: Option<&'a Path>,
+    /// Environment variables (all of them; only `RTCAM_*` are read).
+    pub env: Vec<(String, String)>,
+    /// CLI overrides: key and the flag's text.
+    pub flags: Vec<(&'static Key, String)>,
+}
+
+/// Validated settings and where each explicitly set key came from.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The settings.
+    pub settings: Settings,
+    /// Keys that were set, with their origin (unset keys are defaults).
+    pub origins: BTreeMap<String, Origin>,
+}
+
+fn kind_matches(kind: Kind, v: &toml::Value) -> bool {
+    matches!(
+        (kind, v),
+        (Kind::Str, toml::Value::String(_))
+            | (Kind::Int, toml::Value::Integer(_))
+            | (Kind::Bool, toml::Value::Boolean(_))
+            | (Kind::Array, toml::Value::Array(_))
+    )
+}
+
+fn kind_text(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Str => "expected a string",
+        Kind::Int => "expected an integer",
+        Kind::Bool => "expected true or false",
+        Kind::Array => "expected an array",
+    }
+}
+
+fn known_in(section: &str) -> String {
+    let names: Vec<&str> = keys::KEYS
+        .iter()
+        .filter(|k| k.split().0 == section)
+        .map(|k| k.split().1)
+        .collect();
+    if names.is_empty() {
+        let mut sections: Vec<&str> = keys::KEYS.iter().map(|k| k.split().0).collect();
+        sections.dedup();
+        format!("(no such section; sections are {})", sections.join(", "))
+    } else {
+        names.join(", ")
+    }
+}
+
+fn set(table: &mut toml::Table, key: &Key, value: toml::Value) {
+    let (section, name) = key.split();
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    if let toml::Value::Table(t) = entry {
+        t.insert(name.to_string(), value);
+    }
+}
+
+/// Checks every file key against the registry and records its origin.
+fn check_file(
+    table: &toml::Table,
+    origin: &Origin,
+    origins: &mut BTreeMap<String, Origin>,
+) -> Result<(), ConfigError> {
+    for (section, value) in table {
+        let toml::Value::Table(entries) = value else {
+            return Err(ConfigError::UnknownKey {
+                key: section.clone(),
+                section: String::new(),
+                known: "(top level holds only sections such as [video])".into(),
+                origin: origin.clone(),
+            });
+        };
+        for (name, v) in entries {
+            let path = format!("{section}.{name}");
+            let Some(key) = keys::find(&path) else {
+                return Err(ConfigError::UnknownKey {
+                    key: path,
+                    section: section.clone(),
+                    known: known_in(section),
+                    origin: origin.clone(),
+                });
+            };
+            if !kind_matches(key.kind, v) {
+                return Err(ConfigError::Invalid {
+                    key: path,
+                    value: v.to_string(),
+                    allowed: kind_text(key.kind).into(),
+                    origin: origin.clone(),
+                });
+            }
+            origins.insert(path, origin.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Merges the layers and validates the result.
+pub fn load(layers: &Layers<'_>) -> Result<Loaded, ConfigError> {
+    let mut origins = BTreeMap::new();
+    let mut table = match layers.file {
+        None => toml::Table::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            check_file(&table, &Origin::File(path.to_path_buf()), &mut origins)?;
+            table
+        }
+    };
+    let mut env: Vec<&(String, String)> = layers
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("RTCAM_") && !keys::NON_KEY_ENV.contains(&k.as_str()))
+        .collect();
+    env.sort();
+    for (var, text) in env {
+        let key = keys::KEYS
+            .iter()
+            .find(|k| k.env() == *var)
+            .ok_or_else(|| ConfigError::UnknownEnv(var.clone()))?;
+        let origin = Origin::Env(var.clone());
+        let value = keys::parse_text(key.kind, text).map_err(|allowed| ConfigError::Invalid {
+            key: key.path.into(),
+            value: format!("{text:?}"),
+            allowed,
+            origin: origin.clone(),
+        })?;
+        set(&mut table, key, value);
+        origins.insert(key.path.to_string(), origin);
+    }
+    for (key, text) in &layers.flags {
+        let origin = Origin::Flag(key.flag());
+        let value = keys::parse_text(key.kind, text).map_err(|allowed| ConfigError::Invalid {
+            key: key.path.into(),
+            value: format!("{text:?}"),
+            allowed,
+            origin: origin.clone(),
+        })?;
+        set(&mut table, key, value);
+        origins.insert(key.path.to_string(), origin);
+    }
+    let raw: raw::RawConfig =
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                // Kinds were checked above, so this is a nested value (an array's entries).
+                ConfigError::Invalid {
+                    key: "(config)".into(),
+                    value: String::new(),
+                    allowed: e.message().to_string(),
+                    origin: Origin::Default,
+                }
+            })?;
+    let origin_of = |k: &str| origins.get(k).cloned().unwrap_or(Origin::Default);
+    let settings = settings::validate(&raw, &origin_of)?;
+    Ok(Loaded { settings, origins })
+}
+
+/// The effective configuration as TOML, for `rtcam config --print`.
+pub fn render_effective(loaded: &Loaded) -> String {
+    let raw = loaded.settings.to_raw();
+    let table = toml::Table::try_from(&raw)
+        .expect("RawConfig is plain data and always serialises to a TOML table");
+    let mut out = String::from("# Effective rtcam configuration (flag > env > file > default)\n");
+    for (section, value) in &table {
+        let toml::Value::Table(entries) = value else {
+            continue;
+        };
+        out.push_str(&format!("\n[{section}]\n"));
+        for key in keys::KEYS.iter().filter(|k| k.split().0 == section) {
+            let name = key.split().1;
+            let origin = loaded
+                .origins
+                .get(key.path)
+                .cloned()
+                .unwrap_or(Origin::Default);
+            match entries.get(name) {
+                Some(v) => out.push_str(&format!("{name} = {v}  # {origin}\n")),
+                None => out.push_str(&format!("# {name} is not set\n")),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn precedence_is_flag_env_file_default() {
+        let f = file("[video]\nwidth = 640\nheight = 480\nfps = 15\n");
+        let width = keys::find("video.width").expect("registered");
+        let loaded = load(&Layers {
+            file: Some(f.path()),
+            env: env(&[
+                ("RTCAM_VIDEO_WIDTH", "800"),
+                ("RTCAM_VIDEO_HEIGHT", "600"),
+                ("PATH", "/bin"),
+            ]),
+            flags: vec![(width, "1024".into())],
+        })
+        .expect("valid");
+        let v = &loaded.settings.video;
+        assert_eq!(
+            (v.width, v.height, v.fps, v.bitrate_kbps),
+            (1024, 600, 15, 2000)
+        );
+        assert_eq!(
+            loaded.origins["video.width"],
+            Origin::Flag("video-width".into())
+        );
+        assert_eq!(
+            loaded.origins["video.height"],
+            Origin::Env("RTCAM_VIDEO_HEIGHT".into())
+        );
+        assert!(matches!(loaded.origins["video.fps"], Origin::File(_)));
+    }
+
+    #[test]
+    fn unknown_keys_sections_and_env_are_named() {
+        let f = file("[video]\nwidht = 640\n");
+        let e = load(&Layers {
+            file: Some(f.path()),
+            ..Layers::default()
+        })
+        .expect_err("typo");
+        assert_eq!(e.key(), Some("video.widht"));
+        assert!(e.to_string().contains("width"), "lists the known keys: {e}");
+
+        let f = file("[vidoe]\nwidth = 640\n");
+        let e = load(&Layers {
+            file: Some(f.path()),
+            ..Layers::default()
+        })
+        .expect_err("bad section");
+        assert!(e.to_string().contains("no such section"), "{e}");
+
+        let e = load(&Layers {
+            env: env(&[("RTCAM_VIDEO_WIDHT", "1")]),
+            ..Layers::default()
+        })
+        .expect_err("bad env");
+        assert!(matches!(e, ConfigError::UnknownEnv(ref v) if v == "RTCAM_VIDEO_WIDHT"));
+        assert!(
+            load(&Layers {
+                env: env(&[("RTCAM_LOG", "debug")]),
+                ..Layers::default()
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_origin() {
+        let f = file("[video]\nwidth = \"wide\"\n");
+        let e = load(&Layers {
+            file: Some(f.path()),
+            ..Layers::default()
+        })
+        .expect_err("string width");
+        assert!(
+            e.to_string().contains("video.width") && e.to_string().contains("integer"),
+            "{e}"
+        );
+
+        let e = load(&Layers {
+            env: env(&[("RTCAM_VIDEO_FPS", "fast")]),
+            ..Layers::default()
+        })
+        .expect_err("bad env value");
+        let text = e.to_string();
+        assert!(
+            text.contains("RTCAM_VIDEO_FPS") && text.contains("\"fast\""),
+            "{text}"
+        );
+
+        let e = load(&Layers {
+            env: env(&[("RTCAM_VIDEO_FPS", "120")]),
+            ..Layers::default()
+        })
+        .expect_err("out of range");
+        assert!(e.to_string().contains("environment RTCAM_VIDEO_FPS"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_and_missing_files_are_reported() {
+        let f = file("[video\nwidth = 1");
+        assert!(matches!(
+            load(&Layers {
+                file: Some(f.path()),
+                ..Layers::default()
+            }),
+            Err(ConfigError::Syntax { .. })
+        ));
+        assert!(matches!(
+            load(&Layers {
+                file: Some(Path::new("/nonexistent/rtcam.toml")),
+                ..Layers::default()
+            }),
+            Err(ConfigError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn effective_config_lists_every_key_and_reparses() {
+        let loaded = load(&Layers::default()).expect("defaults");
+        let text = render_effective(&loaded);
+        for key in keys::KEYS {
+            let name = key.split().1;
+            assert!(
+                text.contains(&format!("{name} = "))
+                    || text.contains(&format!("# {name} is not set")),
+                "{} missing from:\n{text}",
+                key.path
+            );
+        }
+        let f = file(&text);
+        let again = load(&Layers {
+            file: Some(f.path()),
+            ..Layers::default()
+        })
+        .expect("printed config is valid input");
+        assert_eq!(again.settings, loaded.settings);
+    }
+
+    #[test]
+    fn example_file_documents_every_key_and_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rtcam.example.toml");
+        let text = std::fs::read_to_string(&path).expect("rtcam.example.toml exists");
+        // (section, key) pairs written in the example, commented out or not.
+        let mut documented = std::collections::HashSet::new();
+        let mut section = String::new();
+        for line in text.lines() {
+            let l = line.trim_start_matches(['#', ' ']).trim_end();
+            if let Some(name) = l.strip_prefix('[').and_then(|r| r.split(']').next()) {
+                section = name
+                    .trim_matches(['[', ']'])
+                    .split('.')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+            } else if let Some((name, _)) = l.split_once('=') {
+                documented.insert((section.clone(), name.trim().to_string()));
+            }
+        }
+        for key in keys::KEYS {
+            let (sec, name) = key.split();
+            assert!(
+                documented.contains(&(sec.to_string(), name.to_string())),
+                "{} is not documented in rtcam.example.toml",
+                key.path
+            );
+        }
+        let loaded = load(&Layers {
+            file: Some(&path),
+            ..Layers::default()
+        })
+        .expect("the example is valid");
+        assert_eq!(
+            loaded.settings,
+            Settings::default(),
+            "the example shows the defaults"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! H.264 encoding with OpenH264, set up for WebRTC rather than the crate's
+//! defaults: Constrained Baseline, bitrate rate control, no frame skipping,
+//! an IDR every `keyframe_interval` (by presentation time), SPS/PPS in-band
+//! before every IDR, on-demand keyframes and run-time bitrate changes.
+
+use crate::frame::I420View;
+use crate::h264;
+use bytes::Bytes;
+use openh264::encoder::{
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level,
+    Profile, RateControlMode, SpsPpsStrategy, UsageType,
+};
+use openh264::formats::YUVSlices;
+use openh264::{OpenH264API, Timestamp};
+use std::time::Duration;
+
+/// The `profile-level-id` rtcam announces: Constrained Baseline, level 3.1.
+pub const PROFILE_LEVEL_ID: &str = "42e01f";
+/// SPS constraint flags byte for Constrained Baseline (constraint_set0..2).
+const CONSTRAINED_BASELINE_FLAGS: u8 = 0xe0;
+
+/// Encoder parameters (from `[video]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderSettings {
+    /// Picture width (even).
+    pub width: u32,
+    /// Picture height (even).
+    pub height: u32,
+    /// Nominal frame rate.
+    pub fps: u32,
+    /// Target bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// Time between periodic IDRs.
+    pub keyframe_interval: Duration,
+}
+
+/// Why the encoder failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// OpenH264 refused the configuration.
+    #[error("cannot initialise the H.264 encoder: {0}")]
+    Init(String),
+    /// OpenH264 failed on a frame.
+    #[error("H.264 encoding failed: {0}")]
+    Encode(String),
+    /// The run-time bitrate change was refused.
+    #[error("cannot set bitrate to {kbps} kbit/s: {reason}")]
+    Bitrate {
+        /// Requested bitrate.
+        kbps: u32,
+        /// OpenH264's answer.
+        reason: String,
+    },
+}
+
+/// One encoded access unit.
+#[derive(Debug, Clone)]
+pub struct EncodedAu {
+    /// Annex B bytes.
+    pub data: Bytes,
+    /// True for an IDR (then SPS and PPS come first).
+    pub keyframe: bool,
+}
+
+/// Decides when the next IDR is due: periodically by presentation time, or
+/// at once on request. Pure, so the policy is tested without an encoder.
+#[derive(Debug, Clone)]
+pub struct KeyframeSchedule {
+    interval: Duration,
+    last_idr: Option<Duration>,
+    requested: bool,
+}
+
+impl KeyframeSchedule {
+    /// A schedule with an IDR every `interval`; the first frame is always one.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last_idr: None,
+            requested: true,
+        }
+    }
+
+    /// Makes the next frame an IDR.
+    pub fn request(&mut self) {
+        self.requested = true;
+    }
+
+    /// Whether the frame at `pts` must be forced to an IDR.
+    pub fn due(&self, pts: Duration) -> bool {
+        self.requested
+            || self
+                .last_idr
+                .is_none_or(|last| pts.saturating_sub(last) >= self.interval)
+    }
+
+    /// Records what the encoder produced at `pts`.
+    pub fn produced(&mut self, pts: Duration, keyframe: bool) {
+        if keyframe {
+            self.last_idr = Some(pts);
+            self.requested = false;
+        }
+    }
+}
+
+/// The level to signal for a picture size and rate (Baseline limits, Table A-1).
+fn level_for(width: u32, height: u32, fps: u32) -> Level {
+    let mbs = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16));
+    let mbps = mbs * u64::from(fps.max(1));
+    match (mbs, mbps) {
+        (..=1_620, ..=40_500) => Level::Level_3_0,
+        (..=3_600, ..=108_000) => Level::Level_3_1,
+        (..=5_120, ..=216_000) => Level::Level_3_2,
+        (..=8_192, ..=245_760) => Level::Level_4_0,
+        (..=8_704, ..=522_240) => Level::Level_4_2,
+        (..=22_080, ..=589_824) => Level::Level_5_0,
+        _ => Level::Level_5_1,
+    }
+}
+
+/// OpenH264 configured for WebRTC.
+pub struct H264Encoder {
+    enc: Encoder,
+    settings: EncoderSettings,
+    schedule: KeyframeSchedule,
+    out: Vec<u8>,
+}
+
+impl H264Encoder {
+    /// Creates the encoder; the first frame it produces is an IDR.
+    pub fn new(settings: &EncoderSettings) -> Result<Self, EncodeError> {
+        let config = EncoderConfig::new()
+            .profile(Profile::Baseline)
+            .level(level_for(settings.width, settings.height, settings.fps))
+            .usage_type(UsageType::CameraVideoRealTime)
+            .rate_control_mode(RateControlMode::Bitrate)
+            .bitrate(BitRate::from_bps(
+                settings.bitrate_kbps.saturating_mul(1000),
+            ))
+            .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
+            .skip_frames(false)
+            // Periodic IDRs are scheduled here by time, not by OpenH264's frame count.
+            .intra_frame_period(IntraFramePeriod::from_num_frames(0))
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+            .complexity(Complexity::Low)
+            .num_threads(1);
+        let enc = Encoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| EncodeError::Init(e.to_string()))?;
+        Ok(Self {
+            enc,
+            settings: settings.clone(),
+            schedule: KeyframeSchedule::new(settings.keyframe_interval),
+            out: Vec::new(),
+        })
+    }
+
+    /// Makes the next frame an IDR.
+    pub fn request_keyframe(&mut self) {
+        self.schedule.request();
+    }
+
+    /// Current target bitrate in kbit/s.
+    pub fn bitrate_kbps(&self) -> u32 {
+        self.settings.bitrate_kbps
+    }
+
+    /// Changes the target bitrate while running.
+    pub fn set_bitrate(&mut self, kbps: u32) -> Result<(), EncodeError> {
+        let bps = i32::try_from(u64::from(kbps) * 1000).map_err(|_| EncodeError::Bitrate {
+            kbps,
+            reason: "too large".into(),
+        })?;
+        let raising = kbps > self.settings.bitrate_kbps;
+        // The target may not exceed the maximum: raise the ceiling first, lower it last.
+        let order = if raising {
+            [
+                openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+                openh264_sys2::ENCODER_OPTION_BITRATE,
+            ]
+        } else {
+            [
+                openh264_sys2::ENCODER_OPTION_BITRATE,
+                openh264_sys2::ENCODER_OPTION_MAX_BITRATE,
+            ]
+        };
+        for option in order {
+            let mut info = openh264_sys2::TagBitrateInfo {
+                iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
+                iBitrate: bps,
+            };
+            // SAFETY: a documented run-time option; `info` outlives the call and
+            // has the layout OpenH264 expects for these two options.
+            let rc = unsafe {
+                self.enc
+                    .raw_api()
+                    .set_option(option, (&raw mut info).cast())
+            };
+            if rc != 0 {
+                return Err(EncodeError::Bitrate {
+                    kbps,
+                    reason: format!("OpenH264 returned {rc}"),
+                });
+            }
+        }
+        self.settings.bitrate_kbps = kbps;
+        Ok(())
+    }
+
+    /// Encodes one picture presented at `pts`. `None` when the encoder emitted nothing.
+    pub fn encode(
+        &mut self,
+        pic: &I420View<'_>,
+        pts: Duration,
+    ) -> Result<Option<EncodedAu>, EncodeError> {
+        if self.schedule.due(pts) {
+            self.enc.force_intra_frame();
+        }
+        let src = YUVSlices::new(
+            (pic.y, pic.u, pic.v),
+            (pic.width, pic.height),
+            (pic.y_stride, pic.uv_stride, pic.uv_stride),
+        );
+        let ts = Timestamp::from_millis(pts.as_millis() as u64);
+        let bs = self
+            .enc
+            .encode_at(&src, ts)
+            .map_err(|e| EncodeError::Encode(e.to_string()))?;
+        let keyframe = matches!(bs.frame_type(), FrameType::IDR);
+        if matches!(bs.frame_type(), FrameType::Skip | FrameType::Invalid) {
+            return Ok(None);
+        }
+        self.out.clear();
+        bs.write_vec(&mut self.out);
+        if self.out.is_empty() {
+            return Ok(None);
+        }
+        if keyframe {
+            mark_constrained_baseline(&mut self.out);
+        }
+        self.schedule.produced(pts, keyframe);
+        Ok(Some(EncodedAu {
+            data: Bytes::copy_from_slice(&self.out),
+            keyframe,
+        }))
+    }
+}
+
+/// OpenH264 writes Baseline SPSs with only constraint_set1 set; browsers
+/// negotiate `42e01f`, so mark the stream Constrained Baseline explicitly.
+/// The stream already obeys those constraints (no FMO/ASO/B-slices).
+fn mark_constrained_baseline(au: &mut [u8]) {
+    let mut i = 0;
+    while i + 5 < au.len() {
+        if au[i..i + 3] == [0, 0, 1] && au[i + 3] & 0x1f == h264::NAL_SPS && au[i + 4] == 66 {
+            au[i + 5] |= CONSTRAINED_BASELINE_FLAGS;
+            return;
+        }
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_forces_first_periodic_and_requested_idrs() {
+        let mut s = KeyframeSchedule::new(Duration::from_secs(2));
+        let ms = Duration::from_millis;
+        assert!(s.due(ms(0)), "first frame");
+        s.produced(ms(0), true);
+        assert!(!s.due(ms(1999)));
+        assert!(s.due(ms(2000)));
+        s.produced(ms(2000), true);
+        assert!(!s.due(ms(2100)));
+        s.request();
+        assert!(s.due(ms(2100)));
+        s.produced(ms(2100), false);
+        assert!(
+            s.due(ms(2133)),
+            "a request stays pending until an IDR comes out"
+        );
+        s.produced(ms(2133), true);
+        assert!(!s.due(ms(2166)));
+    }
+
+    #[test]
+    fn levels_follow_picture_size() {
+        assert!(matches!(level_for(640, 480, 30), Level::Level_3_0));
+        assert!(matches!(level_for(1280, 720, 30), Level::Level_3_1));
+        assert!(matches!(level_for(1920, 1080, 30), Level::Level_4_0));
+        assert!(matches!(level_for(3840, 2160, 30), Level::Level_5_1));
+    }
+
+    #[test]
+    fn sps_gets_constrained_baseline_flags() {
+        let mut au = vec![0, 0, 0, 1, 0x67, 66, 0x40, 0x1f, 0xaa, 0, 0, 0, 1, 0x68, 1];
+        mark_constrained_baseline(&mut au);
+        assert_eq!(
+            h264::profile_level_id(h264::nal_units(&au).next().expect("sps")).as_deref(),
+            Some("42e01f")
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! The hub's decisions, as a pure state machine fed subscriber events and
+//! time: which frames a subscriber gets (keyframe gating after a join or a
+//! drop), when to ask the encoder for a keyframe, and whether the camera
+//! should run. No tokio, no threads: unit-tested with injected `Instant`s.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Identifies one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubscriberId(pub u64);
+
+/// What to do with a frame for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Queue it.
+    Deliver,
+    /// Skip it: the subscriber waits for a keyframe.
+    Skip,
+}
+
+/// Per-subscriber counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Frames queued to the subscriber.
+    pub delivered: u64,
+    /// Frames dropped because its queue was full.
+    pub dropped: u64,
+    /// Frames skipped while it waited for a keyframe.
+    pub skipped: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SubState {
+    waiting_keyframe: bool,
+    stats: SubscriberStats,
+}
+
+/// Tunables of the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyConfig {
+    /// Keep the camera running with no subscribers.
+    pub always_on: bool,
+    /// How long the camera keeps running after the last subscriber leaves.
+    pub idle_grace: Duration,
+    /// Minimum time between keyframe requests caused by drops.
+    pub drop_keyframe_gap: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            always_on: false,
+            // Stop within 1 s of the last leave, but survive a quick reconnect.
+            idle_grace: Duration::from_millis(500),
+            drop_keyframe_gap: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The hub's state machine.
+#[derive(Debug)]
+pub struct HubPolicy {
+    cfg: PolicyConfig,
+    subs: BTreeMap<SubscriberId, SubState>,
+    next_id: u64,
+    idle_since: Option<Instant>,
+    last_drop_request: Option<Instant>,
+}
+
+impl HubPolicy {
+    /// A policy with no subscribers.
+    pub fn new(cfg: PolicyConfig) -> Self {
+        Self {
+            cfg,
+            subs: BTreeMap::new(),
+            next_id: 1,
+            idle_since: None,
+            last_drop_request: None,
+        }
+    }
+
+    /// Adds a subscriber. It waits for a keyframe, so one should be requested now (always true).
+    pub fn subscribe(&mut self) -> (SubscriberId, bool) {
+        let id = SubscriberId(self.next_id);
+        self.next_id += 1;
+        self.subs.insert(
+            id,
+            SubState {
+                waiting_keyframe: true,
+                ..SubState::default()
+            },
+        );
+        self.idle_since = None;
+        (id, true)
+    }
+
+    /// Removes a subscriber; returns its final counters.
+    pub fn unsubscribe(&mut self, id: SubscriberId, now: Instant) -> Option<SubscriberStats> {
+        let st = self.subs.remove(&id)?;
+        if self.subs.is_empty() {
+            self.idle_since = Some(now);
+        }
+        Some(st.stats)
+    }
+
+    /// Number of subscribers.
+    pub fn subscribers(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Ids of every subscriber, in order.
+    pub fn ids(&self) -> Vec<SubscriberId> {
+        self.subs.keys().copied().collect()
+    }
+
+    /// Whether a frame goes to this subscriber. A keyframe ends the wait.
+    pub fn route(&mut self, id: SubscriberId, keyframe: bool) -> Route {
+        let Some(st) = self.subs.get_mut(&id) else {
+            return Route::Skip;
+        };
+        if st.waiting_keyframe && !keyframe {
+            st.stats.skipped += 1;
+            return Route::Skip;
+        }
+        st.waiting_keyframe = false;
+        Route::Deliver
+    }
+
+    /// The frame was queued.
+    pub fn delivered(&mut self, id: SubscriberId) {
+        if let Some(st) = self.subs.get_mut(&id) {
+            st.stats.delivered += 1;
+        }
+    }
+
+    /// The subscriber's queue was full: the frame is dropped and the
+    /// subscriber resumes only at a keyframe. Returns true when a keyframe
+    /// should be requested (at most once per `drop_keyframe_gap`).
+    pub fn dropped(&mut self, id: SubscriberId, now: Instant) -> bool {
+        let Some(st) = self.subs.get_mut(&id) else {
+            return false;
+        };
+        st.stats.dropped += 1;
+        st.waiting_keyframe = true;
+        let due = self
+            .last_drop_request
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.drop_keyframe_gap);
+        if due {
+            self.last_drop_request = Some(now);
+        }
+        due
+    }
+
+    /// The stream restarted (camera reopened): everyone waits for a keyframe.
+    pub fn discontinuity(&mut self) {
+        for st in self.subs.values_mut() {
+            st.waiting_keyframe = true;
+        }
+    }
+
+    /// Counters of one subscriber.
+    pub fn stats(&self, id: SubscriberId) -> Option<SubscriberStats> {
+        self.subs.get(&id).map(|s| s.stats)
+    }
+
+    /// Whether the camera and encoder should be running at `now`.
+    pub fn wants_source(&self, now: Instant) -> bool {
+        self.cfg.always_on
+            || !self.subs.is_empty()
+            || self
+                .idle_since
+                .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.idle_grace)
+    }
+
+    /// When an idle camera must stop, if it is in its grace period.
+    pub fn stop_deadline(&self) -> Option<Instant> {
+        if self.cfg.always_on || !self.subs.is_empty() {
+            return None;
+        }
+        self.idle_since.map(|t| t + self.cfg.idle_grace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> (HubPolicy, Instant) {
+        (HubPolicy::new(PolicyConfig::default()), Instant::now())
+    }
+
+    #[test]
+    fn new_subscriber_waits_for_keyframe_and_asks_for_one() {
+        let (mut p, _) = policy();
+        let (id, ask) = p.subscribe();
+        assert!(ask);
+        assert_eq!(p.route(id, false), Route::Skip);
+        assert_eq!(p.route(id, true), Route::Deliver);
+        assert_eq!(p.route(id, false), Route::Deliver);
+        assert_eq!(p.stats(id).map(|s| s.skipped), Some(1));
+    }
+
+    #[test]
+    fn drop_gates_until_next_keyframe_and_rate_limits_requests() {
+        let (mut p, t0) = policy();
+        let (id, _) = p.subscribe();
+        p.route(id, true);
+        assert!(p.dropped(id, t0), "first drop asks for a keyframe");
+        assert_eq!(
+            p.route(id, false),
+            Route::Skip,
+            "never a P-frame after a gap"
+        );
+        assert!(
+            !p.dropped(id, t0 + Duration::from_millis(500)),
+            "second within 1 s does not"
+        );
+        assert!(p.dropped(id, t0 + Duration::from_millis(1000)));
+        assert_eq!(p.route(id, true), Route::Deliver);
+        assert_eq!(p.stats(id).map(|s| s.dropped), Some(3));
+    }
+
+    #[test]
+    fn one_subscribers_drop_does_not_gate_another() {
+        let (mut p, t0) = policy();
+        let (slow, _) = p.subscribe();
+        let (fast, _) = p.subscribe();
+        p.route(slow, true);
+        p.route(fast, true);
+        p.dropped(slow, t0);
+        assert_eq!(p.route(slow, false), Route::Skip);
+        assert_eq!(p.route(fast, false), Route::Deliver);
+    }
+
+    #[test]
+    fn source_runs_only_with_subscribers_plus_grace() {
+        let (mut p, t0) = policy();
+        assert!(!p.wants_source(t0), "idle at start");
+        let (a, _) = p.subscribe();
+        let (b, _) = p.subscribe();
+        assert!(p.wants_source(t0));
+        p.unsubscribe(a, t0);
+        assert!(
+            p.wants_source(t0 + Duration::from_secs(60)),
+            "b still watches"
+        );
+        p.unsubscribe(b, t0);
+        assert!(p.wants_source(t0 + Duration::from_millis(499)));
+        assert!(!p.wants_source(t0 + Duration::from_millis(500)));
+        assert_eq!(p.stop_deadline(), Some(t0 + Duration::from_millis(500)));
+        let (_c, _) = p.subscribe();
+        assert!(
+            p.wants_source(t0 + Duration::from_secs(5)),
+            "restart on demand"
+        );
+        assert_eq!(p.stop_deadline(), None);
+    }
+
+    #[test]
+    fn always_on_keeps_running() {
+        let p = HubPolicy::new(PolicyConfig {
+            always_on: true,
+            ..PolicyConfig::default()
+        });
+        assert!(p.wants_source(Instant::now()));
+    }
+
+    #[test]
+    fn discontinuity_gates_everyone_and_unknown_ids_are_ignored() {
+        let (mut p, t0) = policy();
+        let (a, _) = p.subscribe();
+        p.route(a, true);
+        p.discontinuity();
+        assert_eq!(p.route(a, false), Route::Skip);
+        let ghost = SubscriberId(999);
+        assert_eq!(p.route(ghost, true), Route::Skip);
+        assert!(!p.dropped(ghost, t0));
+        assert_eq!(p.unsubscribe(ghost, t0), None);
+    }
+}

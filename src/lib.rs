@@ -1,0 +1,50 @@
+//! rtcam: a WebRTC camera daemon for Raspberry Pi and other ARM Linux boards.
+//!
+//! # Data flow
+//!
+//! ```text
+//!  camera / test pattern          media thread (one per agent)                 async runtime
+//! ┌──────────────────────┐   ┌──────────────────────────────────────┐   ┌───────────────────────┐
+//! │ capture::Source      │──▶│ convert (→ I420) ─▶ encode (H.264)   │──▶│ hub ─▶ Subscription   │──▶ viewers
+//! │ (test, v4l2)         │   │  or H.264 passthrough (h264)         │   │  bounded queue each   │
+//! └──────────────────────┘   └──────────────────────────────────────┘   └───────────────────────┘
+//!                              pipeline: runs only while the hub has subscribers
+//! ```
+//!
+//! Each frame is encoded once; the hub hands the same `Bytes` to every
+//! subscriber. A slow subscriber loses frames (counted) and resumes at the
+//! next keyframe; it never stalls capture or the other subscribers.
+//!
+//! # Modules
+//!
+//! - [`config`]: TOML file + `RTCAM_*` env + CLI flags → validated [`config::Settings`].
+//! - [`capture`]: the `Source` trait and its sources (test pattern, V4L2), device listing, mode choice.
+//! - [`blockcode`]: the test pattern's machine-readable sequence/timestamp code and its decoder.
+//! - [`frame`]: frame types passed between stages.
+//! - [`convert`]: camera formats (YUYV, NV12, MJPEG) → I420.
+//! - [`encode`]: OpenH264 configured for WebRTC (Constrained Baseline, IDR schedule, bitrate changes).
+//! - [`h264`]: Annex B parsing: NAL types, keyframes, SPS/PPS re-insertion.
+//! - [`hub`]: encode-once fan-out with per-subscriber bounded queues; [`hub::policy`] is its pure state machine.
+//! - [`pipeline`]: the media thread tying source → convert → encode → hub, with reopen backoff.
+//! - [`backoff`]: retry delays shared by every reconnect loop.
+//! - [`record`]: `rtcam record`, the hub's output as an Annex B file.
+//! - [`bench`]: `rtcam bench`, encoder and pipeline CPU cost.
+//! - [`cli`]: the command line.
+//! - [`logging`]: log filter and journald-friendly output.
+
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod bench;
+pub mod blockcode;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod encode;
+pub mod frame;
+pub mod h264;
+pub mod hub;
+pub mod logging;
+pub mod pipeline;
+pub mod record;

@@ -1,0 +1,147 @@
+//! The `rtcam` binary: `record` output checked by ffmpeg, config printing
+//! and error reporting.
+
+use std::path::Path;
+use std::process::Command;
+
+fn rtcam() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rtcam"));
+    // Tests must not inherit a developer's RTCAM_* settings.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RTCAM_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn tool(name: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is required for this test: run the README's test command, which installs it"
+    );
+    Command::new(name)
+}
+
+#[test]
+fn record_writes_a_stream_ffmpeg_accepts_with_the_right_frame_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out.h264");
+    let status = rtcam()
+        .args([
+            "--video-width",
+            "640",
+            "--video-height",
+            "480",
+            "record",
+            "--frames",
+            "90",
+            "-o",
+        ])
+        .arg(&out)
+        .status()
+        .expect("rtcam runs");
+    assert!(status.success());
+
+    let strict = tool("ffmpeg")
+        .args(["-v", "error", "-xerror", "-f", "h264", "-i"])
+        .arg(&out)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        strict.status.success() && strict.stderr.is_empty(),
+        "ffmpeg found errors: {}",
+        String::from_utf8_lossy(&strict.stderr)
+    );
+
+    let probe = tool("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=nb_read_frames,width,height,profile",
+            "-of",
+            "default=nw=1",
+        ])
+        .arg(&out)
+        .output()
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&probe.stdout);
+    assert!(text.contains("nb_read_frames=90"), "{text}");
+    assert!(
+        text.contains("width=640") && text.contains("height=480"),
+        "{text}"
+    );
+    assert!(text.contains("profile=Constrained Baseline"), "{text}");
+}
+
+#[test]
+fn config_print_shows_the_effective_values_and_their_origin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("rtcam.toml");
+    std::fs::write(&file, "[video]\nwidth = 640\nheight = 480\n").expect("write");
+    let out = rtcam()
+        .arg("--config")
+        .arg(&file)
+        .env("RTCAM_VIDEO_FPS", "15")
+        .args(["config", "--print", "--video-height", "360"])
+        .output()
+        .expect("rtcam runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("width = 640  # file"), "{text}");
+    assert!(
+        text.contains("height = 360  # flag --video-height"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fps = 15  # environment RTCAM_VIDEO_FPS"),
+        "{text}"
+    );
+    assert!(text.contains("bitrate_kbps = 2000  # default"), "{text}");
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_key() {
+    let out = rtcam()
+        .env("RTCAM_VIDEO_WIDTH", "641")
+        .args(["config", "--check"])
+        .output()
+        .expect("rtcam runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("video.width") && err.contains("641") && err.contains("even"),
+        "{err}"
+    );
+}
+
+#[test]
+fn example_config_checks_clean() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("rtcam.example.toml");
+    let out = rtcam()
+        .arg("--config")
+        .arg(&example)
+        .args(["config", "--check"])
+        .output()
+        .expect("rtcam runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn devices_lists_or_says_none() {
+    let out = rtcam().arg("devices").output().expect("rtcam runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/video") || text.contains("no V4L2 capture devices"),
+        "{text}"
+    );
+}

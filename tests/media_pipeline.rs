@@ -1,0 +1,278 @@
+//! The media half end to end: test pattern → encoder → hub → subscribers,
+//! checked by decoding with OpenH264 and reading the block code back.
+
+use rtcam::backoff::Backoff;
+use rtcam::blockcode;
+use rtcam::capture::test_pattern::{TestPattern, TestPatternFactory};
+use rtcam::capture::{Source, SourceError, SourceFactory, SourceInfo};
+use rtcam::encode::EncoderSettings;
+use rtcam::frame::{EncodedFrame, RawFrame};
+use rtcam::h264;
+use rtcam::hub::policy::PolicyConfig;
+use rtcam::hub::{Hub, Subscription};
+use rtcam::pipeline::{CameraState, Pipeline, PipelineOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const W: u32 = 320;
+const H: u32 = 240;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn options() -> PipelineOptions {
+    PipelineOptions {
+        encoder: EncoderSettings {
+            width: W,
+            height: H,
+            fps: 30,
+            bitrate_kbps: 500,
+            keyframe_interval: Duration::from_secs(2),
+        },
+        backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(40)),
+    }
+}
+
+fn start(factory: Box<dyn SourceFactory>) -> (Arc<Hub>, Pipeline) {
+    let hub = Hub::new(PolicyConfig::default(), 500);
+    let p = Pipeline::spawn(factory, hub.clone(), options()).expect("media thread starts");
+    (hub, p)
+}
+
+fn test_factory() -> Box<dyn SourceFactory> {
+    Box::new(TestPatternFactory::new(W as usize, H as usize, 30))
+}
+
+/// Receives one frame, failing the test instead of hanging.
+fn next(rt: &tokio::runtime::Runtime, sub: &mut Subscription) -> EncodedFrame {
+    rt.block_on(async { tokio::time::timeout(WAIT, sub.recv()).await })
+        .expect("a frame within the timeout")
+        .expect("the hub is open")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+/// Decodes access units and reads each picture's block code.
+struct Viewer {
+    decoder: openh264::decoder::Decoder,
+}
+
+impl Viewer {
+    fn new() -> Self {
+        Self {
+            decoder: openh264::decoder::Decoder::new().expect("decoder"),
+        }
+    }
+
+    /// (width, height, sequence number) of the decoded picture.
+    fn decode(&mut self, au: &[u8]) -> (usize, usize, u32) {
+        use openh264::formats::YUVSource;
+        let pic = self
+            .decoder
+            .decode(au)
+            .expect("a valid access unit")
+            .expect("one picture per access unit");
+        let (w, h) = pic.dimensions();
+        let (ys, _, _) = pic.strides();
+        let code = blockcode::decode(pic.y(), ys, w, h).expect("the block code survives encoding");
+        (w, h, code.seq)
+    }
+}
+
+#[test]
+fn decoded_frames_have_size_and_increasing_codes_and_start_with_keyframes() {
+    let rt = runtime();
+    let (hub, pipeline) = start(test_factory());
+    let mut first = hub.subscribe();
+    let mut a = Viewer::new();
+    let mut seqs = Vec::new();
+    for i in 0..45 {
+        let f = next(&rt, &mut first);
+        if i == 0 {
+            assert!(f.keyframe, "a new subscriber starts at a keyframe");
+            assert_eq!(
+                h264::nal_types(&f.data)[..2],
+                [h264::NAL_SPS, h264::NAL_PPS],
+                "SPS and PPS in-band before the IDR"
+            );
+            let sps = h264::nal_units(&f.data).next().expect("SPS");
+            assert!(
+                h264::profile_level_id(sps)
+                    .expect("SPS")
+                    .starts_with("42e0"),
+                "Constrained Baseline"
+            );
+        }
+        let (w, h, seq) = a.decode(&f.data);
+        assert_eq!((w, h), (W as usize, H as usize));
+        seqs.push(seq);
+    }
+    assert!(
+        seqs.windows(2).all(|p| p[1] > p[0]),
+        "strictly increasing: {seqs:?}"
+    );
+
+    // A second subscriber joining mid-stream also starts with a keyframe, at once.
+    let mut second = hub.subscribe();
+    let f = next(&rt, &mut second);
+    assert!(f.keyframe);
+    let mut b = Viewer::new();
+    let (_, _, joined_at) = b.decode(&f.data);
+    assert!(
+        joined_at > *seqs.last().expect("frames"),
+        "a fresh frame, not a replay"
+    );
+    assert!(
+        joined_at < seqs.last().expect("frames") + 30,
+        "requested at once, not at the 2 s periodic IDR"
+    );
+    drop((first, second));
+    pipeline.shutdown();
+}
+
+#[test]
+fn slow_subscriber_drops_without_stalling_a_fast_one() {
+    let rt = runtime();
+    let (hub, pipeline) = start(test_factory());
+    let mut slow = hub.subscribe();
+    let mut fast = hub.subscribe();
+    let mut fast_viewer = Viewer::new();
+    let mut last = None;
+    // The slow one reads nothing while the fast one takes 40 frames.
+    for _ in 0..40 {
+        let f = next(&rt, &mut fast);
+        let (_, _, seq) = fast_viewer.decode(&f.data);
+        if let Some(prev) = last {
+            assert_eq!(seq, prev + 1, "the fast subscriber misses nothing");
+        }
+        last = Some(seq);
+    }
+    let stats = slow.stats();
+    assert!(
+        stats.dropped >= 1,
+        "the slow subscriber's frames were dropped: {stats:?}"
+    );
+    assert!(hub.stats().dropped >= 1);
+    // Everything the slow one does get decodes: after its gap it resumes at a keyframe.
+    let mut slow_viewer = Viewer::new();
+    let mut gap_seen = false;
+    let mut prev: Option<u32> = None;
+    for _ in 0..(rtcam::hub::QUEUE_FRAMES + 2) {
+        let f = next(&rt, &mut slow);
+        let (_, _, seq) = slow_viewer.decode(&f.data);
+        if let Some(p) = prev
+            && seq != p + 1
+        {
+            assert!(f.keyframe, "after a gap the next frame is a keyframe");
+            gap_seen = true;
+        }
+        prev = Some(seq);
+    }
+    assert!(gap_seen, "the slow subscriber skipped frames");
+    drop((slow, fast));
+    pipeline.shutdown();
+}
+
+#[test]
+fn capture_stops_when_idle_and_restarts_on_demand() {
+    let rt = runtime();
+    let (hub, pipeline) = start(test_factory());
+    let status = pipeline.status();
+    assert_eq!(
+        status.state(),
+        CameraState::Idle,
+        "nobody watches: the camera is off"
+    );
+    let mut sub = hub.subscribe();
+    next(&rt, &mut sub);
+    assert!(matches!(status.state(), CameraState::Running(_)));
+    drop(sub);
+    let (state, stopped) = status.wait_for(WAIT, |s| *s == CameraState::Idle);
+    assert!(
+        stopped,
+        "the camera stops after the last subscriber leaves: {state:?}"
+    );
+    let published = hub.stats().published;
+    let mut again = hub.subscribe();
+    let f = next(&rt, &mut again);
+    assert!(f.keyframe, "restarted on demand, starting with a keyframe");
+    assert!(hub.stats().published > published);
+    drop(again);
+    pipeline.shutdown();
+    assert_eq!(status.state(), CameraState::Stopped);
+}
+
+/// A source that fails to open once, then fails after a few frames each run.
+struct Flaky {
+    opens: Arc<AtomicU32>,
+}
+
+struct FlakySource {
+    inner: TestPattern,
+    left: u32,
+}
+
+impl Source for FlakySource {
+    fn info(&self) -> SourceInfo {
+        self.inner.info()
+    }
+
+    fn next_frame(&mut self) -> Result<RawFrame<'_>, SourceError> {
+        if self.left == 0 {
+            return Err(SourceError::Read("simulated unplug".into()));
+        }
+        self.left -= 1;
+        self.inner.next_frame()
+    }
+}
+
+impl SourceFactory for Flaky {
+    fn open(&self) -> Result<Box<dyn Source>, SourceError> {
+        let n = self.opens.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            return Err(SourceError::NoDevice);
+        }
+        Ok(Box::new(FlakySource {
+            inner: TestPattern::new(W as usize, H as usize, 30),
+            left: 10,
+        }))
+    }
+}
+
+#[test]
+fn failing_source_is_reopened_and_subscribers_resume_at_a_keyframe() {
+    let rt = runtime();
+    let opens = Arc::new(AtomicU32::new(0));
+    let (hub, pipeline) = start(Box::new(Flaky {
+        opens: opens.clone(),
+    }));
+    let mut sub = hub.subscribe();
+    let mut viewer = Viewer::new();
+    let mut keyframes_after_restart = 0;
+    let mut prev: Option<u32> = None;
+    for _ in 0..35 {
+        let f = next(&rt, &mut sub);
+        let (_, _, seq) = viewer.decode(&f.data);
+        // Each reopen starts a new pattern at sequence 0.
+        if prev.is_some_and(|p| seq <= p) {
+            assert!(f.keyframe, "first frame after a reopen is a keyframe");
+            keyframes_after_restart += 1;
+        }
+        prev = Some(seq);
+    }
+    assert!(
+        keyframes_after_restart >= 3,
+        "the source was reopened several times"
+    );
+    assert!(pipeline.status().restarts() >= 3);
+    assert!(
+        opens.load(Ordering::SeqCst) >= 4,
+        "the first open failed and was retried"
+    );
+    drop(sub);
+    pipeline.shutdown();
+}
