@@ -98,9 +98,12 @@ pub enum BenchCommand {
     },
     /// Everything docs/BENCHMARKS.md reports for this issue, with ratios.
     All {
-        /// Seconds per pipeline run.
+        /// Seconds per real-time run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Interleaved rounds of the real-time runs; medians are reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
     },
 }
 
@@ -123,8 +126,11 @@ pub fn command() -> clap::Command {
     }))
 }
 
+/// Config overrides given as flags: the key and the flag's text.
+pub type FlagOverrides = Vec<(&'static Key, String)>;
+
 /// Parses arguments into the CLI and the config overrides given as flags.
-pub fn parse_from<I, T>(args: I) -> Result<(Cli, Vec<(&'static Key, String)>), clap::Error>
+pub fn parse_from<I, T>(args: I) -> Result<(Cli, FlagOverrides), clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -134,7 +140,7 @@ where
     Ok((cli, overrides(&matches)))
 }
 
-fn overrides(matches: &ArgMatches) -> Vec<(&'static Key, String)> {
+fn overrides(matches: &ArgMatches) -> FlagOverrides {
     // Global args are visible from the subcommand's matches too; read the deepest.
     let mut m = matches;
     while let Some((_, sub)) = m.subcommand() {

@@ -1,7 +1,7 @@
 //! The `rtcam` binary: parses the command line, loads the configuration and
 //! dispatches to the library. Errors end here, as `anyhow` reports.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rtcam::bench;
 use rtcam::cli::{self, BenchCommand, Command};
 use rtcam::config::{self, Layers, Settings};
@@ -163,38 +163,8 @@ fn run_bench(what: BenchCommand) -> Result<()> {
                 r.min_received
             );
         }
-        BenchCommand::All { seconds } => {
-            let e480 = bench::encoder(640, 480, 1000, 600)?;
-            let e720 = bench::encoder(1280, 720, 2000, 300)?;
-            println!(
-                "encoder 640x480 @ 1000 kbit/s: {:.1} fps on one core ({:.2} ms/frame)",
-                e480.fps(),
-                e480.ms_per_frame()
-            );
-            println!(
-                "encoder 1280x720 @ 2000 kbit/s: {:.1} fps on one core ({:.2} ms/frame)",
-                e720.fps(),
-                e720.ms_per_frame()
-            );
-            let p1 = bench::pipeline(1280, 720, 30, 2000, seconds, 1)?;
-            let p10 = bench::pipeline(1280, 720, 30, 2000, seconds, 10)?;
-            if p1.frames == 0 || p10.frames == 0 {
-                bail!("the pipeline produced no frames");
-            }
-            let ratio = p1.ms_per_frame() / e720.ms_per_frame();
-            let per_sub_ms = (p10.ms_per_frame() - p1.ms_per_frame()) / 9.0;
-            let per_sub_core_pct = per_sub_ms * 30.0 / 1000.0 * 100.0;
-            println!(
-                "pipeline 1280x720@30, 1 subscriber: {:.2} ms CPU/frame = {ratio:.3}x encoder alone (goal <= 1.10)",
-                p1.ms_per_frame()
-            );
-            println!(
-                "pipeline 1280x720@30, 10 subscribers: {:.2} ms CPU/frame",
-                p10.ms_per_frame()
-            );
-            println!(
-                "each extra subscriber: {per_sub_ms:.4} ms/frame = {per_sub_core_pct:.3} % of a core at 30 fps (goal < 0.5 %)"
-            );
+        BenchCommand::All { seconds, rounds } => {
+            print!("{}", bench::report_all(seconds, rounds)?);
         }
     }
     Ok(())

@@ -269,7 +269,7 @@ impl PatternGenerator {
         self.seq = self.seq.wrapping_add(1);
         let (w, h) = (self.image.width, self.image.height);
         let offset = (seq as usize * SCROLL_PX) % self.period;
-        let ramp_top = h * 2 / 3 & !1;
+        let ramp_top = (h * 2 / 3) & !1;
         {
             let (y, u, v) = self.image.planes_mut();
             let bars = &self.bar_y[offset..offset + w];
