@@ -144,8 +144,9 @@ impl H264Encoder {
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)
             .complexity(Complexity::Low)
             .num_threads(1);
-        let enc = Encoder::with_api_config(OpenH264API::from_source(), config)
+        let mut enc = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| EncodeError::Init(e.to_string()))?;
+        route_logs(&mut enc);
         Ok(Self {
             enc,
             settings: settings.clone(),
@@ -242,6 +243,39 @@ impl H264Encoder {
             data: Bytes::copy_from_slice(&self.out),
             keyframe,
         }))
+    }
+}
+
+/// OpenH264 prints to stderr by itself; send its messages to `tracing` instead.
+fn route_logs(enc: &mut Encoder) {
+    let mut callback: openh264_sys2::WelsTraceCallback = Some(wels_log);
+    // SAFETY: trace options are accepted before initialisation; OpenH264 copies
+    // the function pointer out of `callback` during the call.
+    unsafe {
+        enc.raw_api().set_option(
+            openh264_sys2::ENCODER_OPTION_TRACE_CALLBACK,
+            (&raw mut callback).cast(),
+        );
+    }
+}
+
+/// Receives OpenH264's log lines. Its warnings are routine (e.g. about frame
+/// skipping being off, which WebRTC wants), so they go to debug.
+unsafe extern "C" fn wels_log(
+    _ctx: *mut std::ffi::c_void,
+    level: std::ffi::c_int,
+    text: *const std::ffi::c_char,
+) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: OpenH264 passes a NUL-terminated string valid for this call.
+    let text = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy();
+    let text = text.trim_end();
+    if level <= openh264_sys2::WELS_LOG_ERROR as std::ffi::c_int {
+        tracing::warn!(target: "openh264", "{text}");
+    } else {
+        tracing::debug!(target: "openh264", "{text}");
     }
 }
 
