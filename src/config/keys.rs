@@ -113,6 +113,106 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Bool,
         help: "Keep the camera running with no viewers (faster first frame, more power)",
     },
+    Key {
+        path: "device.name",
+        kind: Kind::Str,
+        help: "Device name shown to viewers (default: the hostname)",
+    },
+    Key {
+        path: "webrtc.ice_servers",
+        kind: Kind::Array,
+        help: "STUN/TURN servers: [{ urls = [\"stun:host:3478\"], username = \"u\", credential = \"p\" }]",
+    },
+    Key {
+        path: "webrtc.interfaces",
+        kind: Kind::Array,
+        help: "Network interfaces to gather ICE candidates on, e.g. [\"eth0\", \"wlan0\"] (empty: all)",
+    },
+    Key {
+        path: "webrtc.loopback",
+        kind: Kind::Bool,
+        help: "Also gather loopback (127.0.0.1) candidates, for single-host setups and tests",
+    },
+    Key {
+        path: "webrtc.mdns",
+        kind: Kind::Str,
+        help: "mDNS: \"query\" (resolve browsers' .local candidates), \"gather\" (also hide ours), \"disabled\"",
+    },
+    Key {
+        path: "webrtc.max_viewers",
+        kind: Kind::Int,
+        help: "Most simultaneous viewers (1-64); offers beyond it get a max_viewers error",
+    },
+    Key {
+        path: "webrtc.negotiation_timeout_ms",
+        kind: Kind::Int,
+        help: "Drop a session not connected this long after its offer (ms)",
+    },
+    Key {
+        path: "webrtc.disconnected_timeout_ms",
+        kind: Kind::Int,
+        help: "End a session whose ICE stays disconnected this long (ms)",
+    },
+    Key {
+        path: "mqtt.url",
+        kind: Kind::Str,
+        help: "Broker URL: mqtt://host:1883, mqtts://host:8883, ws://host:9001/mqtt, wss://… (unset: embedded broker)",
+    },
+    Key {
+        path: "mqtt.protocol",
+        kind: Kind::Str,
+        help: "MQTT version: \"5\" or \"3.1.1\"",
+    },
+    Key {
+        path: "mqtt.username",
+        kind: Kind::Str,
+        help: "Broker user name",
+    },
+    Key {
+        path: "mqtt.password",
+        kind: Kind::Str,
+        help: "Broker password (prefer password_file or RTCAM_MQTT_PASSWORD)",
+    },
+    Key {
+        path: "mqtt.password_file",
+        kind: Kind::Str,
+        help: "File holding the broker password",
+    },
+    Key {
+        path: "mqtt.client_id",
+        kind: Kind::Str,
+        help: "MQTT client id (default: rtcam-<hostname>)",
+    },
+    Key {
+        path: "mqtt.topic_prefix",
+        kind: Kind::Str,
+        help: "Topic prefix P of every rtcam topic (default: rtcam/<hostname>)",
+    },
+    Key {
+        path: "http.listen",
+        kind: Kind::Str,
+        help: "Web viewer address, e.g. 127.0.0.1:8080 or 0.0.0.0:8080 for the LAN (\"off\" disables it)",
+    },
+    Key {
+        path: "http.mqtt_ws_url",
+        kind: Kind::Str,
+        help: "MQTT WebSocket URL the browser uses (default: the embedded broker's, on the page's host)",
+    },
+    Key {
+        path: "broker.listen",
+        kind: Kind::Str,
+        help: "Embedded broker MQTT 3.1.1 listener",
+    },
+    Key {
+        path: "broker.v5_listen",
+        kind: Kind::Str,
+        help: "Embedded broker MQTT 5 listener",
+    },
+    Key {
+        path: "broker.ws_listen",
+        kind: Kind::Str,
+        help: "Embedded broker WebSocket listener (MQTT 3.1.1 over WebSocket, for browsers)",
+    },
 ];
 
 /// The key at a dotted path.

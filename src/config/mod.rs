@@ -121,6 +121,34 @@ fn check_file(
     Ok(())
 }
 
+/// Deserialises each array key on its own, so a bad entry is reported
+/// against its key (serde's messages do not carry the path).
+fn check_arrays(table: &toml::Table, origin: &dyn Fn(&str) -> Origin) -> Result<(), ConfigError> {
+    fn try_as<T: serde::de::DeserializeOwned>(v: &toml::Value) -> Result<(), String> {
+        v.clone()
+            .try_into::<T>()
+            .map(|_| ())
+            .map_err(|e: toml::de::Error| e.message().to_string())
+    }
+    for key in keys::KEYS.iter().filter(|k| k.kind == Kind::Array) {
+        let (section, name) = key.split();
+        let Some(v) = table.get(section).and_then(|s| s.get(name)) else {
+            continue;
+        };
+        let checked = match key.path {
+            "webrtc.ice_servers" => try_as::<Vec<raw::RawIceServer>>(v),
+            _ => try_as::<Vec<String>>(v),
+        };
+        checked.map_err(|allowed| ConfigError::Invalid {
+            key: key.path.into(),
+            value: v.to_string(),
+            allowed,
+            origin: origin(key.path),
+        })?;
+    }
+    Ok(())
+}
+
 /// Merges the layers and validates the result.
 pub fn load(layers: &Layers<'_>) -> Result<Loaded, ConfigError> {
     let mut origins = BTreeMap::new();
@@ -171,11 +199,13 @@ pub fn load(layers: &Layers<'_>) -> Result<Loaded, ConfigError> {
         set(&mut table, key, value);
         origins.insert(key.path.to_string(), origin);
     }
+    let origin_of = |k: &str| origins.get(k).cloned().unwrap_or(Origin::Default);
+    check_arrays(&table, &origin_of)?;
     let raw: raw::RawConfig =
         toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| {
-                // Kinds were checked above, so this is a nested value (an array's entries).
+                // Every key and array was checked above; this is a safety net.
                 ConfigError::Invalid {
                     key: "(config)".into(),
                     value: String::new(),
@@ -183,8 +213,14 @@ pub fn load(layers: &Layers<'_>) -> Result<Loaded, ConfigError> {
                     origin: Origin::Default,
                 }
             })?;
-    let origin_of = |k: &str| origins.get(k).cloned().unwrap_or(Origin::Default);
-    let settings = settings::validate(&raw, &origin_of)?;
+    let mut settings = settings::validate(&raw, &origin_of)?;
+    if let Some(path) = &settings.mqtt.password_file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        settings.mqtt.password = Some(settings::Secret::new(text.trim_end_matches(['\r', '\n'])));
+    }
     Ok(Loaded { settings, origins })
 }
 
@@ -208,6 +244,9 @@ pub fn render_effective(loaded: &Loaded) -> String {
                 .unwrap_or(Origin::Default);
             match entries.get(name) {
                 Some(v) => out.push_str(&format!("{name} = {v}  # {origin}\n")),
+                None if key.path == "mqtt.password" && loaded.settings.mqtt.password.is_some() => {
+                    out.push_str(&format!("# {name} is set ({origin}), not shown\n"));
+                }
                 None => out.push_str(&format!("# {name} is not set\n")),
             }
         }
@@ -327,6 +366,45 @@ mod tests {
         })
         .expect_err("out of range");
         assert!(e.to_string().contains("environment RTCAM_VIDEO_FPS"), "{e}");
+    }
+
+    #[test]
+    fn array_entries_are_checked_against_their_key() {
+        let f = file("[webrtc]\nice_servers = [{ urlz = [\"stun:x\"] }]\n");
+        let e = load(&Layers {
+            file: Some(f.path()),
+            ..Layers::default()
+        })
+        .expect_err("bad field");
+        assert_eq!(e.key(), Some("webrtc.ice_servers"));
+        assert!(e.to_string().contains("urlz"), "{e}");
+        let loaded = load(&Layers {
+            env: env(&[("RTCAM_WEBRTC_INTERFACES", "[\"eth0\", \"wlan0\"]")]),
+            ..Layers::default()
+        })
+        .expect("valid");
+        assert_eq!(loaded.settings.webrtc.interfaces, ["eth0", "wlan0"]);
+    }
+
+    #[test]
+    fn password_file_is_read_and_never_printed() {
+        let secret = file("s3cret-pw\n");
+        let cfg = file(&format!(
+            "[mqtt]\npassword_file = {:?}\n",
+            secret.path().display().to_string()
+        ));
+        let loaded = load(&Layers {
+            file: Some(cfg.path()),
+            ..Layers::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            loaded.settings.mqtt.password.as_ref().map(|p| p.expose()),
+            Some("s3cret-pw")
+        );
+        let printed = render_effective(&loaded);
+        assert!(!printed.contains("s3cret-pw"), "{printed}");
+        assert!(printed.contains("# password is set"), "{printed}");
     }
 
     #[test]

@@ -10,6 +10,35 @@ pub struct RawConfig {
     /// `[video]`
     #[serde(default)]
     pub video: RawVideo,
+    /// `[device]`
+    #[serde(default)]
+    pub device: RawDevice,
+    /// `[webrtc]`
+    #[serde(default)]
+    pub webrtc: RawWebrtc,
+    /// `[mqtt]`
+    #[serde(default)]
+    pub mqtt: RawMqtt,
+    /// `[http]`
+    #[serde(default)]
+    pub http: RawHttp,
+    /// `[broker]`
+    #[serde(default)]
+    pub broker: RawBroker,
+}
+
+/// One `[[webrtc.ice_servers]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIceServer {
+    /// `stun:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// `[video]`
@@ -40,4 +69,94 @@ pub struct RawVideo {
     /// `video.always_on`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub always_on: Option<bool>,
+}
+
+/// `[device]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    /// `device.name`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `[webrtc]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebrtc {
+    /// `webrtc.ice_servers`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ice_servers: Option<Vec<RawIceServer>>,
+    /// `webrtc.interfaces`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<Vec<String>>,
+    /// `webrtc.loopback`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loopback: Option<bool>,
+    /// `webrtc.mdns`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mdns: Option<String>,
+    /// `webrtc.max_viewers`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_viewers: Option<i64>,
+    /// `webrtc.negotiation_timeout_ms`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negotiation_timeout_ms: Option<i64>,
+    /// `webrtc.disconnected_timeout_ms`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disconnected_timeout_ms: Option<i64>,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    /// `mqtt.url`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `mqtt.protocol`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// `mqtt.username`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// `mqtt.password`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// `mqtt.password_file`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// `mqtt.client_id`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `mqtt.topic_prefix`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<String>,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `http.listen`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `http.mqtt_ws_url`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_ws_url: Option<String>,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroker {
+    /// `broker.listen`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `broker.v5_listen`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v5_listen: Option<String>,
+    /// `broker.ws_listen`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_listen: Option<String>,
 }

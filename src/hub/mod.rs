@@ -27,6 +27,8 @@ struct State {
 pub struct HubStats {
     /// Current subscribers.
     pub subscribers: usize,
+    /// Current [`Demand`] guards.
+    pub holds: usize,
     /// Frames published by the pipeline.
     pub published: u64,
     /// Frames dropped for slow subscribers.
@@ -96,6 +98,15 @@ impl Hub {
         Subscription {
             id,
             rx,
+            hub: Arc::clone(self),
+        }
+    }
+
+    /// Keeps the camera running without receiving frames, until the guard drops.
+    pub fn demand(self: &Arc<Self>) -> Demand {
+        self.lock().policy.hold();
+        self.demand.notify_all();
+        Demand {
             hub: Arc::clone(self),
         }
     }
@@ -250,11 +261,25 @@ impl Hub {
 
     /// Totals and the current subscriber count.
     pub fn stats(&self) -> HubStats {
+        let st = self.lock();
         HubStats {
-            subscribers: self.lock().policy.subscribers(),
+            subscribers: st.policy.subscribers(),
+            holds: st.policy.holds(),
             published: self.published.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Keeps the camera wanted while alive (see [`Hub::demand`]).
+pub struct Demand {
+    hub: Arc<Hub>,
+}
+
+impl Drop for Demand {
+    fn drop(&mut self) {
+        self.hub.lock().policy.release(Instant::now());
+        self.hub.demand.notify_all();
     }
 }
 

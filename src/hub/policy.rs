@@ -63,6 +63,7 @@ impl Default for PolicyConfig {
 pub struct HubPolicy {
     cfg: PolicyConfig,
     subs: BTreeMap<SubscriberId, SubState>,
+    holds: usize,
     next_id: u64,
     idle_since: Option<Instant>,
     last_drop_request: Option<Instant>,
@@ -74,6 +75,7 @@ impl HubPolicy {
         Self {
             cfg,
             subs: BTreeMap::new(),
+            holds: 0,
             next_id: 1,
             idle_since: None,
             last_drop_request: None,
@@ -98,10 +100,30 @@ impl HubPolicy {
     /// Removes a subscriber; returns its final counters.
     pub fn unsubscribe(&mut self, id: SubscriberId, now: Instant) -> Option<SubscriberStats> {
         let st = self.subs.remove(&id)?;
-        if self.subs.is_empty() {
+        if self.subs.is_empty() && self.holds == 0 {
             self.idle_since = Some(now);
         }
         Some(st.stats)
+    }
+
+    /// Keeps the camera wanted without receiving frames (a viewer still
+    /// negotiating: the camera warms up while ICE and DTLS complete).
+    pub fn hold(&mut self) {
+        self.holds += 1;
+        self.idle_since = None;
+    }
+
+    /// Releases a [`HubPolicy::hold`].
+    pub fn release(&mut self, now: Instant) {
+        self.holds = self.holds.saturating_sub(1);
+        if self.holds == 0 && self.subs.is_empty() {
+            self.idle_since = Some(now);
+        }
+    }
+
+    /// Number of holds.
+    pub fn holds(&self) -> usize {
+        self.holds
     }
 
     /// Number of subscribers.
@@ -168,6 +190,7 @@ impl HubPolicy {
     pub fn wants_source(&self, now: Instant) -> bool {
         self.cfg.always_on
             || !self.subs.is_empty()
+            || self.holds > 0
             || self
                 .idle_since
                 .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.idle_grace)
@@ -175,7 +198,7 @@ impl HubPolicy {
 
     /// When an idle camera must stop, if it is in its grace period.
     pub fn stop_deadline(&self) -> Option<Instant> {
-        if self.cfg.always_on || !self.subs.is_empty() {
+        if self.cfg.always_on || !self.subs.is_empty() || self.holds > 0 {
             return None;
         }
         self.idle_since.map(|t| t + self.cfg.idle_grace)
@@ -255,6 +278,23 @@ mod tests {
             "restart on demand"
         );
         assert_eq!(p.stop_deadline(), None);
+    }
+
+    #[test]
+    fn holds_keep_the_source_without_a_queue() {
+        let (mut p, t0) = policy();
+        p.hold();
+        assert!(p.wants_source(t0 + Duration::from_secs(60)));
+        let (a, _) = p.subscribe();
+        p.release(t0);
+        assert!(
+            p.wants_source(t0 + Duration::from_secs(60)),
+            "the subscriber keeps it"
+        );
+        p.unsubscribe(a, t0);
+        assert!(!p.wants_source(t0 + Duration::from_secs(1)));
+        p.release(t0);
+        assert_eq!(p.holds(), 0, "extra releases are harmless");
     }
 
     #[test]

@@ -1,0 +1,822 @@
+//! The thin adapter over the `webrtc` crate: one [`Peer`] per viewer, its
+//! callbacks turned into [`PeerEvent`]s on a channel. Nothing outside this
+//! module names the crate's types, so the WebRTC stack can be swapped.
+
+pub mod rtcp_forward;
+pub mod sdp;
+
+use crate::config::settings::{IceServer, MdnsMode, WebrtcSettings};
+use bytes::{Bytes, BytesMut};
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Slot;
+use rtc::media::Sample;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, StatsSelector, register_default_interceptors,
+};
+use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+/// The fmtp line rtcam sends and accepts: what Chrome, Firefox and Safari all decode.
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// Why a peer operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The remote description was rejected by the WebRTC stack.
+    #[error("the SDP was rejected: {0}")]
+    BadSdp(String),
+    /// The offer's video cannot be H.264 Constrained Baseline, packetization-mode 1.
+    #[error("the offer's video has no H.264 (Constrained Baseline, packetization-mode=1) codec")]
+    NoVideoCodec,
+    /// A remote candidate was rejected.
+    #[error("bad ICE candidate: {0}")]
+    BadCandidate(String),
+    /// No address to gather candidates on.
+    #[error("no network address for ICE (check webrtc.interfaces and webrtc.loopback)")]
+    NoAddress,
+    /// Anything else the stack reported.
+    #[error("WebRTC error: {0}")]
+    Stack(String),
+    /// The peer is closed.
+    #[error("the connection is closed")]
+    Closed,
+}
+
+fn stack(e: impl std::fmt::Display) -> PeerError {
+    // Some of the stack's errors embed whole packets; keep messages short.
+    let mut text = e.to_string();
+    if text.len() > 200 {
+        text.truncate(200);
+        text.push('…');
+    }
+    PeerError::Stack(text)
+}
+
+pub use crate::signaling::messages::IceCandidate;
+
+/// Connection state as the rest of rtcam sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// ICE/DTLS in progress.
+    Connecting,
+    /// Media can flow.
+    Connected,
+    /// Connectivity lost; may come back.
+    Disconnected,
+    /// ICE or DTLS failed for good.
+    Failed,
+    /// Closed (DTLS close or local close).
+    Closed,
+}
+
+/// What a peer reports.
+pub enum PeerEvent {
+    /// A local candidate to send to the remote.
+    LocalCandidate(IceCandidate),
+    /// No more local candidates.
+    GatheringComplete,
+    /// The connection state changed.
+    State(PeerState),
+    /// The remote opened a DataChannel.
+    DataChannel(Channel),
+    /// The remote's video started arriving (viewer side).
+    RemoteVideo(RemoteVideo),
+    /// The remote asked for a keyframe (RTCP PLI/FIR). Coalesced: one per batch.
+    KeyframeRequest,
+}
+
+impl std::fmt::Debug for PeerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerEvent::LocalCandidate(c) => write!(f, "LocalCandidate({})", c.candidate),
+            PeerEvent::GatheringComplete => f.write_str("GatheringComplete"),
+            PeerEvent::State(s) => write!(f, "State({s:?})"),
+            PeerEvent::DataChannel(c) => write!(f, "DataChannel({})", c.label),
+            PeerEvent::RemoteVideo(_) => f.write_str("RemoteVideo"),
+            PeerEvent::KeyframeRequest => f.write_str("KeyframeRequest"),
+        }
+    }
+}
+
+/// Network and ICE options for every peer.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// STUN/TURN servers.
+    pub ice_servers: Vec<IceServer>,
+    /// Use relay candidates only (tests of TURN).
+    pub relay_only: bool,
+    /// Local UDP addresses to bind (`ip:0`); each gives one host candidate.
+    pub bind_addrs: Vec<String>,
+    /// mDNS behaviour.
+    pub mdns: MdnsMode,
+    /// Address hidden behind the mDNS name in `Gather` mode.
+    pub mdns_ip: Option<IpAddr>,
+}
+
+/// The addresses to bind for ICE: allowed interfaces' addresses (all
+/// non-loopback IPv4 ones when `allow` is empty), plus 127.0.0.1 with `loopback`.
+pub fn bind_addrs(ifaces: &[(String, IpAddr)], allow: &[String], loopback: bool) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (name, ip) in ifaces {
+        let allowed = if allow.is_empty() {
+            !ip.is_loopback()
+        } else {
+            allow.iter().any(|a| a == name)
+        };
+        // IPv4 only: IPv6 link-local needs scope ids the stack does not handle.
+        if allowed && ip.is_ipv4() && (!ip.is_loopback() || loopback) {
+            out.push(format!("{ip}:0"));
+        }
+    }
+    if loopback && !out.iter().any(|a| a.starts_with("127.")) {
+        out.push("127.0.0.1:0".into());
+    }
+    out.dedup();
+    out
+}
+
+impl PeerOptions {
+    /// Options from `[webrtc]`, enumerating the machine's interfaces.
+    pub fn from_settings(w: &WebrtcSettings) -> Self {
+        let ifaces: Vec<(String, IpAddr)> = rtc::shared::ifaces::ifaces()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.addr.map(|a| (i.name, a.ip())))
+            .collect();
+        let addrs = bind_addrs(&ifaces, &w.interfaces, w.loopback);
+        let mdns_ip = addrs
+            .iter()
+            .filter_map(|a| {
+                a.rsplit_once(':')
+                    .and_then(|(ip, _)| ip.parse::<IpAddr>().ok())
+            })
+            .find(|ip| !ip.is_loopback());
+        Self {
+            ice_servers: w.ice_servers.clone(),
+            relay_only: false,
+            bind_addrs: addrs,
+            mdns: w.mdns,
+            mdns_ip,
+        }
+    }
+}
+
+fn h264_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: H264_FMTP.to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: 102,
+        ..Default::default()
+    }
+}
+
+struct Handler {
+    tx: mpsc::UnboundedSender<PeerEvent>,
+    /// The mid of the first m-line, put on our candidates (bundle: one transport).
+    first_mid: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        let Ok(init) = event.candidate.to_json() else {
+            return;
+        };
+        let mid = self
+            .first_mid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let _ = self.tx.send(PeerEvent::LocalCandidate(IceCandidate {
+            candidate: init.candidate,
+            sdp_mid: mid.or(Some("0".into())),
+            sdp_mline_index: Some(0),
+        }));
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.send(PeerEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let s = match state {
+            RTCPeerConnectionState::Connected => PeerState::Connected,
+            RTCPeerConnectionState::Disconnected => PeerState::Disconnected,
+            RTCPeerConnectionState::Failed => PeerState::Failed,
+            RTCPeerConnectionState::Closed => PeerState::Closed,
+            _ => PeerState::Connecting,
+        };
+        let _ = self.tx.send(PeerEvent::State(s));
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let label = dc.label().await.unwrap_or_default();
+        let _ = self.tx.send(PeerEvent::DataChannel(Channel { dc, label }));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self
+            .tx
+            .send(PeerEvent::RemoteVideo(RemoteVideo::new(track)));
+    }
+}
+
+fn first_mid(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .map(str::to_string)
+}
+
+/// One WebRTC peer connection.
+pub struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    handler: Arc<Handler>,
+    video: Option<VideoSender>,
+    rtcp_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Events of one peer; ends after the peer is closed and dropped.
+pub type PeerEvents = mpsc::UnboundedReceiver<PeerEvent>;
+
+async fn build(
+    opts: &PeerOptions,
+    handler: Arc<Handler>,
+    forward_rtcp: bool,
+) -> Result<Arc<dyn PeerConnection>, PeerError> {
+    if opts.bind_addrs.is_empty() {
+        return Err(PeerError::NoAddress);
+    }
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(h264_codec(), RtpCodecKind::Video)
+        .map_err(stack)?;
+    media.register_feedback(
+        RTCPFeedback {
+            typ: "ccm".into(),
+            parameter: "fir".into(),
+        },
+        RtpCodecKind::Video,
+    );
+    // After register_codec: the default interceptors add nack/pli feedback to registered codecs.
+    let mut registry = register_default_interceptors(Registry::new(), &mut media).map_err(stack)?;
+    if forward_rtcp {
+        registry = registry.with(
+            Slot::from(usize::from(rtcp_forward::SLOT)),
+            rtcp_forward::KeyframeRequestForwarder::default(),
+        );
+    }
+    let mdns = match opts.mdns {
+        MdnsMode::Disabled => MulticastDnsMode::Disabled,
+        MdnsMode::Query => MulticastDnsMode::QueryOnly,
+        MdnsMode::Gather => MulticastDnsMode::QueryAndGather,
+    };
+    let mut settings = SettingEngineBuilder::new().with_multicast_dns_mode(mdns);
+    if opts.mdns == MdnsMode::Gather {
+        settings = settings
+            .with_multicast_dns_local_name(format!("rtcam-{:08x}.local", rand_u32()))
+            .with_multicast_dns_local_ip(opts.mdns_ip);
+    }
+    let ice_servers = opts
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let mut config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers);
+    if opts.relay_only {
+        config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+    }
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config.build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings.build())
+        .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+        .with_udp_addrs(opts.bind_addrs.clone())
+        .build()
+        .await
+        .map_err(stack)?;
+    Ok(Arc::new(pc))
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process; mixed with time for per-call variety.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
+    h.finish() as u32
+}
+
+impl Peer {
+    /// Answers a viewer's offer: sets it, adds the H.264 track when `send_video`,
+    /// and returns the peer, its answer SDP and its event stream.
+    pub async fn answer(
+        opts: &PeerOptions,
+        offer_sdp: &str,
+        send_video: bool,
+    ) -> Result<(Peer, String, PeerEvents), PeerError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handler = Arc::new(Handler {
+            tx,
+            first_mid: std::sync::Mutex::new(first_mid(offer_sdp)),
+        });
+        let pc = build(opts, handler.clone(), send_video).await?;
+        let mut peer = Peer {
+            pc,
+            handler,
+            video: None,
+            rtcp_task: None,
+        };
+        match peer.negotiate_answer(offer_sdp, send_video).await {
+            Ok(answer) => Ok((peer, answer, rx)),
+            Err(e) => {
+                peer.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn negotiate_answer(
+        &mut self,
+        offer_sdp: &str,
+        send_video: bool,
+    ) -> Result<String, PeerError> {
+        let offer = RTCSessionDescription::offer(offer_sdp.to_string())
+            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        let mut track = None;
+        if send_video {
+            let ssrc = rand_u32() | 1;
+            let t = Arc::new(
+                TrackLocalStaticSample::new(
+                    Instant::now(),
+                    MediaStreamTrack::new(
+                        "rtcam".into(),
+                        "video".into(),
+                        "camera".into(),
+                        RtpCodecKind::Video,
+                        vec![RTCRtpEncodingParameters {
+                            rtp_coding_parameters: RTCRtpCodingParameters {
+                                ssrc: Some(ssrc),
+                                ..Default::default()
+                            },
+                            codec: h264_codec().rtp_codec,
+                            ..Default::default()
+                        }],
+                    ),
+                )
+                .map_err(stack)?,
+            );
+            let sender = self
+                .pc
+                .add_track(t.clone() as Arc<dyn TrackLocal>)
+                .await
+                .map_err(stack)?;
+            track = Some((t, ssrc, sender));
+        }
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        let sdp = answer.sdp.clone();
+        self.pc.set_local_description(answer).await.map_err(stack)?;
+        if let Some((t, ssrc, sender)) = track {
+            let pt = sender
+                .get_parameters()
+                .await
+                .map_err(stack)?
+                .rtp_parameters
+                .codecs
+                .first()
+                .map(|c| c.payload_type)
+                .ok_or(PeerError::NoVideoCodec)?;
+            self.rtcp_task = Some(spawn_rtcp_poll(t.clone(), self.handler.tx.clone()));
+            self.video = Some(VideoSender { track: t, ssrc, pt });
+        }
+        Ok(sdp)
+    }
+
+    /// Creates an offer as a viewer would: recvonly video if `video`, and a
+    /// DataChannel named `channel` if given. Returns the peer, the offer SDP,
+    /// the channel and the event stream.
+    pub async fn offer(
+        opts: &PeerOptions,
+        video: bool,
+        channel: Option<&str>,
+    ) -> Result<(Peer, String, Option<Channel>, PeerEvents), PeerError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handler = Arc::new(Handler {
+            tx,
+            first_mid: std::sync::Mutex::new(None),
+        });
+        let pc = build(opts, handler.clone(), false).await?;
+        let peer = Peer {
+            pc,
+            handler,
+            video: None,
+            rtcp_task: None,
+        };
+        let made = async {
+            if video {
+                peer.pc
+                    .add_transceiver_from_kind(
+                        RtpCodecKind::Video,
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Recvonly,
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                    .map_err(stack)?;
+            }
+            let ch = match channel {
+                Some(label) => {
+                    let dc = peer
+                        .pc
+                        .create_data_channel(label, None)
+                        .await
+                        .map_err(stack)?;
+                    Some(Channel {
+                        dc,
+                        label: label.to_string(),
+                    })
+                }
+                None => None,
+            };
+            let offer = peer.pc.create_offer(None).await.map_err(stack)?;
+            let sdp = offer.sdp.clone();
+            *peer
+                .handler
+                .first_mid
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = first_mid(&sdp);
+            peer.pc.set_local_description(offer).await.map_err(stack)?;
+            Ok::<_, PeerError>((sdp, ch))
+        }
+        .await;
+        match made {
+            Ok((sdp, ch)) => Ok((peer, sdp, ch, rx)),
+            Err(e) => {
+                peer.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies the remote answer (viewer side).
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), PeerError> {
+        let answer = RTCSessionDescription::answer(sdp.to_string())
+            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| PeerError::BadSdp(e.to_string()))
+    }
+
+    /// Adds a remote ICE candidate; an empty one (end of candidates) is accepted and ignored.
+    pub async fn add_remote_candidate(&self, c: &IceCandidate) -> Result<(), PeerError> {
+        if c.candidate.trim().is_empty() {
+            return Ok(());
+        }
+        let init = webrtc::peer_connection::RTCIceCandidateInit {
+            candidate: c.candidate.clone(),
+            sdp_mid: c.sdp_mid.clone(),
+            sdp_mline_index: c.sdp_mline_index,
+            ..Default::default()
+        };
+        self.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| PeerError::BadCandidate(e.to_string()))
+    }
+
+    /// The video sender, when this peer sends video.
+    pub fn video(&self) -> Option<VideoSender> {
+        self.video.clone()
+    }
+
+    /// Transport statistics.
+    pub async fn stats(&self) -> PeerStats {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let mut s = PeerStats::default();
+        for o in report.outbound_rtp_streams() {
+            s.bytes_sent += o.sent_rtp_stream_stats.bytes_sent;
+            s.packets_sent += o.sent_rtp_stream_stats.packets_sent;
+        }
+        for i in report.inbound_rtp_streams() {
+            s.bytes_received += i.bytes_received;
+            s.packets_received += i.received_rtp_stream_stats.packets_received;
+        }
+        if let Some(cp) = report.candidate_pairs().find(|cp| cp.nominated) {
+            s.rtt = Some(Duration::from_secs_f64(cp.current_round_trip_time.max(0.0)));
+        }
+        s
+    }
+
+    /// Closes the connection and frees its sockets and tasks. Idempotent.
+    pub async fn close(&self) {
+        if let Some(t) = &self.rtcp_task {
+            t.abort();
+        }
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!(error = %stack(e), "closing peer connection");
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(t) = self.rtcp_task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Drains the local track's events (required once RTCP forwarding is on)
+/// and turns keyframe requests into one coalesced event per batch.
+fn spawn_rtcp_poll(
+    track: Arc<TrackLocalStaticSample>,
+    tx: mpsc::UnboundedSender<PeerEvent>,
+) -> tokio::task::JoinHandle<()> {
+    let pending = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Some(ev) = track.poll().await {
+            if let TrackLocalEvent::OnRtcpPacket(packets) = ev
+                && packets
+                    .iter()
+                    .any(|p| rtcp_forward::is_keyframe_request(p.as_ref()))
+                && !pending.swap(true, Ordering::AcqRel)
+            {
+                if tx.send(PeerEvent::KeyframeRequest).is_err() {
+                    break;
+                }
+                // The session applies its own per-viewer rate limit; one event per batch is enough here.
+                pending.store(false, Ordering::Release);
+            }
+        }
+    })
+}
+
+/// Transport counters of one peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerStats {
+    /// RTP bytes sent.
+    pub bytes_sent: u64,
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// RTP bytes received.
+    pub bytes_received: u64,
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// Round-trip time of the selected candidate pair.
+    pub rtt: Option<Duration>,
+}
+
+/// Writes H.264 access units to a peer's video track.
+#[derive(Clone)]
+pub struct VideoSender {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    pt: u8,
+}
+
+impl VideoSender {
+    /// Sends one Annex B access unit lasting `duration` (its RTP timestamp
+    /// advances by that much). Waits when the transport is backed up.
+    pub async fn send(
+        &self,
+        au: Bytes,
+        duration: Duration,
+        captured: Instant,
+    ) -> Result<(), PeerError> {
+        let sample = Sample {
+            data: au,
+            duration,
+            ..Sample::new(captured)
+        };
+        self.track
+            .write_sample(self.ssrc, self.pt, &sample, &[])
+            .await
+            .map_err(|_| PeerError::Closed)
+    }
+}
+
+/// What a DataChannel reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelEvent {
+    /// The channel is open.
+    Open,
+    /// A text message.
+    Text(String),
+    /// A binary message (its length; rtcam's protocol is text only).
+    Binary(usize),
+    /// The channel closed.
+    Closed,
+}
+
+/// A DataChannel.
+pub struct Channel {
+    dc: Arc<dyn DataChannel>,
+    label: String,
+}
+
+impl Channel {
+    /// The channel's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The next event; `None` once the channel or its connection is gone.
+    pub async fn recv(&self) -> Option<ChannelEvent> {
+        loop {
+            let ev = self.dc.poll().await?;
+            return Some(match ev {
+                DataChannelEvent::OnOpen => ChannelEvent::Open,
+                DataChannelEvent::OnMessage(m) if m.is_string => {
+                    ChannelEvent::Text(String::from_utf8_lossy(&m.data).into_owned())
+                }
+                DataChannelEvent::OnMessage(m) => ChannelEvent::Binary(m.data.len()),
+                DataChannelEvent::OnClose => ChannelEvent::Closed,
+                // Buffered-amount and closing notices are not interesting here.
+                _ => continue,
+            });
+        }
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&self, text: &str) -> Result<(), PeerError> {
+        self.dc.send_text(text).await.map_err(stack)
+    }
+
+    /// Sends a binary message.
+    pub async fn send_binary(&self, data: &[u8]) -> Result<(), PeerError> {
+        self.dc.send(BytesMut::from(data)).await.map_err(stack)
+    }
+
+    /// Closes the channel.
+    pub async fn close(&self) {
+        let _ = self.dc.close().await;
+    }
+}
+
+/// One H.264 access unit received from the remote.
+#[derive(Debug, Clone)]
+pub struct ReceivedFrame {
+    /// Annex B bytes.
+    pub data: Bytes,
+    /// RTP timestamp (90 kHz).
+    pub rtp_timestamp: u32,
+    /// A packet was lost before or inside this access unit.
+    pub after_loss: bool,
+}
+
+/// The remote's video track (viewer side), reassembled into access units.
+pub struct RemoteVideo {
+    track: Arc<dyn TrackRemote>,
+    depacketizer: H264Packet,
+    buffer: BytesMut,
+    timestamp: Option<u32>,
+    last_seq: Option<u16>,
+    loss: bool,
+}
+
+impl RemoteVideo {
+    fn new(track: Arc<dyn TrackRemote>) -> Self {
+        Self {
+            track,
+            depacketizer: H264Packet::default(),
+            buffer: BytesMut::new(),
+            timestamp: None,
+            last_seq: None,
+            loss: false,
+        }
+    }
+
+    /// The next complete access unit (ended by the RTP marker bit); `None` when the track ends.
+    pub async fn next_frame(&mut self) -> Option<ReceivedFrame> {
+        loop {
+            let TrackRemoteEvent::OnRtpPacket(pkt) = self.track.poll().await? else {
+                continue;
+            };
+            let seq = pkt.header.sequence_number;
+            if self
+                .last_seq
+                .is_some_and(|last| seq != last.wrapping_add(1))
+            {
+                self.loss = true;
+            }
+            self.last_seq = Some(seq);
+            if self.timestamp.is_some_and(|ts| ts != pkt.header.timestamp) {
+                // A new picture began without the previous one's marker: drop the partial.
+                self.buffer.clear();
+                self.loss = true;
+            }
+            self.timestamp = Some(pkt.header.timestamp);
+            match self.depacketizer.depacketize(&pkt.payload) {
+                Ok(nal) => self.buffer.extend_from_slice(&nal),
+                Err(_) => self.loss = true,
+            }
+            if pkt.header.marker {
+                self.timestamp = None;
+                let data = self.buffer.split().freeze();
+                let after_loss = std::mem::take(&mut self.loss);
+                if !data.is_empty() {
+                    return Some(ReceivedFrame {
+                        data,
+                        rtp_timestamp: pkt.header.timestamp,
+                        after_loss,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Asks the sender for a keyframe (RTCP PLI).
+    pub async fn request_keyframe(&self) -> Result<(), PeerError> {
+        let media_ssrc = self.track.ssrcs().await.first().copied().unwrap_or(0);
+        self.track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })])
+            .await
+            .map_err(stack)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn bind_addresses_follow_allow_list_and_loopback() {
+        let ifaces = vec![
+            ("lo".to_string(), ip("127.0.0.1")),
+            ("eth0".to_string(), ip("192.0.2.2")),
+            ("eth0".to_string(), ip("fe80::1")),
+            ("wlan0".to_string(), ip("10.0.0.5")),
+        ];
+        assert_eq!(
+            bind_addrs(&ifaces, &[], false),
+            ["192.0.2.2:0", "10.0.0.5:0"]
+        );
+        assert_eq!(
+            bind_addrs(&ifaces, &["wlan0".into()], false),
+            ["10.0.0.5:0"]
+        );
+        assert_eq!(bind_addrs(&ifaces, &["lo".into()], true), ["127.0.0.1:0"]);
+        assert_eq!(
+            bind_addrs(&ifaces, &["lo".into()], false),
+            Vec::<String>::new()
+        );
+        assert_eq!(bind_addrs(&[], &[], true), ["127.0.0.1:0"]);
+    }
+
+    #[test]
+    fn first_mid_is_read_from_sdp() {
+        assert_eq!(
+            first_mid("v=0\r\nm=video 9 X 1\r\na=mid:video0\r\na=mid:1\r\n").as_deref(),
+            Some("video0")
+        );
+        assert_eq!(first_mid("v=0\r\n"), None);
+    }
+}

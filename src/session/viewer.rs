@@ -1,0 +1,251 @@
+//! One viewer session's task: answers the offer, trickles candidates,
+//! streams the hub's frames into the video track once connected, serves the
+//! control DataChannel, and on any end closes everything it opened. A panic
+//! inside ends this session only; the peer is still closed.
+
+use super::table::{EndReason, KeyframeGate, LinkState, SessionId};
+use super::{SessionCommand, SessionContext, SessionEvent};
+use crate::control::CHANNEL_LABEL;
+use crate::hub::{Demand, Subscription};
+use crate::peer::{Channel, ChannelEvent, Peer, PeerError, PeerEvent, PeerState, VideoSender};
+use crate::signaling::messages::{self, ErrorCode, IceCandidate, SignalError};
+use crate::signaling::mqtt::ToClient;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What the manager decided about a new session.
+pub struct Spec {
+    /// The session.
+    pub id: SessionId,
+    /// The viewer's offer.
+    pub offer_sdp: String,
+    /// Whether to send video.
+    pub video: bool,
+}
+
+type PeerSlot = Arc<Mutex<Option<Arc<Peer>>>>;
+
+/// Runs one session to its end and reports it to the manager.
+pub async fn run(
+    ctx: Arc<SessionContext>,
+    spec: Spec,
+    commands: mpsc::UnboundedReceiver<SessionCommand>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    tracker: TaskTracker,
+) {
+    let id = spec.id.clone();
+    let slot: PeerSlot = Arc::default();
+    // Child tasks (video pump, channels) stop with the session.
+    let children = CancellationToken::new();
+    let outcome = AssertUnwindSafe(session(
+        &ctx, spec, commands, &events, &tracker, &slot, &children,
+    ))
+    .catch_unwind()
+    .await;
+    children.cancel();
+    let reason = match outcome {
+        Ok(reason) => reason,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(client = %id.client, panic = %text, "session task panicked; ending this session only");
+            EndReason::Crashed(text)
+        }
+    };
+    let peer = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(peer) = peer {
+        peer.close().await;
+    }
+    let _ = events.send(SessionEvent::Ended(id, reason));
+}
+
+fn signal_error(ctx: &SessionContext, id: &SessionId, code: ErrorCode, message: impl Into<String>) {
+    let e = SignalError::new(code, message);
+    ctx.publisher
+        .to_client(ToClient::Error, &id.client, messages::error_json(&e));
+}
+
+async fn session(
+    ctx: &Arc<SessionContext>,
+    spec: Spec,
+    mut commands: mpsc::UnboundedReceiver<SessionCommand>,
+    events: &mpsc::UnboundedSender<SessionEvent>,
+    tracker: &TaskTracker,
+    slot: &PeerSlot,
+    children: &CancellationToken,
+) -> EndReason {
+    let id = spec.id;
+    // Start the camera now: it warms up while ICE and DTLS complete.
+    let mut demand: Option<Demand> = spec.video.then(|| ctx.hub.demand());
+    let (peer, answer, mut peer_events) =
+        match Peer::answer(&ctx.peer, &spec.offer_sdp, spec.video).await {
+            Ok(made) => made,
+            Err(e) => {
+                let code = match e {
+                    PeerError::BadSdp(_) => ErrorCode::BadSdp,
+                    PeerError::NoVideoCodec => ErrorCode::NoVideoCodec,
+                    _ => ErrorCode::Internal,
+                };
+                signal_error(ctx, &id, code, e.to_string());
+                return EndReason::SetupFailed(e.to_string());
+            }
+        };
+    let peer = Arc::new(peer);
+    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(peer.clone());
+    ctx.publisher
+        .to_client(ToClient::Answer, &id.client, messages::answer_json(&answer));
+    let mut keyframes = KeyframeGate::new(Duration::from_secs(1));
+    let mut channels: Vec<Arc<Channel>> = Vec::new();
+    let mut pump_started = false;
+    let reason = loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(SessionCommand::Candidate(c)) => add_candidate(ctx, &id, &peer, &c).await,
+                Some(SessionCommand::End(reason)) => break reason,
+                None => break EndReason::Shutdown,
+            },
+            ev = peer_events.recv() => match ev {
+                Some(PeerEvent::LocalCandidate(c)) => {
+                    ctx.publisher.to_client(ToClient::Ice, &id.client, messages::candidate_json(&c));
+                }
+                Some(PeerEvent::GatheringComplete) => {
+                    ctx.publisher.to_client(ToClient::Ice, &id.client, messages::candidate_json(&IceCandidate::end()));
+                }
+                Some(PeerEvent::State(state)) => {
+                    let link = match state {
+                        PeerState::Connected => Some(LinkState::Connected),
+                        PeerState::Disconnected => Some(LinkState::Disconnected),
+                        PeerState::Failed => Some(LinkState::Failed),
+                        PeerState::Closed => Some(LinkState::Closed),
+                        PeerState::Connecting => None,
+                    };
+                    if let Some(link) = link {
+                        let _ = events.send(SessionEvent::Link(id.clone(), link));
+                    }
+                    if state == PeerState::Connected {
+                        tracing::info!(client = %id.client, "viewer connected");
+                        if ctx.faults.panic_client.as_deref() == Some(id.client.as_str()) {
+                            panic!("injected fault for client {}", id.client);
+                        }
+                        if let (false, Some(video)) = (pump_started, peer.video()) {
+                            pump_started = true;
+                            // Subscribe only now: the first frame is a keyframe requested at once.
+                            let sub = ctx.hub.subscribe();
+                            demand = None;
+                            tracker.spawn(pump(sub, video, ctx.frame_duration, children.child_token()));
+                        }
+                    }
+                }
+                Some(PeerEvent::DataChannel(ch)) => {
+                    let ch = Arc::new(ch);
+                    channels.push(ch.clone());
+                    tracker.spawn(serve_channel(ctx.clone(), ch, children.child_token()));
+                }
+                Some(PeerEvent::KeyframeRequest) => {
+                    if keyframes.allow(Instant::now()) {
+                        ctx.hub.request_keyframe();
+                    }
+                }
+                Some(PeerEvent::RemoteVideo(_)) => {}
+                None => break EndReason::Closed,
+            },
+        }
+    };
+    // Tell the viewer, since closing a peer connection sends nothing on the wire.
+    if !matches!(reason, EndReason::Bye | EndReason::Replaced) {
+        let bye = messages::bye_json(reason.as_str());
+        for ch in &channels {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                ch.send_text(&bye_event(reason.as_str())),
+            )
+            .await;
+        }
+        ctx.publisher.to_client(ToClient::Bye, &id.client, bye);
+    }
+    drop(demand);
+    reason
+}
+
+fn bye_event(reason: &str) -> String {
+    let mut m = serde_json::Map::new();
+    m.insert("reason".into(), reason.into());
+    crate::control::protocol::event("bye", m)
+}
+
+async fn add_candidate(ctx: &SessionContext, id: &SessionId, peer: &Peer, c: &IceCandidate) {
+    if let Err(e) = peer.add_remote_candidate(c).await {
+        signal_error(ctx, id, ErrorCode::BadCandidate, e.to_string());
+    }
+}
+
+/// Copies hub frames into the video track until cancelled or the track fails.
+async fn pump(
+    mut sub: Subscription,
+    video: VideoSender,
+    first_duration: Duration,
+    stop: CancellationToken,
+) {
+    let epoch = sub.hub().epoch();
+    let mut last_pts: Option<Duration> = None;
+    loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => break,
+            f = sub.recv() => match f {
+                Some(f) => f,
+                None => break,
+            },
+        };
+        // The RTP timestamp advances by each frame's real duration.
+        let duration = last_pts.map_or(first_duration, |p| frame.pts.saturating_sub(p));
+        last_pts = Some(frame.pts);
+        let sent = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = video.send(frame.data, duration, epoch + frame.pts) => r,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
+/// Serves one DataChannel: control commands on `control`, others ignored.
+async fn serve_channel(ctx: Arc<SessionContext>, ch: Arc<Channel>, stop: CancellationToken) {
+    let is_control = ch.label() == CHANNEL_LABEL;
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = ch.recv() => ev,
+        };
+        match ev {
+            Some(ChannelEvent::Text(text)) if is_control => {
+                let reply = ctx.control.handle(&text).await;
+                if ch.send_text(&reply).await.is_err() {
+                    break;
+                }
+            }
+            Some(ChannelEvent::Binary(len)) if is_control => {
+                let e = crate::control::protocol::ControlError::new(
+                    crate::control::protocol::ControlCode::BadJson,
+                    format!("binary message of {len} bytes; commands are JSON text"),
+                );
+                let _ = ch
+                    .send_text(&crate::control::protocol::error_reply(
+                        &serde_json::Value::Null,
+                        &e,
+                    ))
+                    .await;
+            }
+            Some(ChannelEvent::Closed) | None => break,
+            Some(_) => {}
+        }
+    }
+}

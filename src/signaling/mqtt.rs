@@ -1,0 +1,491 @@
+//! The agent's MQTT connection: connects (MQTT 5 or 3.1.1, TCP, TLS or
+//! WebSocket), reconnects with backoff until shutdown, resubscribes and
+//! republishes `status` and `info` on every ConnAck, filters its own echoes,
+//! and hands viewer messages to the session manager.
+
+use super::echo::EchoFilter;
+use super::topics::{ClientId, Kind, TopicError, Topics};
+use crate::backoff::Backoff;
+use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl, Secret};
+use bytes::Bytes;
+use rumqttc::{Transport, v5};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Largest incoming packet the client accepts; larger ones are the broker's
+/// business. Above the 64 KiB signaling limit so oversized offers get `too_large`.
+pub const MAX_INCOMING: usize = 1024 * 1024;
+/// Publishes that may wait while the broker is away; beyond that they are dropped.
+const REQUEST_QUEUE: usize = 256;
+
+/// TLS material for `mqtts://` and `wss://`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Extra CA certificates (PEM), trusted in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM).
+    pub client_cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    pub client_key: Option<PathBuf>,
+}
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub struct MqttOptions {
+    /// Broker URL.
+    pub url: MqttUrl,
+    /// Protocol version.
+    pub protocol: MqttProtocol,
+    /// Client id.
+    pub client_id: String,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Secret>,
+    /// TLS files.
+    pub tls: TlsFiles,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+/// Why a connection could not be set up (before any network traffic).
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// TLS files unreadable or invalid.
+    #[error("MQTT TLS setup: {0}")]
+    Tls(String),
+}
+
+/// A message from a viewer, with its topic already parsed.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// offer, ice or bye.
+    pub kind: Kind,
+    /// The viewer.
+    pub client: ClientId,
+    /// Raw payload.
+    pub payload: Bytes,
+}
+
+/// What to publish as retained on every (re)connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retained {
+    /// `P/info` JSON.
+    pub info: String,
+}
+
+fn tls_config(files: &TlsFiles) -> Result<rumqttc::TlsConfiguration, MqttError> {
+    use rumqttc::tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = RootCertStore::empty();
+    // Unreadable system certificates are skipped, not fatal.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(ca) = &files.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| MqttError::Tls(format!("mqtt.ca_file {}: {e}", ca.display())))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert =
+                cert.map_err(|e| MqttError::Tls(format!("mqtt.ca_file {}: {e}", ca.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| MqttError::Tls(format!("mqtt.ca_file {}: {e}", ca.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(MqttError::Tls(format!(
+                "mqtt.ca_file {}: no PEM certificate in it",
+                ca.display()
+            )));
+        }
+    }
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let config = match (&files.client_cert, &files.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain_pem = std::fs::read(cert)
+                .map_err(|e| MqttError::Tls(format!("mqtt.client_cert {}: {e}", cert.display())))?;
+            let chain = rustls_pemfile::certs(&mut chain_pem.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| MqttError::Tls(format!("mqtt.client_cert {}: {e}", cert.display())))?;
+            let key_pem = std::fs::read(key)
+                .map_err(|e| MqttError::Tls(format!("mqtt.client_key {}: {e}", key.display())))?;
+            let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+                .map_err(|e| MqttError::Tls(format!("mqtt.client_key {}: {e}", key.display())))?
+                .ok_or_else(|| {
+                    MqttError::Tls(format!(
+                        "mqtt.client_key {}: no private key in it",
+                        key.display()
+                    ))
+                })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| MqttError::Tls(format!("client certificate: {e}")))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(MqttError::Tls(
+                "mqtt.client_cert and mqtt.client_key must be set together".into(),
+            ));
+        }
+    };
+    Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+fn transport(url: &MqttUrl, tls: &TlsFiles) -> Result<(String, Transport), MqttError> {
+    Ok(match url.scheme {
+        MqttScheme::Mqtt => (url.host.clone(), Transport::Tcp),
+        MqttScheme::Mqtts => (
+            url.host.clone(),
+            Transport::tls_with_config(tls_config(tls)?),
+        ),
+        // rumqttc takes the whole URL as the host for WebSockets.
+        MqttScheme::Ws => (url.to_string(), Transport::Ws),
+        MqttScheme::Wss => (
+            url.to_string(),
+            Transport::wss_with_config(tls_config(tls)?),
+        ),
+    })
+}
+
+/// A connected-or-reconnecting client of either protocol version.
+#[derive(Clone)]
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(v5::AsyncClient),
+}
+
+enum EventLoop {
+    V4(Box<rumqttc::EventLoop>),
+    V5(Box<v5::EventLoop>),
+}
+
+enum Event {
+    ConnAck,
+    Publish(String, Bytes),
+    Other,
+}
+
+impl Client {
+    fn try_publish(&self, topic: &str, retain: bool, payload: Bytes) -> bool {
+        match self {
+            Client::V4(c) => c
+                .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload.to_vec())
+                .is_ok(),
+            Client::V5(c) => c
+                .try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, retain, payload)
+                .is_ok(),
+        }
+    }
+
+    fn try_subscribe(&self, filters: &[String]) -> bool {
+        match self {
+            Client::V4(c) => c
+                .try_subscribe_many(
+                    filters.iter().map(|f| {
+                        rumqttc::SubscribeFilter::new(f.clone(), rumqttc::QoS::AtLeastOnce)
+                    }),
+                )
+                .is_ok(),
+            Client::V5(c) => c
+                .try_subscribe_many_with_properties(
+                    filters.iter().map(|f| {
+                        let mut filter = v5::mqttbytes::v5::Filter::new(
+                            f.clone(),
+                            v5::mqttbytes::QoS::AtLeastOnce,
+                        );
+                        // The broker should not echo our own ICE; the echo filter covers brokers that do.
+                        filter.nolocal = true;
+                        filter
+                    }),
+                    v5::mqttbytes::v5::SubscribeProperties {
+                        id: None,
+                        user_properties: Vec::new(),
+                    },
+                )
+                .is_ok(),
+        }
+    }
+
+    fn try_disconnect(&self) {
+        let _ = match self {
+            Client::V4(c) => c.try_disconnect().map_err(|_| ()),
+            Client::V5(c) => c.try_disconnect().map_err(|_| ()),
+        };
+    }
+}
+
+impl EventLoop {
+    async fn poll(&mut self) -> Result<Event, String> {
+        match self {
+            EventLoop::V4(l) => match l.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => Ok(Event::ConnAck),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    Ok(Event::Publish(p.topic, p.payload))
+                }
+                Ok(_) => Ok(Event::Other),
+                Err(e) => Err(e.to_string()),
+            },
+            EventLoop::V5(l) => match l.poll().await {
+                Ok(v5::Event::Incoming(v5::Incoming::ConnAck(_))) => Ok(Event::ConnAck),
+                Ok(v5::Event::Incoming(v5::Incoming::Publish(p))) => Ok(Event::Publish(
+                    String::from_utf8_lossy(&p.topic).into_owned(),
+                    p.payload,
+                )),
+                Ok(_) => Ok(Event::Other),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+}
+
+fn connect(opts: &MqttOptions, topics: &Topics) -> Result<(Client, EventLoop), MqttError> {
+    let (host, transport) = transport(&opts.url, &opts.tls)?;
+    let will_topic = topics.status();
+    Ok(match opts.protocol {
+        MqttProtocol::V5 => {
+            let mut o = v5::MqttOptions::new(opts.client_id.clone(), host, opts.url.port);
+            o.set_transport(transport)
+                .set_keep_alive(opts.keep_alive.max(Duration::from_secs(5)))
+                .set_connection_timeout(5)
+                .set_max_packet_size(Some(MAX_INCOMING as u32))
+                .set_last_will(v5::mqttbytes::v5::LastWill::new(
+                    will_topic,
+                    "offline",
+                    v5::mqttbytes::QoS::AtLeastOnce,
+                    true,
+                    None,
+                ));
+            if let Some(user) = &opts.username {
+                o.set_credentials(
+                    user.clone(),
+                    opts.password.as_ref().map_or("", Secret::expose),
+                );
+            }
+            let (c, l) = v5::AsyncClient::new(o, REQUEST_QUEUE);
+            (Client::V5(c), EventLoop::V5(Box::new(l)))
+        }
+        MqttProtocol::V311 => {
+            let mut o = rumqttc::MqttOptions::new(opts.client_id.clone(), host, opts.url.port);
+            o.set_transport(transport)
+                .set_keep_alive(opts.keep_alive.max(Duration::from_secs(5)))
+                .set_max_packet_size(MAX_INCOMING, MAX_INCOMING)
+                .set_last_will(rumqttc::LastWill::new(
+                    will_topic,
+                    "offline",
+                    rumqttc::QoS::AtLeastOnce,
+                    true,
+                ));
+            if let Some(user) = &opts.username {
+                o.set_credentials(
+                    user.clone(),
+                    opts.password.as_ref().map_or("", Secret::expose),
+                );
+            }
+            let (c, l) = rumqttc::AsyncClient::new(o, REQUEST_QUEUE);
+            (Client::V4(c), EventLoop::V4(Box::new(l)))
+        }
+    })
+}
+
+/// Publishes signaling messages; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    echo: Arc<Mutex<EchoFilter>>,
+    topics: Topics,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Publisher {
+    /// The topic scheme in use.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Queues a QoS 1 publish. Never waits: while the broker is away the
+    /// queue fills and further messages are dropped (and counted).
+    pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) {
+        let payload = payload.into();
+        self.echo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sent(topic, &payload, Instant::now());
+        if !self.client.try_publish(topic, false, payload) {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(
+                topic,
+                "MQTT publish dropped: broker unreachable or queue full"
+            );
+        }
+    }
+
+    /// Publishes to `P/{kind}/{client}` helpers.
+    pub fn to_client(&self, kind: ToClient, client: &ClientId, payload: impl Into<Bytes>) {
+        let topic = match kind {
+            ToClient::Answer => self.topics.answer(client),
+            ToClient::Ice => self.topics.ice(client),
+            ToClient::Error => self.topics.error(client),
+            ToClient::Bye => self.topics.bye(client),
+        };
+        self.publish(&topic, payload);
+    }
+
+    /// Publishes dropped because the broker was away.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Agent → viewer topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToClient {
+    /// `P/answer/{id}`
+    Answer,
+    /// `P/ice/{id}`
+    Ice,
+    /// `P/error/{id}`
+    Error,
+    /// `P/bye/{id}`
+    Bye,
+}
+
+/// The running connection: its publisher and connection state.
+pub struct Connection {
+    /// Publishes messages.
+    pub publisher: Publisher,
+    /// True while connected to the broker.
+    pub connected: watch::Receiver<bool>,
+    /// The task driving the connection; ends after shutdown.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the connection task. Viewer messages go to `inbound` (dropped when
+/// it is full, so a flood cannot stall the connection). On `shutdown` it
+/// publishes `offline`, disconnects and ends.
+pub fn start(
+    opts: &MqttOptions,
+    topics: Topics,
+    retained: watch::Receiver<Retained>,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) -> Result<Connection, MqttError> {
+    let (client, event_loop) = connect(opts, &topics)?;
+    let echo = Arc::new(Mutex::new(EchoFilter::new(1024, Duration::from_secs(60))));
+    let publisher = Publisher {
+        client: client.clone(),
+        echo: echo.clone(),
+        topics: topics.clone(),
+        dropped: Arc::default(),
+    };
+    let (connected_tx, connected) = watch::channel(false);
+    let url = opts.url.to_string();
+    let task = tokio::spawn(drive(
+        client,
+        event_loop,
+        topics,
+        retained,
+        inbound,
+        shutdown,
+        echo,
+        connected_tx,
+        url,
+    ));
+    Ok(Connection {
+        publisher,
+        connected,
+        task,
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // one task's whole state, passed once
+async fn drive(
+    client: Client,
+    mut event_loop: EventLoop,
+    topics: Topics,
+    mut retained: watch::Receiver<Retained>,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+    echo: Arc<Mutex<EchoFilter>>,
+    connected: watch::Sender<bool>,
+    url: String,
+) {
+    let mut backoff = Backoff::standard();
+    let mut last_error: Option<String> = None;
+    let publish_retained = |info: &str| {
+        client.try_publish(&topics.status(), true, Bytes::from_static(b"online"));
+        client.try_publish(
+            &topics.info(),
+            true,
+            Bytes::copy_from_slice(info.as_bytes()),
+        );
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = retained.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if *connected.borrow() {
+                    publish_retained(&retained.borrow_and_update().info);
+                }
+            }
+            event = event_loop.poll() => match event {
+                Ok(Event::ConnAck) => {
+                    backoff.reset();
+                    last_error = None;
+                    tracing::info!(broker = %url, "connected to MQTT broker");
+                    // Sessions may not survive a reconnect: subscribe and publish again every time.
+                    if !client.try_subscribe(&topics.inbound_filters()) {
+                        tracing::warn!("cannot queue MQTT subscriptions");
+                    }
+                    publish_retained(&retained.borrow_and_update().info);
+                    let _ = connected.send(true);
+                }
+                Ok(Event::Publish(topic, payload)) => {
+                    let is_echo = echo.lock().unwrap_or_else(PoisonError::into_inner).is_echo(&topic, &payload, Instant::now());
+                    if is_echo {
+                        continue;
+                    }
+                    match topics.parse(&topic) {
+                        Ok((kind, client)) => {
+                            if inbound.try_send(Inbound { kind, client, payload }).is_err() {
+                                tracing::warn!(topic, "signaling backlog full; message dropped");
+                            }
+                        }
+                        Err(TopicError::BadClientId(e)) => tracing::debug!(topic, error = %e, "ignored message"),
+                        Err(TopicError::NotOurs) => {}
+                    }
+                }
+                Ok(Event::Other) => {}
+                Err(e) => {
+                    let _ = connected.send(false);
+                    let delay = backoff.next_delay();
+                    // Log a new failure once, not every retry.
+                    if last_error.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(broker = %url, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
+                        last_error = Some(e);
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+    // Orderly goodbye: retained offline, then DISCONNECT (which cancels the will).
+    if *connected.borrow() {
+        client.try_publish(&topics.status(), true, Bytes::from_static(b"offline"));
+        client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while event_loop.poll().await.is_ok() {}
+        })
+        .await;
+    }
+    let _ = connected.send(false);
+}
