@@ -49,6 +49,27 @@ pub enum Command {
         #[arg(short = 'o', long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Watch the camera like a browser would (through MQTT and WebRTC) and report frames, rate and latency.
+    Probe {
+        /// Seconds to watch after the first frame.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Signaling client id (default: probe-<random>).
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Open only the DataChannel, no video.
+        #[arg(long)]
+        no_video: bool,
+        /// Access token to send with the offer.
+        #[arg(long)]
+        token: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for the broker, the answer and the first frame.
+        #[arg(long, default_value_t = 20)]
+        timeout: u32,
+    },
     /// Measure encoder and pipeline CPU cost.
     Bench {
         /// What to measure.

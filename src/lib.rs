@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod backoff;
 pub mod bench;
 pub mod blockcode;
@@ -49,6 +50,8 @@ pub mod hub;
 pub mod logging;
 pub mod peer;
 pub mod pipeline;
+pub mod probe;
 pub mod record;
 pub mod session;
 pub mod signaling;
+pub mod web;

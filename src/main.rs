@@ -82,15 +82,17 @@ fn pipeline_for(settings: &Settings) -> Result<(std::sync::Arc<Hub>, Pipeline)> 
 fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
     let settings = &loaded.settings;
     match command {
-        Command::Run => {
-            let (_hub, pipeline) = pipeline_for(settings)?;
-            tracing::info!(source = %settings.video.source.as_config(), "rtcam running; Ctrl-C to stop");
-            runtime()?
-                .block_on(tokio::signal::ctrl_c())
-                .context("waiting for Ctrl-C")?;
-            pipeline.shutdown();
-            Ok(())
-        }
+        Command::Run => runtime()?.block_on(run_agent(settings.clone())),
+        Command::Probe {
+            seconds,
+            client_id,
+            no_video,
+            token,
+            json,
+            timeout,
+        } => runtime()?.block_on(run_probe(
+            settings, seconds, client_id, !no_video, token, json, timeout,
+        )),
         Command::Config { check: true, .. } => {
             println!("configuration OK");
             Ok(())
@@ -128,6 +130,80 @@ fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
         }
         Command::Bench { what } => run_bench(what),
     }
+}
+
+async fn run_agent(settings: Settings) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let agent = rtcam::agent::Agent::start(settings, rtcam::agent::AgentOptions::default()).await?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    // A second signal during the graceful stop exits at once.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("rtcam: second signal, exiting now");
+        std::process::exit(130);
+    });
+    agent.shutdown().await;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // the probe subcommand's flags, passed through once
+async fn run_probe(
+    settings: &Settings,
+    seconds: u32,
+    client_id: Option<String>,
+    video: bool,
+    token: Option<String>,
+    json: bool,
+    timeout: u32,
+) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cid = client_id.unwrap_or_else(|| format!("probe-{:08x}", std::process::id()));
+    let client_id = rtcam::signaling::topics::ClientId::parse(&cid).context("--client-id")?;
+    let opts = rtcam::probe::ViewerOptions {
+        mqtt: rtcam::probe::mqtt_options_for(settings, &cid),
+        topic_prefix: settings.mqtt.topic_prefix.clone(),
+        client_id,
+        video,
+        control: true,
+        token,
+        peer: rtcam::peer::PeerOptions::from_settings(&settings.webrtc),
+        timeout: std::time::Duration::from_secs(u64::from(timeout)),
+    };
+    let report =
+        rtcam::probe::probe(&opts, std::time::Duration::from_secs(u64::from(seconds))).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        println!("time to first frame: {}", ms(report.time_to_first_frame_ms));
+        println!(
+            "frames decoded: {} ({:.1} fps) at {}x{}, first frame keyframe: {}",
+            report.frames_decoded,
+            report.fps,
+            report.width,
+            report.height,
+            report.first_frame_keyframe
+        );
+        println!(
+            "latency (block code): median {}, p95 {} over {} frames",
+            ms(report.latency_median_ms),
+            ms(report.latency_p95_ms),
+            report.latency_samples
+        );
+        println!(
+            "keyframes {}, decode errors {}, sequence gaps {}",
+            report.keyframes, report.decode_errors, report.sequence_gaps
+        );
+    }
+    Ok(())
 }
 
 fn run_bench(what: BenchCommand) -> Result<()> {

@@ -241,23 +241,27 @@ impl EventLoop {
     }
 }
 
-fn connect(opts: &MqttOptions, topics: &Topics) -> Result<(Client, EventLoop), MqttError> {
+fn connect(
+    opts: &MqttOptions,
+    will_topic: Option<String>,
+) -> Result<(Client, EventLoop), MqttError> {
     let (host, transport) = transport(&opts.url, &opts.tls)?;
-    let will_topic = topics.status();
     Ok(match opts.protocol {
         MqttProtocol::V5 => {
             let mut o = v5::MqttOptions::new(opts.client_id.clone(), host, opts.url.port);
             o.set_transport(transport)
                 .set_keep_alive(opts.keep_alive.max(Duration::from_secs(5)))
                 .set_connection_timeout(5)
-                .set_max_packet_size(Some(MAX_INCOMING as u32))
-                .set_last_will(v5::mqttbytes::v5::LastWill::new(
-                    will_topic,
+                .set_max_packet_size(Some(MAX_INCOMING as u32));
+            if let Some(t) = will_topic {
+                o.set_last_will(v5::mqttbytes::v5::LastWill::new(
+                    t,
                     "offline",
                     v5::mqttbytes::QoS::AtLeastOnce,
                     true,
                     None,
                 ));
+            }
             if let Some(user) = &opts.username {
                 o.set_credentials(
                     user.clone(),
@@ -271,13 +275,15 @@ fn connect(opts: &MqttOptions, topics: &Topics) -> Result<(Client, EventLoop), M
             let mut o = rumqttc::MqttOptions::new(opts.client_id.clone(), host, opts.url.port);
             o.set_transport(transport)
                 .set_keep_alive(opts.keep_alive.max(Duration::from_secs(5)))
-                .set_max_packet_size(MAX_INCOMING, MAX_INCOMING)
-                .set_last_will(rumqttc::LastWill::new(
-                    will_topic,
+                .set_max_packet_size(MAX_INCOMING, MAX_INCOMING);
+            if let Some(t) = will_topic {
+                o.set_last_will(rumqttc::LastWill::new(
+                    t,
                     "offline",
                     rumqttc::QoS::AtLeastOnce,
                     true,
                 ));
+            }
             if let Some(user) = &opts.username {
                 o.set_credentials(
                     user.clone(),
@@ -373,7 +379,7 @@ pub fn start(
     inbound: mpsc::Sender<Inbound>,
     shutdown: CancellationToken,
 ) -> Result<Connection, MqttError> {
-    let (client, event_loop) = connect(opts, &topics)?;
+    let (client, event_loop) = connect(opts, Some(topics.status()))?;
     let echo = Arc::new(Mutex::new(EchoFilter::new(1024, Duration::from_secs(60))));
     let publisher = Publisher {
         client: client.clone(),
@@ -488,4 +494,73 @@ async fn drive(
         .await;
     }
     let _ = connected.send(false);
+}
+
+/// A plain MQTT connection for tools (the probe viewer): subscribe on every
+/// ConnAck, publish without waiting, receive messages.
+pub struct Link {
+    client: Client,
+    events: EventLoop,
+    filters: Vec<String>,
+}
+
+/// What a [`Link`] yields.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// (Re)connected and subscribed.
+    Connected,
+    /// A message.
+    Message(String, Bytes),
+}
+
+/// Publishes on a [`Link`]; cheap to clone.
+#[derive(Clone)]
+pub struct LinkPublisher(Client);
+
+impl LinkPublisher {
+    /// Queues a QoS 1 publish; false if the queue is full.
+    pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> bool {
+        self.0.try_publish(topic, false, payload.into())
+    }
+
+    /// Asks for an orderly disconnect.
+    pub fn disconnect(&self) {
+        self.0.try_disconnect();
+    }
+}
+
+impl Link {
+    /// A connection that subscribes to `filters` whenever it (re)connects.
+    pub fn new(opts: &MqttOptions, filters: Vec<String>) -> Result<Self, MqttError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (client, events) = connect(opts, None)?;
+        Ok(Self {
+            client,
+            events,
+            filters,
+        })
+    }
+
+    /// A publisher for this connection.
+    pub fn publisher(&self) -> LinkPublisher {
+        LinkPublisher(self.client.clone())
+    }
+
+    /// The next event; errors are returned after a short pause (the caller keeps polling to reconnect).
+    pub async fn next(&mut self) -> Result<LinkEvent, String> {
+        loop {
+            match self.events.poll().await {
+                Ok(Event::ConnAck) => {
+                    self.client.try_subscribe(&self.filters);
+                    return Ok(LinkEvent::Connected);
+                }
+                Ok(Event::Publish(t, p)) => return Ok(LinkEvent::Message(t, p)),
+                Ok(Event::Other) => {}
+                Err(e) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
 }

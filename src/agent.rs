@@ -1,0 +1,457 @@
+//! The running agent: wires the media pipeline, the embedded broker, MQTT
+//! signaling, the session manager and the web viewer together, and owns the
+//! one shutdown path (cancel token → every task stops → tracked completion).
+
+use crate::backoff::Backoff;
+use crate::config::Settings;
+use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl};
+use crate::control::Controller;
+use crate::encode::{EncoderSettings, PROFILE_LEVEL_ID};
+use crate::hub::Hub;
+use crate::hub::policy::PolicyConfig;
+use crate::peer::PeerOptions;
+use crate::pipeline::{CameraState, Pipeline, PipelineOptions, PipelineStatus};
+use crate::session::table::{Counts, Limits};
+use crate::session::{self, Faults, SessionContext};
+use crate::signaling::messages::{Info, PROTOCOL_VERSION, VideoInfo};
+use crate::signaling::mqtt::{self, MqttOptions, Retained, TlsFiles};
+use crate::signaling::topics::Topics;
+use crate::signaling::{broker, mqtt::Publisher};
+use crate::web::{self, PageConfig, WsUrl};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for tasks before giving up on them.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(4);
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The embedded broker.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    /// MQTT client setup.
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
+    /// The web viewer's address.
+    #[error("web viewer cannot listen on {addr} (http.listen): {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The media thread.
+    #[error("cannot start the media thread: {0}")]
+    Media(std::io::Error),
+}
+
+/// Extra start options (tests).
+#[derive(Clone, Default)]
+pub struct AgentOptions {
+    /// Faults to inject.
+    pub faults: Faults,
+    /// Replace the frame source (tests use a failing one).
+    pub source: Option<Arc<dyn crate::capture::SourceFactory>>,
+}
+
+/// A snapshot of the agent's state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentStats {
+    /// Sessions (negotiating or connected).
+    pub sessions: usize,
+    /// Of which negotiating.
+    pub negotiating: usize,
+    /// Of which connected.
+    pub connected: usize,
+    /// Hub subscribers (video sessions streaming).
+    pub subscribers: usize,
+    /// Hub demand holds (video sessions negotiating).
+    pub holds: usize,
+    /// Tasks the agent tracks (sessions, pumps, channels, MQTT, HTTP, manager).
+    pub tasks: usize,
+    /// Connected to the broker.
+    pub mqtt_connected: bool,
+    /// Camera state.
+    pub camera: String,
+    /// Frames encoded since start.
+    pub frames: u64,
+    /// Frames dropped for slow viewers.
+    pub frames_dropped: u64,
+}
+
+/// The running agent.
+pub struct Agent {
+    settings: Settings,
+    hub: Arc<Hub>,
+    pipeline: Option<Pipeline>,
+    camera: Arc<PipelineStatus>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    counts: watch::Receiver<Counts>,
+    mqtt_connected: watch::Receiver<bool>,
+    http_addr: Option<SocketAddr>,
+    info: watch::Sender<Retained>,
+    publisher: Publisher,
+}
+
+fn local(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+/// The `P/info` document for these settings.
+pub fn info_for(settings: &Settings) -> Info {
+    Info {
+        protocol: PROTOCOL_VERSION,
+        agent: "rtcam".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        device: settings.device.name.clone(),
+        video: VideoInfo {
+            codec: "H264".into(),
+            profile_level_id: PROFILE_LEVEL_ID.into(),
+            width: settings.video.width,
+            height: settings.video.height,
+            fps: settings.video.fps,
+        },
+        max_viewers: settings.webrtc.max_viewers,
+        pins: Vec::new(),
+    }
+}
+
+impl Agent {
+    /// Starts every part. Returns once they run; the broker may still be unreachable.
+    pub async fn start(settings: Settings, opts: AgentOptions) -> Result<Agent, AgentError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        // Media: idle until a viewer subscribes.
+        let v = &settings.video;
+        let hub = Hub::new(
+            PolicyConfig {
+                always_on: v.always_on,
+                ..PolicyConfig::default()
+            },
+            v.bitrate_kbps,
+        );
+        let factory: Box<dyn crate::capture::SourceFactory> = match opts.source {
+            Some(f) => Box::new(SharedFactory(f)),
+            None => crate::capture::factory_for(v),
+        };
+        let pipeline = Pipeline::spawn(
+            factory,
+            hub.clone(),
+            PipelineOptions {
+                encoder: EncoderSettings {
+                    width: v.width,
+                    height: v.height,
+                    fps: v.fps,
+                    bitrate_kbps: v.bitrate_kbps,
+                    keyframe_interval: v.keyframe_interval,
+                },
+                backoff: Backoff::standard(),
+            },
+        )
+        .map_err(AgentError::Media)?;
+        let camera = pipeline.status();
+
+        // Broker and MQTT.
+        let (url, protocol) = match &settings.mqtt.url {
+            Some(u) => (u.clone(), settings.mqtt.protocol),
+            None => {
+                broker::start(&settings.broker)?;
+                let addr = match settings.mqtt.protocol {
+                    MqttProtocol::V5 => local(settings.broker.v5_listen),
+                    MqttProtocol::V311 => local(settings.broker.listen),
+                };
+                (
+                    MqttUrl {
+                        scheme: MqttScheme::Mqtt,
+                        host: addr.ip().to_string(),
+                        port: addr.port(),
+                        path: String::new(),
+                    },
+                    settings.mqtt.protocol,
+                )
+            }
+        };
+        let topics = Topics::new(&settings.mqtt.topic_prefix);
+        let info_json = serde_json::to_string(&info_for(&settings))
+            .expect("Info is plain data and always serialises");
+        let (info, info_rx) = watch::channel(Retained { info: info_json });
+        let (inbound_tx, inbound_rx) = mpsc::channel(256);
+        let conn = mqtt::start(
+            &MqttOptions {
+                url,
+                protocol,
+                client_id: settings.mqtt.client_id.clone(),
+                username: settings.mqtt.username.clone(),
+                password: settings.mqtt.password.clone(),
+                tls: TlsFiles::default(),
+                keep_alive: Duration::from_secs(30),
+            },
+            topics.clone(),
+            info_rx,
+            inbound_tx,
+            shutdown.clone(),
+        )?;
+        let publisher = conn.publisher.clone();
+        let mqtt_task = conn.task;
+        tracker.spawn(async move {
+            let _ = mqtt_task.await;
+        });
+
+        // Sessions.
+        let (counts_tx, counts) = watch::channel(Counts::default());
+        let (viewers_tx, viewers_rx) = watch::channel(0usize);
+        let mut counts_watch = counts.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    changed = counts_watch.changed() => {
+                        if changed.is_err() { break; }
+                        let n = counts_watch.borrow_and_update().sessions;
+                        let _ = viewers_tx.send(n);
+                    }
+                }
+            }
+        });
+        let control = Arc::new(Controller::new(
+            hub.clone(),
+            camera.clone(),
+            viewers_rx,
+            (v.width, v.height, v.fps),
+        ));
+        let ctx = Arc::new(SessionContext {
+            hub: hub.clone(),
+            publisher: publisher.clone(),
+            peer: PeerOptions::from_settings(&settings.webrtc),
+            control,
+            frame_duration: Duration::from_secs(1) / v.fps.max(1),
+            faults: opts.faults,
+        });
+        let limits = Limits {
+            max_viewers: settings.webrtc.max_viewers,
+            max_negotiating: settings.webrtc.max_viewers,
+            negotiation_timeout: settings.webrtc.negotiation_timeout,
+            disconnected_timeout: settings.webrtc.disconnected_timeout,
+            ..Limits::default()
+        };
+        tracker.spawn(session::run(
+            ctx,
+            limits,
+            inbound_rx,
+            counts_tx,
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+
+        // Web viewer.
+        let mut http_addr = None;
+        if let Some(addr) = settings.http.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Http { addr, source })?;
+            http_addr = listener.local_addr().ok();
+            let ws = match (&settings.http.mqtt_ws_url, &settings.mqtt.url) {
+                (Some(u), _) => WsUrl::Fixed(u.clone()),
+                (None, None) => WsUrl::SameHost {
+                    port: settings.broker.ws_listen.port(),
+                },
+                (None, Some(u)) if matches!(u.scheme, MqttScheme::Ws | MqttScheme::Wss) => {
+                    WsUrl::Fixed(u.to_string())
+                }
+                (None, Some(_)) => WsUrl::Unknown,
+            };
+            let page = PageConfig {
+                device: settings.device.name.clone(),
+                topic_prefix: settings.mqtt.topic_prefix.clone(),
+                mqtt_protocol: 4,
+                ice_servers: settings.webrtc.ice_servers.clone(),
+            };
+            let stats_src = StatsSource {
+                hub: hub.clone(),
+                camera: camera.clone(),
+                counts: counts.clone(),
+                mqtt: conn.connected.clone(),
+                tracker: tracker.clone(),
+            };
+            let stats: web::StatsFn = Arc::new(move || {
+                serde_json::to_value(stats_src.snapshot())
+                    .expect("AgentStats is plain data and always serialises")
+            });
+            tracker.spawn(web::serve(listener, page, ws, stats, shutdown.clone()));
+        }
+
+        let agent = Agent {
+            settings,
+            hub,
+            pipeline: Some(pipeline),
+            camera,
+            shutdown,
+            tracker,
+            counts,
+            mqtt_connected: conn.connected,
+            http_addr,
+            info,
+            publisher,
+        };
+        agent.banner();
+        Ok(agent)
+    }
+
+    fn banner(&self) {
+        let s = &self.settings;
+        let url = self
+            .http_addr
+            .map(|a| format!("http://{}", local(a)))
+            .unwrap_or_else(|| "(web viewer off)".into());
+        let broker = match &s.mqtt.url {
+            Some(u) => format!("broker {u}"),
+            None => format!(
+                "embedded broker on {} (MQTT 5 on {}, WebSocket on {})",
+                s.broker.listen, s.broker.v5_listen, s.broker.ws_listen
+            ),
+        };
+        tracing::info!(
+            "rtcam ready: open {url} | camera {} {}x{}@{} | {broker} | topics {}/…",
+            s.video.source.as_config(),
+            s.video.width,
+            s.video.height,
+            s.video.fps,
+            s.mqtt.topic_prefix
+        );
+    }
+
+    /// The web viewer's bound address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The settings the agent runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The shared encoded stream.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Replaces the retained `P/info` document (republished at once when connected).
+    pub fn set_info(&self, info: &Info) {
+        let json = serde_json::to_string(info).expect("Info is plain data and always serialises");
+        let _ = self.info.send(Retained { info: json });
+    }
+
+    /// Signaling publisher (tests use it to check echo handling).
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// Current figures.
+    pub fn stats(&self) -> AgentStats {
+        StatsSource {
+            hub: self.hub.clone(),
+            camera: self.camera.clone(),
+            counts: self.counts.clone(),
+            mqtt: self.mqtt_connected.clone(),
+            tracker: self.tracker.clone(),
+        }
+        .snapshot()
+    }
+
+    /// Waits until connected to the broker (or `timeout`); true if connected.
+    pub async fn wait_mqtt_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.mqtt_connected.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until the session counts satisfy `pred` (or `timeout`).
+    pub async fn wait_sessions(&self, timeout: Duration, pred: impl Fn(&Counts) -> bool) -> bool {
+        let mut rx = self.counts.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|c| pred(c)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops everything: sessions get a bye, `status` goes `offline`, tasks end.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tracker.len(),
+                "some tasks did not stop in time"
+            );
+        }
+        if let Some(p) = self.pipeline.take() {
+            let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct StatsSource {
+    hub: Arc<Hub>,
+    camera: Arc<PipelineStatus>,
+    counts: watch::Receiver<Counts>,
+    mqtt: watch::Receiver<bool>,
+    tracker: TaskTracker,
+}
+
+impl StatsSource {
+    fn snapshot(&self) -> AgentStats {
+        let c = *self.counts.borrow();
+        let h = self.hub.stats();
+        AgentStats {
+            sessions: c.sessions,
+            negotiating: c.negotiating,
+            connected: c.connected,
+            subscribers: h.subscribers,
+            holds: h.holds,
+            tasks: self.tracker.len(),
+            mqtt_connected: *self.mqtt.borrow(),
+            camera: match self.camera.state() {
+                CameraState::Idle => "idle".into(),
+                CameraState::Running(i) => format!("running {}x{} {}", i.width, i.height, i.format),
+                CameraState::Failed(e) => format!("failed: {e}"),
+                CameraState::Stopped => "stopped".into(),
+            },
+            frames: self.camera.frames(),
+            frames_dropped: h.dropped,
+        }
+    }
+}
+
+/// Lets tests hand in a shared factory.
+struct SharedFactory(Arc<dyn crate::capture::SourceFactory>);
+
+impl crate::capture::SourceFactory for SharedFactory {
+    fn open(&self) -> Result<Box<dyn crate::capture::Source>, crate::capture::SourceError> {
+        self.0.open()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // Dropped without shutdown(): still stop the tasks.
+        self.shutdown.cancel();
+    }
+}

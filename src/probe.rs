@@ -1,0 +1,638 @@
+//! `rtcam probe`: a headless viewer that connects through MQTT exactly like
+//! the browser page (offer, trickle ICE, answer), decodes the H.264 it
+//! receives with OpenH264 on its own thread, and reads the test pattern's
+//! block code to measure end-to-end latency. Tests and benchmarks drive the
+//! same [`Viewer`]; users run it to check a camera from a terminal.
+
+use crate::blockcode;
+use crate::capture::test_pattern::wall_clock_ms;
+use crate::h264;
+use crate::peer::{Channel, ChannelEvent, Peer, PeerEvent, PeerOptions, PeerState, RemoteVideo};
+use crate::signaling::messages::{self, IceCandidate};
+use crate::signaling::mqtt::{Link, LinkEvent, LinkPublisher, MqttOptions};
+use crate::signaling::topics::{ClientId, Topics};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How to reach the camera.
+#[derive(Debug, Clone)]
+pub struct ViewerOptions {
+    /// Broker connection (the client id is the viewer's MQTT client id).
+    pub mqtt: MqttOptions,
+    /// The camera's topic prefix.
+    pub topic_prefix: String,
+    /// Signaling client id (`P/offer/{id}`).
+    pub client_id: ClientId,
+    /// Receive video.
+    pub video: bool,
+    /// Open the `control` DataChannel.
+    pub control: bool,
+    /// Token sent with the offer.
+    pub token: Option<String>,
+    /// WebRTC options (tests use loopback only).
+    pub peer: PeerOptions,
+    /// How long to wait for the broker and for the answer.
+    pub timeout: Duration,
+}
+
+/// Why the viewer could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// MQTT setup.
+    #[error(transparent)]
+    Mqtt(#[from] crate::signaling::mqtt::MqttError),
+    /// WebRTC setup.
+    #[error(transparent)]
+    Peer(#[from] crate::peer::PeerError),
+    /// The camera answered with an error.
+    #[error("the camera refused: {code}: {message}")]
+    Refused {
+        /// Error code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// Nothing came in time.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// The control channel is not available.
+    #[error("the control channel is not open")]
+    NoChannel,
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameInfo {
+    /// Block-code sequence number (`None` if the picture carries no code).
+    pub seq: Option<u32>,
+    /// End-to-end latency from the block code's capture time, in ms.
+    pub latency_ms: Option<f64>,
+    /// The access unit was an IDR.
+    pub keyframe: bool,
+    /// Picture width.
+    pub width: usize,
+    /// Picture height.
+    pub height: usize,
+    /// When it finished decoding.
+    pub decoded_at: Instant,
+}
+
+/// Signaling messages the camera sent this viewer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// `P/error/{id}`: code and message.
+    Error(String, String),
+    /// `P/bye/{id}`.
+    Bye,
+}
+
+/// A connected (or connecting) headless viewer.
+pub struct Viewer {
+    topics: Topics,
+    client_id: ClientId,
+    publisher: LinkPublisher,
+    peer: Arc<Peer>,
+    channel: Option<Arc<Channel>>,
+    frames: mpsc::Receiver<FrameInfo>,
+    decode_errors: Arc<std::sync::atomic::AtomicU64>,
+    state: watch::Receiver<Option<PeerState>>,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    events: mpsc::UnboundedReceiver<Value>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
+    next_id: std::sync::atomic::AtomicU64,
+    video: Arc<tokio::sync::Mutex<Option<Arc<tokio::sync::Mutex<RemoteVideo>>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Decodes access units on a thread of its own and reports each picture.
+fn spawn_decoder(
+    errors: Arc<std::sync::atomic::AtomicU64>,
+) -> (
+    std::sync::mpsc::Sender<bytes::Bytes>,
+    mpsc::Receiver<FrameInfo>,
+) {
+    let (in_tx, in_rx) = std::sync::mpsc::channel::<bytes::Bytes>();
+    let (out_tx, out_rx) = mpsc::channel(1024);
+    let spawned = std::thread::Builder::new()
+        .name("rtcam-probe-decode".into())
+        .spawn(move || {
+            use openh264::formats::YUVSource;
+            let Ok(mut decoder) = openh264::decoder::Decoder::new() else {
+                return;
+            };
+            while let Ok(au) = in_rx.recv() {
+                let keyframe = h264::is_keyframe(&au);
+                let info = match decoder.decode(&au) {
+                    Ok(Some(pic)) => {
+                        let (w, h) = pic.dimensions();
+                        let (ys, _, _) = pic.strides();
+                        let code = blockcode::decode(pic.y(), ys, w, h).ok();
+                        let now_ms = wall_clock_ms();
+                        Some(FrameInfo {
+                            seq: code.map(|c| c.seq),
+                            latency_ms: code.map(|c| now_ms.saturating_sub(c.ts_ms) as f64),
+                            keyframe,
+                            width: w,
+                            height: h,
+                            decoded_at: Instant::now(),
+                        })
+                    }
+                    Ok(None) => None,
+                    Err(_) => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        None
+                    }
+                };
+                if let Some(info) = info
+                    && out_tx.blocking_send(info).is_err()
+                {
+                    break;
+                }
+            }
+        });
+    if spawned.is_err() {
+        tracing::error!("cannot start the probe's decoder thread");
+    }
+    (in_tx, out_rx)
+}
+
+impl Viewer {
+    /// Connects to the broker, sends the offer and returns once the answer
+    /// is applied (ICE and DTLS continue in the background).
+    pub async fn connect(opts: &ViewerOptions) -> Result<Viewer, ProbeError> {
+        let topics = Topics::new(&opts.topic_prefix);
+        let cid = opts.client_id.clone();
+        let mut link = Link::new(
+            &opts.mqtt,
+            vec![
+                topics.answer(&cid),
+                topics.ice(&cid),
+                topics.error(&cid),
+                topics.bye(&cid),
+            ],
+        )?;
+        let publisher = link.publisher();
+        let (msg_tx, mut msgs) = mpsc::unbounded_channel::<(String, bytes::Bytes)>();
+        let (up_tx, mut up) = watch::channel(false);
+        let link_task = tokio::spawn(async move {
+            loop {
+                match link.next().await {
+                    Ok(LinkEvent::Connected) => {
+                        let _ = up_tx.send(true);
+                    }
+                    Ok(LinkEvent::Message(t, p)) => {
+                        if msg_tx.send((t, p)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = up_tx.send(false);
+                    }
+                }
+            }
+        });
+        let mut tasks = vec![link_task];
+        let deadline = tokio::time::Instant::now() + opts.timeout;
+        if tokio::time::timeout_at(deadline, up.wait_for(|c| *c))
+            .await
+            .is_err()
+        {
+            tasks.iter().for_each(|t| t.abort());
+            return Err(ProbeError::Timeout("connecting to the MQTT broker"));
+        }
+        let channel_label = opts.control.then_some(crate::control::CHANNEL_LABEL);
+        let (peer, offer, channel, mut peer_events) =
+            Peer::offer(&opts.peer, opts.video, channel_label).await?;
+        let peer = Arc::new(peer);
+        let mut offer_msg = serde_json::json!({ "type": "offer", "sdp": offer });
+        if let Some(t) = &opts.token {
+            offer_msg["token"] = Value::String(t.clone());
+        }
+        publisher.publish(&topics.offer(&cid), offer_msg.to_string());
+
+        // Pump peer events until the answer; candidates before it wait.
+        let sent: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let mut pending: Vec<IceCandidate> = Vec::new();
+        let (signal_tx, signals) = mpsc::unbounded_channel();
+        let (state_tx, state) = watch::channel(None);
+        let video: Arc<tokio::sync::Mutex<Option<Arc<tokio::sync::Mutex<RemoteVideo>>>>> =
+            Arc::default();
+        let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (decode_tx, frames) = spawn_decoder(errors.clone());
+        let answer_topic = topics.answer(&cid);
+        let ice_topic = topics.ice(&cid);
+        let error_topic = topics.error(&cid);
+        let bye_topic = topics.bye(&cid);
+        let mut answered = false;
+        while !answered {
+            let (t, p) = tokio::select! {
+                m = msgs.recv() => m.ok_or(ProbeError::Timeout("MQTT link ended"))?,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tasks.iter().for_each(|t| t.abort());
+                    peer.close().await;
+                    return Err(ProbeError::Timeout("waiting for the answer"));
+                }
+                Some(ev) = peer_events.recv() => {
+                    handle_local(&ev, &publisher, &ice_topic, &sent);
+                    continue;
+                }
+            };
+            if t == answer_topic {
+                let v: Value = serde_json::from_slice(&p).unwrap_or(Value::Null);
+                if let Some(sdp) = v["sdp"].as_str() {
+                    peer.accept_answer(sdp).await?;
+                    for c in pending.drain(..) {
+                        let _ = peer.add_remote_candidate(&c).await;
+                    }
+                    answered = true;
+                }
+            } else if t == ice_topic {
+                if let Ok(c) = messages::parse_candidate(&p)
+                    && !c.is_end()
+                    && !sent
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains(&c.candidate)
+                {
+                    pending.push(c);
+                }
+            } else if t == error_topic {
+                let v: Value = serde_json::from_slice(&p).unwrap_or(Value::Null);
+                tasks.iter().for_each(|t| t.abort());
+                peer.close().await;
+                return Err(ProbeError::Refused {
+                    code: v["code"].as_str().unwrap_or("?").to_string(),
+                    message: v["message"].as_str().unwrap_or("").to_string(),
+                });
+            }
+        }
+
+        // After the answer: one task keeps signaling and peer events flowing.
+        let bg_peer = peer.clone();
+        let bg_video = video.clone();
+        let bg_publisher = publisher.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = msgs.recv() => {
+                        let Some((t, p)) = m else { break };
+                        if t == ice_topic {
+                            if let Ok(c) = messages::parse_candidate(&p)
+                                && !c.is_end()
+                                && !sent.lock().unwrap_or_else(PoisonError::into_inner).contains(&c.candidate)
+                            {
+                                let _ = bg_peer.add_remote_candidate(&c).await;
+                            }
+                        } else if t == error_topic {
+                            let v: Value = serde_json::from_slice(&p).unwrap_or(Value::Null);
+                            let _ = signal_tx.send(Signal::Error(
+                                v["code"].as_str().unwrap_or("?").to_string(),
+                                v["message"].as_str().unwrap_or("").to_string(),
+                            ));
+                        } else if t == bye_topic {
+                            let _ = signal_tx.send(Signal::Bye);
+                        }
+                    }
+                    ev = peer_events.recv() => {
+                        let Some(ev) = ev else { break };
+                        handle_local(&ev, &bg_publisher, &ice_topic, &sent);
+                        match ev {
+                            PeerEvent::State(s) => { let _ = state_tx.send(Some(s)); }
+                            PeerEvent::RemoteVideo(rv) => {
+                                let rv = Arc::new(tokio::sync::Mutex::new(rv));
+                                *bg_video.lock().await = Some(rv.clone());
+                                let tx = decode_tx.clone();
+                                tokio::spawn(async move {
+                                    loop {
+                                        let frame = rv.lock().await.next_frame().await;
+                                        let Some(f) = frame else { break };
+                                        if tx.send(f.data).is_err() { break; }
+                                    }
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }));
+
+        let (event_tx, events) = mpsc::unbounded_channel();
+        let pending_calls: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Arc::default();
+        let channel = channel.map(Arc::new);
+        if let Some(ch) = &channel {
+            let ch = ch.clone();
+            let calls = pending_calls.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(ev) = ch.recv().await {
+                    let ChannelEvent::Text(text) = ev else {
+                        if ev == ChannelEvent::Closed {
+                            break;
+                        }
+                        continue;
+                    };
+                    let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    if v.get("event").is_some() {
+                        let _ = event_tx.send(v);
+                    } else if let Some(id) = v.get("id").and_then(Value::as_u64) {
+                        if let Some(tx) = calls
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&id)
+                        {
+                            let _ = tx.send(v);
+                        }
+                    } else {
+                        // Replies without an id (unparseable requests) go to the events stream.
+                        let _ = event_tx.send(v);
+                    }
+                }
+            }));
+        }
+        Ok(Viewer {
+            topics,
+            client_id: cid,
+            publisher,
+            peer,
+            channel,
+            frames,
+            decode_errors: errors,
+            state,
+            signals,
+            events,
+            pending: pending_calls,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            video,
+            tasks,
+        })
+    }
+
+    /// Waits until the connection is up; false on timeout or failure.
+    pub async fn wait_connected(&mut self, timeout: Duration) -> bool {
+        let r = tokio::time::timeout(
+            timeout,
+            self.state.wait_for(|s| {
+                matches!(
+                    s,
+                    Some(PeerState::Connected | PeerState::Failed | PeerState::Closed)
+                )
+            }),
+        )
+        .await;
+        matches!(r, Ok(Ok(s)) if *s == Some(PeerState::Connected))
+    }
+
+    /// The latest connection state.
+    pub fn state(&self) -> Option<PeerState> {
+        *self.state.borrow()
+    }
+
+    /// The next decoded frame, or `None` after `timeout`.
+    pub async fn next_frame(&mut self, timeout: Duration) -> Option<FrameInfo> {
+        tokio::time::timeout(timeout, self.frames.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Decode errors so far.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The next signaling message from the camera, or `None` after `timeout`.
+    pub async fn next_signal(&mut self, timeout: Duration) -> Option<Signal> {
+        tokio::time::timeout(timeout, self.signals.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Sends an RTCP PLI (asks the camera for a keyframe).
+    pub async fn request_keyframe(&self) -> bool {
+        let v = self.video.lock().await.clone();
+        match v {
+            Some(rv) => rv.lock().await.request_keyframe().await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends a control command (an `id` is added) and waits for its reply.
+    pub async fn command(
+        &self,
+        mut request: Value,
+        timeout: Duration,
+    ) -> Result<Value, ProbeError> {
+        let ch = self.channel.as_ref().ok_or(ProbeError::NoChannel)?;
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        request["id"] = Value::from(id);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        ch.send_text(&request.to_string()).await?;
+        tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| ProbeError::Timeout("waiting for a control reply"))?
+            .map_err(|_| ProbeError::NoChannel)
+    }
+
+    /// Sends raw text on the control channel (tests of malformed input).
+    pub async fn send_raw(&self, text: &str) -> Result<(), ProbeError> {
+        let ch = self.channel.as_ref().ok_or(ProbeError::NoChannel)?;
+        ch.send_text(text).await?;
+        Ok(())
+    }
+
+    /// The next control event (or id-less reply), or `None` after `timeout`.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<Value> {
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Transport statistics of the viewer's side.
+    pub async fn stats(&self) -> crate::peer::PeerStats {
+        self.peer.stats().await
+    }
+
+    /// Says bye over MQTT and closes.
+    pub async fn bye(self) {
+        self.publisher
+            .publish(&self.topics.bye(&self.client_id), "{}");
+        // Give the publish a moment to leave before the link goes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.close().await;
+    }
+
+    /// Closes without a bye (a viewer that vanishes).
+    pub async fn close(self) {
+        self.peer.close().await;
+        self.publisher.disconnect();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn handle_local(
+    ev: &PeerEvent,
+    publisher: &LinkPublisher,
+    ice_topic: &str,
+    sent: &Mutex<HashSet<String>>,
+) {
+    match ev {
+        PeerEvent::LocalCandidate(c) => {
+            sent.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(c.candidate.clone());
+            publisher.publish(ice_topic, messages::candidate_json(c));
+        }
+        PeerEvent::GatheringComplete => {
+            publisher.publish(ice_topic, messages::candidate_json(&IceCandidate::end()));
+        }
+        _ => {}
+    }
+}
+
+/// MQTT options for a viewer of the camera these settings describe (the
+/// embedded broker when no `mqtt.url` is set).
+pub fn mqtt_options_for(settings: &crate::config::Settings, client_id: &str) -> MqttOptions {
+    use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl};
+    let url = settings.mqtt.url.clone().unwrap_or_else(|| {
+        let addr = match settings.mqtt.protocol {
+            MqttProtocol::V5 => settings.broker.v5_listen,
+            MqttProtocol::V311 => settings.broker.listen,
+        };
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        MqttUrl {
+            scheme: MqttScheme::Mqtt,
+            host,
+            port: addr.port(),
+            path: String::new(),
+        }
+    });
+    MqttOptions {
+        url,
+        protocol: settings.mqtt.protocol,
+        client_id: client_id.to_string(),
+        username: settings.mqtt.username.clone(),
+        password: settings.mqtt.password.clone(),
+        tls: crate::signaling::mqtt::TlsFiles::default(),
+        keep_alive: Duration::from_secs(30),
+    }
+}
+
+/// What `rtcam probe` reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProbeReport {
+    /// Offer to first decoded frame, ms.
+    pub time_to_first_frame_ms: Option<f64>,
+    /// Frames decoded during the measurement.
+    pub frames_decoded: u64,
+    /// Decoded frames per second.
+    pub fps: f64,
+    /// Picture size.
+    pub width: usize,
+    /// Picture height.
+    pub height: usize,
+    /// The first frame was a keyframe.
+    pub first_frame_keyframe: bool,
+    /// Keyframes seen.
+    pub keyframes: u64,
+    /// Decode errors.
+    pub decode_errors: u64,
+    /// Frames missing by block-code sequence number.
+    pub sequence_gaps: u64,
+    /// Latency samples (ms) from the block code: median.
+    pub latency_median_ms: Option<f64>,
+    /// 95th percentile.
+    pub latency_p95_ms: Option<f64>,
+    /// Samples.
+    pub latency_samples: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+/// Connects, watches for `duration` after the first frame, and reports.
+pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeReport, ProbeError> {
+    let start = Instant::now();
+    let mut viewer = Viewer::connect(opts).await?;
+    let mut report = ProbeReport::default();
+    let Some(first) = viewer.next_frame(opts.timeout).await else {
+        viewer.bye().await;
+        return Err(ProbeError::Timeout("waiting for the first frame"));
+    };
+    report.time_to_first_frame_ms =
+        Some(first.decoded_at.duration_since(start).as_secs_f64() * 1000.0);
+    report.first_frame_keyframe = first.keyframe;
+    report.width = first.width;
+    report.height = first.height;
+    let mut latencies = Vec::new();
+    let mut last_seq = first.seq;
+    let mut count = 1u64;
+    let mut keyframes = u64::from(first.keyframe);
+    latencies.extend(first.latency_ms);
+    let end = first.decoded_at + duration;
+    while let Some(f) = viewer
+        .next_frame(end.saturating_duration_since(Instant::now()))
+        .await
+    {
+        count += 1;
+        keyframes += u64::from(f.keyframe);
+        latencies.extend(f.latency_ms);
+        if let (Some(prev), Some(seq)) = (last_seq, f.seq)
+            && seq > prev + 1
+        {
+            report.sequence_gaps += u64::from(seq - prev - 1);
+        }
+        last_seq = f.seq.or(last_seq);
+        if Instant::now() >= end {
+            break;
+        }
+    }
+    report.frames_decoded = count;
+    report.keyframes = keyframes;
+    report.decode_errors = viewer.decode_errors();
+    report.fps = count as f64 / duration.as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    report.latency_median_ms = percentile(&latencies, 0.5);
+    report.latency_p95_ms = percentile(&latencies, 0.95);
+    report.latency_samples = latencies.len();
+    viewer.bye().await;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), Some(51.0));
+        assert_eq!(percentile(&v, 0.95), Some(95.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}

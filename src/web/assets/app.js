@@ -1,0 +1,260 @@
+// rtcam web viewer: MQTT signaling over WebSocket (MQTT.js), one WebRTC
+// peer connection receiving H.264, a "control" DataChannel. Reconnects by
+// itself: MQTT.js retries the broker, and a failed or ended session is
+// restarted with a new offer.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const S = {
+  cfg: null,
+  client: null,
+  pc: null,
+  dc: null,
+  cid: "web-" + Math.random().toString(16).slice(2, 10),
+  sent: new Set(),          // our own candidates, to ignore their echo on P/ice/{cid}
+  pending: [],              // remote candidates that came before the answer
+  remoteSet: false,
+  restartTimer: null,
+  connectTimer: null,
+  lastBytes: null,
+  stats: {},
+  nextId: 1,
+  calls: new Map(),         // control request id -> callback
+  info: null,
+};
+
+function topic(kind) {
+  return `${S.cfg.topic_prefix}/${kind}/${S.cid}`;
+}
+
+function say(text) {
+  $("message").textContent = text || "";
+}
+
+function badge(text, cls) {
+  const b = $("status");
+  b.textContent = text;
+  b.className = "badge " + (cls || "");
+}
+
+function publish(t, obj) {
+  if (S.client && S.client.connected) {
+    S.client.publish(t, JSON.stringify(obj), { qos: 1 });
+  }
+}
+
+async function main() {
+  try {
+    S.cfg = await (await fetch("/config.json", { cache: "no-store" })).json();
+  } catch (e) {
+    say("cannot load /config.json: " + e);
+    return;
+  }
+  $("device").textContent = S.cfg.device || "rtcam";
+  if (!S.cfg.mqtt_ws_url) {
+    say("No MQTT WebSocket URL: set http.mqtt_ws_url in the agent's config.");
+    return;
+  }
+  connectMqtt();
+  setInterval(updateStats, 1000);
+}
+
+function connectMqtt() {
+  const P = S.cfg.topic_prefix;
+  S.client = mqtt.connect(S.cfg.mqtt_ws_url, {
+    protocolVersion: S.cfg.mqtt_protocol || 4,
+    clientId: S.cid,
+    clean: true,
+    reconnectPeriod: 1000,
+    connectTimeout: 5000,
+    username: S.cfg.mqtt_username || undefined,
+  });
+  S.client.on("connect", () => {
+    badge("broker connected", "");
+    S.client.subscribe([
+      `${P}/status`, `${P}/info`,
+      topic("answer"), topic("ice"), topic("error"), topic("bye"),
+    ], { qos: 1 });
+  });
+  S.client.on("offline", () => badge("broker unreachable", "offline"));
+  S.client.on("error", (e) => say("MQTT: " + e.message));
+  S.client.on("message", onMessage);
+}
+
+function onMessage(t, payload) {
+  const P = S.cfg.topic_prefix;
+  const text = payload.toString();
+  if (t === `${P}/status`) {
+    const online = text === "online";
+    badge(online ? "camera online" : "camera offline", online ? "online" : "offline");
+    if (online && !S.pc) startSession();
+    return;
+  }
+  if (t === `${P}/info`) {
+    try { renderInfo(JSON.parse(text)); } catch (e) { /* not JSON: ignore */ }
+    return;
+  }
+  let msg;
+  try { msg = JSON.parse(text); } catch (e) { return; }
+  if (t === topic("answer")) {
+    if (!S.pc || msg.type !== "answer") return;
+    S.pc.setRemoteDescription(msg).then(() => {
+      S.remoteSet = true;
+      for (const c of S.pending.splice(0)) S.pc.addIceCandidate(c).catch(() => {});
+    }).catch((e) => { say("bad answer: " + e); scheduleRestart(3000); });
+  } else if (t === topic("ice")) {
+    if (!S.pc || !msg.candidate || S.sent.has(msg.candidate)) return;
+    if (S.remoteSet) S.pc.addIceCandidate(msg).catch(() => {});
+    else S.pending.push(msg);
+  } else if (t === topic("error")) {
+    say(`${msg.code}: ${msg.message}`);
+    scheduleRestart(msg.code === "max_viewers" || msg.code === "busy" ? 10000 : 3000);
+  } else if (t === topic("bye")) {
+    say("the camera ended the session (" + (msg.reason || "bye") + ")");
+    scheduleRestart(3000);
+  }
+}
+
+function teardown() {
+  clearTimeout(S.connectTimer);
+  if (S.dc) { try { S.dc.close(); } catch (e) { /* already closed */ } }
+  if (S.pc) { try { S.pc.close(); } catch (e) { /* already closed */ } }
+  S.pc = null;
+  S.dc = null;
+  S.remoteSet = false;
+  S.pending = [];
+  S.sent.clear();
+  S.calls.clear();
+  S.lastBytes = null;
+}
+
+function scheduleRestart(ms) {
+  clearTimeout(S.restartTimer);
+  teardown();
+  S.restartTimer = setTimeout(() => { if (S.client && S.client.connected) startSession(); else scheduleRestart(ms); }, ms);
+}
+
+async function startSession() {
+  teardown();
+  say("");
+  const pc = new RTCPeerConnection({ iceServers: S.cfg.ice_servers || [] });
+  S.pc = pc;
+  pc.addTransceiver("video", { direction: "recvonly" });
+  S.dc = pc.createDataChannel("control");
+  S.dc.onmessage = onControlMessage;
+  S.dc.onopen = () => { if (window.rtcamPanel) window.rtcamPanel.onOpen(); };
+  pc.ontrack = (e) => {
+    $("video").srcObject = e.streams[0] || new MediaStream([e.track]);
+  };
+  pc.onicecandidate = (e) => {
+    const c = e.candidate ? e.candidate.toJSON() : { candidate: "" };
+    if (c.candidate) S.sent.add(c.candidate);
+    publish(topic("ice"), c);
+  };
+  pc.onconnectionstatechange = () => {
+    const st = pc.connectionState;
+    if (pc !== S.pc) return;
+    if (st === "connected") { clearTimeout(S.connectTimer); say(""); }
+    if (st === "failed") scheduleRestart(1000);
+    if (st === "disconnected") {
+      setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected") scheduleRestart(0); }, 5000);
+    }
+  };
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  publish(topic("offer"), { type: "offer", sdp: offer.sdp });
+  S.connectTimer = setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected") scheduleRestart(0); }, 20000);
+}
+
+function renderInfo(info) {
+  S.info = info;
+  $("device").textContent = info.device || "rtcam";
+  const v = info.video || {};
+  $("info").innerHTML = "";
+  const rows = [
+    ["Codec", `${v.codec || "?"} ${v.profile_level_id || ""}`],
+    ["Configured", `${v.width}x${v.height} @ ${v.fps} fps`],
+    ["Max viewers", info.max_viewers],
+    ["Agent", `${info.agent} ${info.version}`],
+  ];
+  for (const [k, val] of rows) {
+    const tr = document.createElement("tr");
+    tr.innerHTML = "<th></th><td></td>";
+    tr.firstChild.textContent = k;
+    tr.lastChild.textContent = val;
+    $("info").appendChild(tr);
+  }
+  if (window.rtcamPanel) window.rtcamPanel.onInfo(info);
+}
+
+// Control requests: {"id","cmd",...} -> promise of the reply.
+function call(cmd, params) {
+  return new Promise((resolve) => {
+    if (!S.dc || S.dc.readyState !== "open") {
+      resolve({ ok: false, error: { code: "not_connected", message: "control channel not open" } });
+      return;
+    }
+    const id = S.nextId++;
+    S.calls.set(id, resolve);
+    S.dc.send(JSON.stringify(Object.assign({ id, cmd }, params || {})));
+  });
+}
+
+function onControlMessage(e) {
+  let msg;
+  try { msg = JSON.parse(e.data); } catch (err) { return; }
+  if (msg.event) {
+    if (msg.event === "bye") { say("the camera ended the session (" + msg.reason + ")"); scheduleRestart(3000); }
+    if (window.rtcamPanel) window.rtcamPanel.onEvent(msg);
+    return;
+  }
+  const cb = S.calls.get(msg.id);
+  if (cb) { S.calls.delete(msg.id); cb(msg); }
+  if (!msg.ok && msg.error) say(`${msg.error.code}: ${msg.error.message}`);
+}
+
+async function updateStats() {
+  if (!S.pc) return;
+  const report = await S.pc.getStats();
+  let inbound = null;
+  let pair = null;
+  report.forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") inbound = r;
+    if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
+  });
+  if (!inbound) return;
+  const now = inbound.timestamp;
+  let kbps = null;
+  if (S.lastBytes) {
+    kbps = (8 * (inbound.bytesReceived - S.lastBytes.bytes)) / (now - S.lastBytes.t);
+  }
+  S.lastBytes = { bytes: inbound.bytesReceived, t: now };
+  S.stats = {
+    framesDecoded: inbound.framesDecoded || 0,
+    width: inbound.frameWidth || 0,
+    height: inbound.frameHeight || 0,
+    fps: inbound.framesPerSecond || 0,
+    kbps,
+    packetsLost: inbound.packetsLost || 0,
+    rttMs: pair && pair.currentRoundTripTime !== undefined ? pair.currentRoundTripTime * 1000 : null,
+  };
+  const s = S.stats;
+  $("s-res").textContent = s.width ? `${s.width}x${s.height}` : "–";
+  $("s-fps").textContent = s.fps ? s.fps.toFixed(0) : "–";
+  $("s-bitrate").textContent = kbps === null ? "–" : `${kbps.toFixed(0)} kbit/s`;
+  $("s-rtt").textContent = s.rttMs === null ? "–" : `${s.rttMs.toFixed(1)} ms`;
+  $("s-lost").textContent = s.packetsLost;
+  $("s-frames").textContent = s.framesDecoded;
+}
+
+window.addEventListener("pagehide", () => publish(topic("bye"), {}));
+
+// For tests and the console.
+window.rtcam = {
+  get pc() { return S.pc; },
+  get stats() { return S.stats; },
+  get clientId() { return S.cid; },
+  call,
+};
+
+main();
