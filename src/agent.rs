@@ -91,6 +91,8 @@ pub struct Agent {
     pipeline: Option<Pipeline>,
     camera: Arc<PipelineStatus>,
     shutdown: CancellationToken,
+    sessions_stop: CancellationToken,
+    manager: Option<tokio::task::JoinHandle<()>>,
     tracker: TaskTracker,
     counts: watch::Receiver<Counts>,
     mqtt_connected: watch::Receiver<bool>,
@@ -247,13 +249,15 @@ impl Agent {
             disconnected_timeout: settings.webrtc.disconnected_timeout,
             ..Limits::default()
         };
-        tracker.spawn(session::run(
+        // Sessions stop first (saying bye over MQTT), then the rest.
+        let sessions_stop = CancellationToken::new();
+        let manager = tracker.spawn(session::run(
             ctx,
             limits,
             inbound_rx,
             counts_tx,
             tracker.clone(),
-            shutdown.clone(),
+            sessions_stop.clone(),
         ));
 
         // Web viewer.
@@ -299,6 +303,8 @@ impl Agent {
             pipeline: Some(pipeline),
             camera,
             shutdown,
+            sessions_stop,
+            manager: Some(manager),
             tracker,
             counts,
             mqtt_connected: conn.connected,
@@ -390,6 +396,10 @@ impl Agent {
     /// Stops everything: sessions get a bye, `status` goes `offline`, tasks end.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
+        self.sessions_stop.cancel();
+        if let Some(m) = self.manager.take() {
+            let _ = tokio::time::timeout(SHUTDOWN_WAIT, m).await;
+        }
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(SHUTDOWN_WAIT, self.tracker.wait())
@@ -452,6 +462,7 @@ impl crate::capture::SourceFactory for SharedFactory {
 impl Drop for Agent {
     fn drop(&mut self) {
         // Dropped without shutdown(): still stop the tasks.
+        self.sessions_stop.cancel();
         self.shutdown.cancel();
     }
 }

@@ -103,6 +103,7 @@ pub struct Viewer {
     signals: mpsc::UnboundedReceiver<Signal>,
     events: mpsc::UnboundedReceiver<Value>,
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
+    channel_open: watch::Receiver<bool>,
     next_id: std::sync::atomic::AtomicU64,
     video: Arc<tokio::sync::Mutex<Option<Arc<tokio::sync::Mutex<RemoteVideo>>>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -324,16 +325,20 @@ impl Viewer {
         let (event_tx, events) = mpsc::unbounded_channel();
         let pending_calls: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Arc::default();
         let channel = channel.map(Arc::new);
+        let (open_tx, channel_open) = watch::channel(false);
         if let Some(ch) = &channel {
             let ch = ch.clone();
             let calls = pending_calls.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(ev) = ch.recv().await {
-                    let ChannelEvent::Text(text) = ev else {
-                        if ev == ChannelEvent::Closed {
-                            break;
+                    let text = match ev {
+                        ChannelEvent::Text(text) => text,
+                        ChannelEvent::Open => {
+                            let _ = open_tx.send(true);
+                            continue;
                         }
-                        continue;
+                        ChannelEvent::Closed => break,
+                        ChannelEvent::Binary(_) => continue,
                     };
                     let Ok(v) = serde_json::from_str::<Value>(&text) else {
                         continue;
@@ -367,6 +372,7 @@ impl Viewer {
             signals,
             events,
             pending: pending_calls,
+            channel_open,
             next_id: std::sync::atomic::AtomicU64::new(1),
             video,
             tasks,
@@ -431,6 +437,7 @@ impl Viewer {
         timeout: Duration,
     ) -> Result<Value, ProbeError> {
         let ch = self.channel.as_ref().ok_or(ProbeError::NoChannel)?;
+        self.wait_channel(timeout).await?;
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -447,9 +454,22 @@ impl Viewer {
             .map_err(|_| ProbeError::NoChannel)
     }
 
+    /// Waits until the control channel is open.
+    pub async fn wait_channel(&self, timeout: Duration) -> Result<(), ProbeError> {
+        let mut open = self.channel_open.clone();
+        match tokio::time::timeout(timeout, open.wait_for(|o| *o)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ProbeError::NoChannel),
+            Err(_) => Err(ProbeError::Timeout(
+                "waiting for the control channel to open",
+            )),
+        }
+    }
+
     /// Sends raw text on the control channel (tests of malformed input).
     pub async fn send_raw(&self, text: &str) -> Result<(), ProbeError> {
         let ch = self.channel.as_ref().ok_or(ProbeError::NoChannel)?;
+        self.wait_channel(Duration::from_secs(20)).await?;
         ch.send_text(text).await?;
         Ok(())
     }

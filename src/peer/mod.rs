@@ -192,7 +192,6 @@ fn h264_codec() -> RTCRtpCodecParameters {
             rtcp_feedback: vec![],
         },
         payload_type: 102,
-        ..Default::default()
     }
 }
 

@@ -115,7 +115,10 @@ pub async fn run(
             }
         }
         let _ = counts.send_if_modified(|c| {
-            let new = table.counts();
+            let new = Counts {
+                tasks: handles.len(),
+                ..table.counts()
+            };
             let changed = *c != new;
             *c = new;
             changed
@@ -204,13 +207,7 @@ fn handle_inbound(
                 offer_sdp: offer.sdp,
                 video: summary.wants_video,
             };
-            tracker.spawn(viewer::run(
-                ctx.clone(),
-                spec,
-                rx,
-                events.clone(),
-                tracker.clone(),
-            ));
+            tracker.spawn(viewer::run(ctx.clone(), spec, rx, events.clone()));
         }
         Kind::Ice => {
             let c = match messages::parse_candidate(&msg.payload) {

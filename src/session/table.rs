@@ -139,6 +139,9 @@ pub struct Counts {
     pub connected: usize,
     /// Clients with early candidates waiting for their offer.
     pub early_clients: usize,
+    /// Session tasks still running (set by the manager; a session's
+    /// task finishes after it leaves the table).
+    pub tasks: usize,
 }
 
 /// The sessions and the early-candidate store.
@@ -185,6 +188,7 @@ impl SessionTable {
             negotiating,
             connected,
             early_clients: self.early.len(),
+            tasks: 0,
         }
     }
 

@@ -36,18 +36,21 @@ pub async fn run(
     spec: Spec,
     commands: mpsc::UnboundedReceiver<SessionCommand>,
     events: mpsc::UnboundedSender<SessionEvent>,
-    tracker: TaskTracker,
 ) {
     let id = spec.id.clone();
     let slot: PeerSlot = Arc::default();
-    // Child tasks (video pump, channels) stop with the session.
+    // Child tasks (video pump, channels) stop with the session, and the
+    // session reports its end only after they are gone.
     let children = CancellationToken::new();
+    let kids = TaskTracker::new();
     let outcome = AssertUnwindSafe(session(
-        &ctx, spec, commands, &events, &tracker, &slot, &children,
+        &ctx, spec, commands, &events, &kids, &slot, &children,
     ))
     .catch_unwind()
     .await;
     children.cancel();
+    kids.close();
+    kids.wait().await;
     let reason = match outcome {
         Ok(reason) => reason,
         Err(panic) => {
