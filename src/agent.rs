@@ -385,6 +385,14 @@ impl Agent {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Waits until the broker connection is up (`true`) or down (`false`); false on timeout.
+    pub async fn wait_mqtt(&self, connected: bool, timeout: Duration) -> bool {
+        let mut rx = self.mqtt_connected.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c == connected))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Waits until the session counts satisfy `pred` (or `timeout`).
     pub async fn wait_sessions(&self, timeout: Duration, pred: impl Fn(&Counts) -> bool) -> bool {
         let mut rx = self.counts.clone();

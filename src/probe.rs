@@ -407,6 +407,15 @@ impl Viewer {
             .flatten()
     }
 
+    /// Discards frames decoded but not yet taken (to measure from now on).
+    pub fn drain_frames(&mut self) -> usize {
+        let mut n = 0;
+        while self.frames.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
     /// Decode errors so far.
     pub fn decode_errors(&self) -> u64 {
         self.decode_errors

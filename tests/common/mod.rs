@@ -2,15 +2,17 @@
 //! free loopback ports, and headless viewers.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use bytes::Bytes;
 use rtcam::agent::{Agent, AgentOptions};
 use rtcam::config::Settings;
 use rtcam::config::settings::{MdnsMode, MqttProtocol, MqttScheme, MqttUrl};
 use rtcam::peer::PeerOptions;
 use rtcam::probe::{Viewer, ViewerOptions};
-use rtcam::signaling::mqtt::{MqttOptions, TlsFiles};
-use rtcam::signaling::topics::ClientId;
+use rtcam::signaling::mqtt::{Link, LinkEvent, MqttOptions, TlsFiles};
+use rtcam::signaling::topics::{ClientId, Topics};
+use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Generous bound for anything that should take well under a second.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -140,4 +142,179 @@ pub async fn viewer(s: &Settings, client_id: &str, video: bool) -> Viewer {
         .expect("the viewer's offer is answered");
     assert!(v.wait_connected(WAIT).await, "{client_id} connects");
     v
+}
+
+/// Like [`watch`], but ignores frames decoded before the call (old news
+/// after the test did something else).
+pub async fn watch_from_now(v: &mut Viewer, window: Duration) -> (usize, bool, Vec<u32>) {
+    v.drain_frames();
+    watch(v, window).await
+}
+
+/// Receives frames for `window` and returns (count, first keyframe?, sequence numbers).
+pub async fn watch(v: &mut Viewer, window: Duration) -> (usize, bool, Vec<u32>) {
+    let first = v.next_frame(WAIT).await.expect("a first frame");
+    let end = first.decoded_at + window;
+    let mut seqs: Vec<u32> = first.seq.into_iter().collect();
+    let mut n = 1;
+    while let Some(f) = v
+        .next_frame(end.saturating_duration_since(Instant::now()))
+        .await
+    {
+        n += 1;
+        seqs.extend(f.seq);
+        if Instant::now() >= end {
+            break;
+        }
+    }
+    (n, first.keyframe, seqs)
+}
+
+/// A raw MQTT client that sends malformed messages and collects error replies.
+pub struct Raw {
+    link_pub: rtcam::signaling::mqtt::LinkPublisher,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>,
+    task: tokio::task::JoinHandle<()>,
+    topics: Topics,
+}
+
+impl Raw {
+    pub async fn connect(s: &rtcam::config::Settings) -> Raw {
+        let topics = Topics::new(&s.mqtt.topic_prefix);
+        let mut link = Link::new(
+            &mqtt_for(s, "raw-attacker"),
+            vec![
+                format!("{}/error/+", topics.prefix()),
+                format!("{}/answer/+", topics.prefix()),
+            ],
+        )
+        .expect("link");
+        let link_pub = link.publisher();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (up_tx, mut up) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                match link.next().await {
+                    Ok(LinkEvent::Connected) => {
+                        let _ = up_tx.send(true);
+                    }
+                    Ok(LinkEvent::Message(t, p)) => {
+                        let _ = tx.send((t, p));
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, up.wait_for(|c| *c))
+            .await
+            .expect("raw client connects")
+            .expect("link alive");
+        Raw {
+            link_pub,
+            rx,
+            task,
+            topics,
+        }
+    }
+
+    /// Sends `payload` to `P/{kind}/{client}` and returns the error code replied on `P/error/{client}`.
+    pub async fn code(&mut self, kind: &str, client: &str, payload: impl Into<Bytes>) -> String {
+        let topic = format!("{}/{kind}/{client}", self.topics.prefix());
+        assert!(self.link_pub.publish(&topic, payload));
+        let want = self.topics.error(&ClientId::parse(client).expect("valid"));
+        loop {
+            let (t, p) = tokio::time::timeout(WAIT, self.rx.recv())
+                .await
+                .expect("an error reply")
+                .expect("link alive");
+            if t == want {
+                let v: Value = serde_json::from_slice(&p).expect("error replies are JSON");
+                assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+                return v["code"].as_str().expect("a code").to_string();
+            }
+        }
+    }
+}
+
+const VP8_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n";
+
+/// Every kind of malformed message gets its documented code, while a viewer keeps streaming.
+pub async fn malformed_messages_get_codes(s: &rtcam::config::Settings) {
+    let mut watcher = viewer(s, "steady", true).await;
+    let mut raw = Raw::connect(s).await;
+    let big = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "a".repeat(70_000));
+    let cases: Vec<(&str, &str, Bytes, &str)> = vec![
+        ("offer", "m1", Bytes::from_static(b"{not json"), "bad_json"),
+        (
+            "offer",
+            "m2",
+            Bytes::from_static(&[0xff, 0xfe, 0xfd]),
+            "bad_json",
+        ),
+        (
+            "offer",
+            "m3",
+            Bytes::from_static(br#"{"type":"answer","sdp":"v=0"}"#),
+            "bad_message",
+        ),
+        (
+            "offer",
+            "m4",
+            Bytes::from_static(br#"{"sdp":"v=0"}"#),
+            "bad_message",
+        ),
+        (
+            "offer",
+            "m5",
+            Bytes::from_static(br#"{"type":"offer","sdp":"hello"}"#),
+            "bad_sdp",
+        ),
+        ("offer", "m6", Bytes::from(big), "too_large"),
+        (
+            "offer",
+            "m7",
+            Bytes::from(json!({"type": "offer", "sdp": VP8_ONLY}).to_string()),
+            "no_video_codec",
+        ),
+        (
+            "ice",
+            "m8",
+            Bytes::from_static(br#"{"candidate":"not a candidate"}"#),
+            "bad_candidate",
+        ),
+        ("ice", "m9", Bytes::from_static(b"[]"), "bad_message"),
+        ("bye", "m10", Bytes::from_static(b"{}"), "unknown_session"),
+        ("bye", "m11", Bytes::from_static(b"bye!"), "bad_json"),
+    ];
+    for (kind, client, payload, want) in cases {
+        let code = raw.code(kind, client, payload).await;
+        assert_eq!(code, want, "{kind} from {client}");
+    }
+    // An offer whose SDP parses as text but that the WebRTC stack rejects.
+    let broken = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+    let code = raw
+        .code(
+            "offer",
+            "m12",
+            json!({"type": "offer", "sdp": broken}).to_string(),
+        )
+        .await;
+    assert_eq!(code, "bad_sdp");
+    // The streaming viewer was not disturbed.
+    let (n, _, _) = watch_from_now(&mut watcher, Duration::from_secs(1)).await;
+    assert!(
+        n >= 25,
+        "the steady viewer kept decoding ({n} frames in 1 s)"
+    );
+    assert!(
+        watcher
+            .next_signal(Duration::from_millis(10))
+            .await
+            .is_none(),
+        "and got no error"
+    );
+    raw.task.abort();
+    let _ = raw.rx.try_recv();
+    watcher.bye().await;
 }
