@@ -117,7 +117,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         subscribers: u32,
     },
-    /// Everything docs/BENCHMARKS.md reports for this issue, with ratios.
+    /// The agent with real WebRTC viewers over loopback: first frame, latency, CPU and RSS per viewer.
+    /// Run inside a private network namespace.
+    Viewers {
+        /// Offer-to-first-frame runs.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Seconds of latency measurement.
+        #[arg(long, default_value_t = 10)]
+        latency_seconds: u32,
+        /// Seconds per CPU/RSS window.
+        #[arg(long, default_value_t = 10)]
+        load_seconds: u32,
+    },
+    /// Everything docs/BENCHMARKS.md reports for the media pipeline, with ratios.
     All {
         /// Seconds per real-time run.
         #[arg(long, default_value_t = 10)]

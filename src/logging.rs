@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 /// error, so it is off unless asked for (`RTCAM_LOG=info,rumqttd=info`); the
 /// WebRTC stack's info lines are per-connection chatter. Targets match by
 /// prefix, so the stack's crates are named with `::` to leave `rtcam` alone.
-pub const DEFAULT_FILTER: &str = "info,rumqttd=off,webrtc::=warn,rtc::=warn,rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn,rtc_mdns=warn,rtc_interceptor=warn,rtc_datachannel=warn";
+pub const DEFAULT_FILTER: &str = "info,rumqttd=off,webrtc::=warn,rtc::=warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn,rtc_srtp=warn,rtc_mdns=warn,rtc_interceptor=warn,rtc_datachannel=warn";
 
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init() {
@@ -58,13 +58,14 @@ mod tests {
             tracing::info!(target: "rtc::peer_connection", "stack-line");
             tracing::info!(target: "rtc_ice::agent", "ice-line");
             tracing::error!(target: "rumqttd::server", "broker-line");
-            tracing::warn!(target: "rtc_dtls::config", "dtls-warning");
+            tracing::warn!(target: "rtc_sctp::association", "sctp-warning");
+            tracing::warn!(target: "rtc_ice::agent", "ice-chatter");
         });
         let text =
             String::from_utf8(out.0.lock().expect("not poisoned").clone()).expect("utf-8 logs");
         assert!(text.contains("agent-line"), "{text}");
-        assert!(text.contains("dtls-warning"), "{text}");
-        for quiet in ["stack-line", "ice-line", "broker-line"] {
+        assert!(text.contains("sctp-warning"), "{text}");
+        for quiet in ["stack-line", "ice-line", "broker-line", "ice-chatter"] {
             assert!(!text.contains(quiet), "{quiet} should be filtered: {text}");
         }
     }

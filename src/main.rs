@@ -174,8 +174,9 @@ async fn run_probe(
         video,
         control: true,
         token,
-        peer: rtcam::peer::PeerOptions::from_settings(&settings.webrtc),
+        peer: rtcam::peer::PeerOptions::for_viewer(&settings.webrtc),
         timeout: std::time::Duration::from_secs(u64::from(timeout)),
+        decode: true,
     };
     let report =
         rtcam::probe::probe(&opts, std::time::Duration::from_secs(u64::from(seconds))).await?;
@@ -237,6 +238,21 @@ fn run_bench(what: BenchCommand) -> Result<()> {
                 r.ms_per_frame(),
                 r.frames,
                 r.min_received
+            );
+        }
+        BenchCommand::Viewers {
+            runs,
+            latency_seconds,
+            load_seconds,
+        } => {
+            let opts = rtcam::bench::viewers::ViewersBenchOptions {
+                runs,
+                latency_seconds,
+                load_seconds,
+            };
+            print!(
+                "{}",
+                runtime()?.block_on(rtcam::bench::viewers::run(&opts))?
             );
         }
         BenchCommand::All { seconds, rounds } => {

@@ -37,6 +37,8 @@ pub struct ViewerOptions {
     pub peer: PeerOptions,
     /// How long to wait for the broker and for the answer.
     pub timeout: Duration,
+    /// Decode the video (off: only count access units, for load tests).
+    pub decode: bool,
 }
 
 /// Why the viewer could not connect.
@@ -106,12 +108,14 @@ pub struct Viewer {
     channel_open: watch::Receiver<bool>,
     next_id: std::sync::atomic::AtomicU64,
     video: Arc<tokio::sync::Mutex<Option<Arc<tokio::sync::Mutex<RemoteVideo>>>>>,
+    offer_sent: Instant,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Decodes access units on a thread of its own and reports each picture.
 fn spawn_decoder(
     errors: Arc<std::sync::atomic::AtomicU64>,
+    decode: bool,
 ) -> (
     std::sync::mpsc::Sender<bytes::Bytes>,
     mpsc::Receiver<FrameInfo>,
@@ -127,6 +131,20 @@ fn spawn_decoder(
             };
             while let Ok(au) = in_rx.recv() {
                 let keyframe = h264::is_keyframe(&au);
+                if !decode {
+                    let counted = FrameInfo {
+                        seq: None,
+                        latency_ms: None,
+                        keyframe,
+                        width: 0,
+                        height: 0,
+                        decoded_at: Instant::now(),
+                    };
+                    if out_tx.blocking_send(counted).is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 let info = match decoder.decode(&au) {
                     Ok(Some(pic)) => {
                         let (w, h) = pic.dimensions();
@@ -214,6 +232,7 @@ impl Viewer {
             offer_msg["token"] = Value::String(t.clone());
         }
         publisher.publish(&topics.offer(&cid), offer_msg.to_string());
+        let offer_sent = Instant::now();
 
         // Pump peer events until the answer; candidates before it wait.
         let sent: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -223,7 +242,7 @@ impl Viewer {
         let video: Arc<tokio::sync::Mutex<Option<Arc<tokio::sync::Mutex<RemoteVideo>>>>> =
             Arc::default();
         let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (decode_tx, frames) = spawn_decoder(errors.clone());
+        let (decode_tx, frames) = spawn_decoder(errors.clone(), opts.decode);
         let answer_topic = topics.answer(&cid);
         let ice_topic = topics.ice(&cid);
         let error_topic = topics.error(&cid);
@@ -375,6 +394,7 @@ impl Viewer {
             channel_open,
             next_id: std::sync::atomic::AtomicU64::new(1),
             video,
+            offer_sent,
             tasks,
         })
     }
@@ -392,6 +412,11 @@ impl Viewer {
         )
         .await;
         matches!(r, Ok(Ok(s)) if *s == Some(PeerState::Connected))
+    }
+
+    /// When the offer was published.
+    pub fn offer_sent(&self) -> Instant {
+        self.offer_sent
     }
 
     /// The latest connection state.
@@ -606,8 +631,8 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 
 /// Connects, watches for `duration` after the first frame, and reports.
 pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeReport, ProbeError> {
-    let start = Instant::now();
     let mut viewer = Viewer::connect(opts).await?;
+    let start = viewer.offer_sent();
     let mut report = ProbeReport::default();
     let Some(first) = viewer.next_frame(opts.timeout).await else {
         viewer.bye().await;

@@ -132,6 +132,8 @@ impl Hub {
     pub fn publish(&self, frame: EncodedFrame) {
         let now = Instant::now();
         let mut ask_keyframe = false;
+        // Counted before delivery, so a subscriber holding the frame sees it counted.
+        self.published.fetch_add(1, Ordering::Relaxed);
         let mut st = self.lock();
         let State { policy, queues } = &mut *st;
         queues.retain(|&id, tx| {
@@ -153,7 +155,6 @@ impl Hub {
             }
         });
         drop(st);
-        self.published.fetch_add(1, Ordering::Relaxed);
         if ask_keyframe {
             self.request_keyframe();
         }

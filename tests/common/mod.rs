@@ -130,8 +130,9 @@ pub fn viewer_options(s: &Settings, client_id: &str, video: bool) -> ViewerOptio
         video,
         control: true,
         token: None,
-        peer: PeerOptions::from_settings(&s.webrtc),
+        peer: PeerOptions::for_viewer(&s.webrtc),
         timeout: WAIT,
+        decode: true,
     }
 }
 

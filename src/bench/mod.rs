@@ -1,6 +1,9 @@
 //! `rtcam bench`: CPU cost of the encoder alone and of the whole pipeline,
 //! measured with the kernel's CPU clocks (not wall time), so the figures
-//! hold on a busy machine. `docs/BENCHMARKS.md` records the results.
+//! hold on a busy machine; [`viewers`] measures the agent with real viewers.
+//! `docs/BENCHMARKS.md` records the results.
+
+pub mod viewers;
 
 use crate::backoff::Backoff;
 use crate::capture::test_pattern::{PatternGenerator, TestPatternFactory};
