@@ -45,6 +45,7 @@ pub mod control;
 pub mod convert;
 pub mod encode;
 pub mod frame;
+pub mod gpio;
 pub mod h264;
 pub mod hub;
 pub mod logging;
