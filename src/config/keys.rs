@@ -114,6 +114,16 @@ pub const KEYS: &[Key] = &[
         help: "Keep the camera running with no viewers (faster first frame, more power)",
     },
     Key {
+        path: "video.min_bitrate_kbps",
+        kind: Kind::Int,
+        help: "Lowest bitrate video.bitrate commands may set (kbit/s)",
+    },
+    Key {
+        path: "video.max_bitrate_kbps",
+        kind: Kind::Int,
+        help: "Highest bitrate video.bitrate commands may set (kbit/s)",
+    },
+    Key {
         path: "device.name",
         kind: Kind::Str,
         help: "Device name shown to viewers (default: the hostname)",
@@ -212,6 +222,41 @@ pub const KEYS: &[Key] = &[
         path: "broker.ws_listen",
         kind: Kind::Str,
         help: "Embedded broker WebSocket listener (MQTT 3.1.1 over WebSocket, for browsers)",
+    },
+    Key {
+        path: "gpio.backend",
+        kind: Kind::Str,
+        help: "GPIO backend: \"auto\" (rppal on a Pi, else cdev), \"rppal\", \"cdev\" or \"sim\" (default: sim demo pins when no pins are declared, auto otherwise)",
+    },
+    Key {
+        path: "gpio.pins",
+        kind: Kind::Array,
+        help: "Declared pins: [{ name = \"relay1\", pin = 17, mode = \"output\" }, …] (see rtcam.example.toml)",
+    },
+    Key {
+        path: "gpio.max_pulse_ms",
+        kind: Kind::Int,
+        help: "Longest gpio.pulse allowed (ms)",
+    },
+    Key {
+        path: "gpio.mqtt",
+        kind: Kind::Bool,
+        help: "Also expose pins over MQTT (P/gpio/{name}/state and …/set) for automations",
+    },
+    Key {
+        path: "gpio.ha_discovery",
+        kind: Kind::Bool,
+        help: "With gpio.mqtt, publish Home Assistant discovery configs",
+    },
+    Key {
+        path: "gpio.ha_prefix",
+        kind: Kind::Str,
+        help: "Home Assistant discovery prefix",
+    },
+    Key {
+        path: "control.rate_limit",
+        kind: Kind::Int,
+        help: "DataChannel commands per second allowed per session (1-1000)",
     },
 ];
 

@@ -25,6 +25,57 @@ pub struct RawConfig {
     /// `[broker]`
     #[serde(default)]
     pub broker: RawBroker,
+    /// `[gpio]`
+    #[serde(default)]
+    pub gpio: RawGpio,
+    /// `[control]`
+    #[serde(default)]
+    pub control: RawControl,
+}
+
+/// One `[[gpio.pins]]` entry; which fields apply depends on `mode`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPin {
+    /// Name used by commands.
+    pub name: String,
+    /// BCM number / line offset, or `"gpiochipN:offset"`, `"pwmchipN:channel"`, or a line name.
+    pub pin: toml::Value,
+    /// `output`, `input`, `pwm` or `servo`.
+    pub mode: String,
+    /// Starting value: bool (output), duty (pwm) or angle (servo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<toml::Value>,
+    /// Logical value inverted from the electrical level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_low: Option<bool>,
+    /// Value forced when the last controlling session ends and at shutdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failsafe: Option<toml::Value>,
+    /// Input bias: `up`, `down` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<String>,
+    /// Input debounce (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce_ms: Option<i64>,
+    /// PWM frequency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_hz: Option<f64>,
+    /// PWM lowest duty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_duty: Option<f64>,
+    /// PWM highest duty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duty: Option<f64>,
+    /// Servo pulse at 0° (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_us: Option<i64>,
+    /// Servo pulse at `max_angle` (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_us: Option<i64>,
+    /// Servo's largest angle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_angle: Option<f64>,
 }
 
 /// One `[[webrtc.ice_servers]]` entry.
@@ -69,6 +120,12 @@ pub struct RawVideo {
     /// `video.always_on`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub always_on: Option<bool>,
+    /// `video.min_bitrate_kbps`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_bitrate_kbps: Option<i64>,
+    /// `video.max_bitrate_kbps`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bitrate_kbps: Option<i64>,
 }
 
 /// `[device]`
@@ -159,4 +216,37 @@ pub struct RawBroker {
     /// `broker.ws_listen`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ws_listen: Option<String>,
+}
+
+/// `[gpio]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGpio {
+    /// `gpio.backend`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// `gpio.pins`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pins: Option<Vec<RawPin>>,
+    /// `gpio.max_pulse_ms`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pulse_ms: Option<i64>,
+    /// `gpio.mqtt`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<bool>,
+    /// `gpio.ha_discovery`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha_discovery: Option<bool>,
+    /// `gpio.ha_prefix`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha_prefix: Option<String>,
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// `control.rate_limit`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<i64>,
 }

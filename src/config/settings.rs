@@ -3,8 +3,10 @@
 
 use super::error::{ConfigError, Origin};
 use super::raw::{
-    RawBroker, RawConfig, RawDevice, RawHttp, RawIceServer, RawMqtt, RawVideo, RawWebrtc,
+    RawBroker, RawConfig, RawControl, RawDevice, RawGpio, RawHttp, RawIceServer, RawMqtt, RawPin,
+    RawVideo, RawWebrtc,
 };
+use crate::gpio::pins::{BackendKind, PinMode, PinRef, PinSpec, Pull, valid_name};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +53,10 @@ pub struct VideoSettings {
     pub passthrough: bool,
     /// Keep the camera running with no viewers.
     pub always_on: bool,
+    /// Lowest bitrate a command may set.
+    pub min_bitrate_kbps: u32,
+    /// Highest bitrate a command may set.
+    pub max_bitrate_kbps: u32,
 }
 
 /// A secret that never shows up in logs or `Debug` output.
@@ -227,7 +233,7 @@ pub struct BrokerSettings {
 }
 
 /// Everything the agent needs, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `[video]`
     pub video: VideoSettings,
@@ -241,6 +247,38 @@ pub struct Settings {
     pub http: HttpSettings,
     /// `[broker]`
     pub broker: BrokerSettings,
+    /// `[gpio]`
+    pub gpio: GpioSettings,
+    /// `[control]`
+    pub control: ControlSettings,
+}
+
+/// `[gpio]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpioSettings {
+    /// Backend.
+    pub backend: BackendKind,
+    /// Declared pins.
+    pub pins: Vec<PinSpec>,
+    /// No pins declared and the simulator in use: run the demo pin set.
+    pub demo: bool,
+    /// Longest pulse.
+    pub max_pulse: Duration,
+    /// Expose pins over MQTT.
+    pub mqtt: bool,
+    /// Publish Home Assistant discovery.
+    pub ha_discovery: bool,
+    /// Home Assistant discovery prefix.
+    pub ha_prefix: String,
+    /// Whether `backend` was set explicitly (for printing).
+    backend_explicit: bool,
+}
+
+/// `[control]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSettings {
+    /// Commands per second per session.
+    pub rate_limit: u32,
 }
 
 impl Settings {
@@ -363,6 +401,33 @@ fn video(raw: &RawVideo, origin: OriginOf<'_>) -> Result<VideoSettings, ConfigEr
         )?)),
         passthrough: raw.passthrough.unwrap_or(false),
         always_on: raw.always_on.unwrap_or(false),
+        min_bitrate_kbps: int(
+            "video.min_bitrate_kbps",
+            raw.min_bitrate_kbps,
+            100,
+            (50, 50_000),
+            false,
+            origin,
+        )?,
+        max_bitrate_kbps: int(
+            "video.max_bitrate_kbps",
+            raw.max_bitrate_kbps,
+            8000,
+            (50, 50_000),
+            false,
+            origin,
+        )?,
+    })
+    .and_then(|v| {
+        if v.min_bitrate_kbps > v.max_bitrate_kbps {
+            return Err(invalid(
+                "video.min_bitrate_kbps",
+                v.min_bitrate_kbps,
+                "must not exceed video.max_bitrate_kbps",
+                origin,
+            ));
+        }
+        Ok(v)
     })
 }
 
@@ -723,7 +788,407 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
         mqtt: mqtt(&raw.mqtt, origin)?,
         http: http(&raw.http, origin)?,
         broker: broker(&raw.broker, origin)?,
+        gpio: gpio(&raw.gpio, origin)?,
+        control: ControlSettings {
+            rate_limit: int(
+                "control.rate_limit",
+                raw.control.rate_limit,
+                50,
+                (1, 1000),
+                false,
+                origin,
+            )?,
+        },
     })
+}
+
+fn pin_value_bool(key: &str, v: &toml::Value, origin: OriginOf<'_>) -> Result<bool, ConfigError> {
+    v.as_bool()
+        .ok_or_else(|| invalid(key, v, "expected true or false for an output", origin))
+}
+
+fn pin_value_num(
+    key: &str,
+    v: &toml::Value,
+    (lo, hi): (f64, f64),
+    origin: OriginOf<'_>,
+) -> Result<f64, ConfigError> {
+    let n = v
+        .as_float()
+        .or_else(|| v.as_integer().map(|i| i as f64))
+        .ok_or_else(|| invalid(key, v, "expected a number", origin))?;
+    if !(lo..=hi).contains(&n) {
+        return Err(invalid(key, n, format!("expected {lo} to {hi}"), origin));
+    }
+    Ok(n)
+}
+
+fn num(
+    key: &str,
+    v: Option<f64>,
+    default: f64,
+    (lo, hi): (f64, f64),
+    origin: OriginOf<'_>,
+) -> Result<f64, ConfigError> {
+    let n = v.unwrap_or(default);
+    if !n.is_finite() || !(lo..=hi).contains(&n) {
+        return Err(invalid(key, n, format!("expected {lo} to {hi}"), origin));
+    }
+    Ok(n)
+}
+
+fn pin(i: usize, raw: &RawPin, origin: OriginOf<'_>) -> Result<PinSpec, ConfigError> {
+    let key = |f: &str| format!("gpio.pins[{i}].{f}");
+    // Origins are tracked per top-level key; report the array's.
+    let o = |_: &str| origin("gpio.pins");
+    let origin: OriginOf<'_> = &o;
+    if !valid_name(&raw.name) {
+        return Err(invalid(
+            &key("name"),
+            format!("{:?}", raw.name),
+            "expected 1-32 characters of A-Z a-z 0-9 _ -",
+            origin,
+        ));
+    }
+    let pin_ref = match &raw.pin {
+        toml::Value::Integer(n) if (0..=1023).contains(n) => PinRef::Number(*n as u32),
+        toml::Value::Integer(n) => {
+            return Err(invalid(
+                &key("pin"),
+                n,
+                "expected a line number 0-1023",
+                origin,
+            ));
+        }
+        toml::Value::String(s) => PinRef::parse_text(s)
+            .map_err(|why| invalid(&key("pin"), format!("{s:?}"), why, origin))?,
+        other => {
+            return Err(invalid(
+                &key("pin"),
+                other,
+                "expected a number or a string",
+                origin,
+            ));
+        }
+    };
+    let not_for = |field: &str, present: bool, mode: &str| -> Result<(), ConfigError> {
+        if present {
+            return Err(invalid(
+                &key(field),
+                "(set)",
+                format!("{field} does not apply to {mode} pins"),
+                origin,
+            ));
+        }
+        Ok(())
+    };
+    let mode = match raw.mode.as_str() {
+        "output" => {
+            for (f, present) in [
+                ("pull", raw.pull.is_some()),
+                ("debounce_ms", raw.debounce_ms.is_some()),
+                ("frequency_hz", raw.frequency_hz.is_some()),
+                ("min_duty", raw.min_duty.is_some()),
+                ("max_duty", raw.max_duty.is_some()),
+                ("min_us", raw.min_us.is_some()),
+                ("max_us", raw.max_us.is_some()),
+                ("max_angle", raw.max_angle.is_some()),
+            ] {
+                not_for(f, present, "output")?;
+            }
+            PinMode::Output {
+                initial: raw
+                    .initial
+                    .as_ref()
+                    .map(|v| pin_value_bool(&key("initial"), v, origin))
+                    .transpose()?
+                    .unwrap_or(false),
+                failsafe: raw
+                    .failsafe
+                    .as_ref()
+                    .map(|v| pin_value_bool(&key("failsafe"), v, origin))
+                    .transpose()?,
+            }
+        }
+        "input" => {
+            for (f, present) in [
+                ("initial", raw.initial.is_some()),
+                ("failsafe", raw.failsafe.is_some()),
+                ("frequency_hz", raw.frequency_hz.is_some()),
+                ("min_duty", raw.min_duty.is_some()),
+                ("max_duty", raw.max_duty.is_some()),
+                ("min_us", raw.min_us.is_some()),
+                ("max_us", raw.max_us.is_some()),
+                ("max_angle", raw.max_angle.is_some()),
+            ] {
+                not_for(f, present, "input")?;
+            }
+            let pull = match raw.pull.as_deref() {
+                None | Some("none") => Pull::None,
+                Some("up") => Pull::Up,
+                Some("down") => Pull::Down,
+                Some(other) => {
+                    return Err(invalid(
+                        &key("pull"),
+                        format!("{other:?}"),
+                        "expected \"up\", \"down\" or \"none\"",
+                        origin,
+                    ));
+                }
+            };
+            let debounce = int(
+                &key("debounce_ms"),
+                raw.debounce_ms,
+                20,
+                (0, 10_000),
+                false,
+                origin,
+            )?;
+            PinMode::Input {
+                pull,
+                debounce: Duration::from_millis(u64::from(debounce)),
+            }
+        }
+        "pwm" => {
+            for (f, present) in [
+                ("pull", raw.pull.is_some()),
+                ("debounce_ms", raw.debounce_ms.is_some()),
+                ("min_us", raw.min_us.is_some()),
+                ("max_us", raw.max_us.is_some()),
+                ("max_angle", raw.max_angle.is_some()),
+            ] {
+                not_for(f, present, "pwm")?;
+            }
+            let frequency_hz = num(
+                &key("frequency_hz"),
+                raw.frequency_hz,
+                1000.0,
+                (0.1, 1_000_000.0),
+                origin,
+            )?;
+            let min_duty = num(&key("min_duty"), raw.min_duty, 0.0, (0.0, 1.0), origin)?;
+            let max_duty = num(&key("max_duty"), raw.max_duty, 1.0, (0.0, 1.0), origin)?;
+            if min_duty > max_duty {
+                return Err(invalid(
+                    &key("min_duty"),
+                    min_duty,
+                    "must not exceed max_duty",
+                    origin,
+                ));
+            }
+            let bounds = (min_duty, max_duty);
+            PinMode::Pwm {
+                frequency_hz,
+                min_duty,
+                max_duty,
+                initial: raw
+                    .initial
+                    .as_ref()
+                    .map(|v| pin_value_num(&key("initial"), v, bounds, origin))
+                    .transpose()?
+                    .unwrap_or(min_duty),
+                failsafe: raw
+                    .failsafe
+                    .as_ref()
+                    .map(|v| pin_value_num(&key("failsafe"), v, bounds, origin))
+                    .transpose()?,
+            }
+        }
+        "servo" => {
+            for (f, present) in [
+                ("pull", raw.pull.is_some()),
+                ("debounce_ms", raw.debounce_ms.is_some()),
+                ("frequency_hz", raw.frequency_hz.is_some()),
+                ("min_duty", raw.min_duty.is_some()),
+                ("max_duty", raw.max_duty.is_some()),
+            ] {
+                not_for(f, present, "servo")?;
+            }
+            let min_us = int(&key("min_us"), raw.min_us, 1000, (100, 5000), false, origin)?;
+            let max_us = int(&key("max_us"), raw.max_us, 2000, (100, 5000), false, origin)?;
+            if min_us >= max_us {
+                return Err(invalid(
+                    &key("min_us"),
+                    min_us,
+                    "must be less than max_us",
+                    origin,
+                ));
+            }
+            let max_angle = num(
+                &key("max_angle"),
+                raw.max_angle,
+                180.0,
+                (1.0, 360.0),
+                origin,
+            )?;
+            let range = (0.0, max_angle);
+            PinMode::Servo {
+                min_us,
+                max_us,
+                max_angle,
+                initial: raw
+                    .initial
+                    .as_ref()
+                    .map(|v| pin_value_num(&key("initial"), v, range, origin))
+                    .transpose()?
+                    .unwrap_or(max_angle / 2.0),
+                failsafe: raw
+                    .failsafe
+                    .as_ref()
+                    .map(|v| pin_value_num(&key("failsafe"), v, range, origin))
+                    .transpose()?,
+            }
+        }
+        other => {
+            return Err(invalid(
+                &key("mode"),
+                format!("{other:?}"),
+                "expected \"output\", \"input\", \"pwm\" or \"servo\"",
+                origin,
+            ));
+        }
+    };
+    Ok(PinSpec {
+        name: raw.name.clone(),
+        pin: pin_ref,
+        active_low: raw.active_low.unwrap_or(false),
+        mode,
+    })
+}
+
+fn gpio(raw: &RawGpio, origin: OriginOf<'_>) -> Result<GpioSettings, ConfigError> {
+    let pins = raw
+        .pins
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| pin(i, p, origin))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, p) in pins.iter().enumerate() {
+        if let Some(j) = pins[..i].iter().position(|q| q.name == p.name) {
+            return Err(invalid(
+                &format!("gpio.pins[{i}].name"),
+                format!("{:?}", p.name),
+                format!("duplicates gpio.pins[{j}]"),
+                origin,
+            ));
+        }
+        if let Some(j) = pins[..i].iter().position(|q| q.pin == p.pin) {
+            return Err(invalid(
+                &format!("gpio.pins[{i}].pin"),
+                p.pin.to_string(),
+                format!("gpio.pins[{j}] uses the same line"),
+                origin,
+            ));
+        }
+    }
+    let backend = match raw.backend.as_deref() {
+        None if pins.is_empty() => BackendKind::Sim,
+        None | Some("auto") => BackendKind::Auto,
+        Some("rppal") => BackendKind::Rppal,
+        Some("cdev") => BackendKind::Cdev,
+        Some("sim") => BackendKind::Sim,
+        Some(other) => {
+            return Err(invalid(
+                "gpio.backend",
+                format!("{other:?}"),
+                "expected \"auto\", \"rppal\", \"cdev\" or \"sim\"",
+                origin,
+            ));
+        }
+    };
+    let ha_prefix = raw
+        .ha_prefix
+        .clone()
+        .unwrap_or_else(|| "homeassistant".into());
+    check_topic_prefix(&ha_prefix)
+        .map_err(|why| invalid("gpio.ha_prefix", format!("{ha_prefix:?}"), why, origin))?;
+    Ok(GpioSettings {
+        demo: backend == BackendKind::Sim && pins.is_empty(),
+        backend,
+        pins,
+        max_pulse: ms(
+            "gpio.max_pulse_ms",
+            raw.max_pulse_ms,
+            10_000,
+            (1, 600_000),
+            origin,
+        )?,
+        mqtt: raw.mqtt.unwrap_or(false),
+        ha_discovery: raw.ha_discovery.unwrap_or(true),
+        ha_prefix,
+        backend_explicit: raw.backend.is_some(),
+    })
+}
+
+fn raw_pin(p: &PinSpec) -> RawPin {
+    let mut r = RawPin {
+        name: p.name.clone(),
+        pin: match &p.pin {
+            PinRef::Number(n) => toml::Value::Integer(i64::from(*n)),
+            other => toml::Value::String(match other {
+                PinRef::LineName(n) => n.clone(),
+                _ => other.to_string(),
+            }),
+        },
+        mode: p.mode.name().into(),
+        initial: None,
+        active_low: Some(p.active_low),
+        failsafe: None,
+        pull: None,
+        debounce_ms: None,
+        frequency_hz: None,
+        min_duty: None,
+        max_duty: None,
+        min_us: None,
+        max_us: None,
+        max_angle: None,
+    };
+    match &p.mode {
+        PinMode::Output { initial, failsafe } => {
+            r.initial = Some(toml::Value::Boolean(*initial));
+            r.failsafe = failsafe.map(toml::Value::Boolean);
+        }
+        PinMode::Input { pull, debounce } => {
+            r.pull = Some(
+                match pull {
+                    Pull::Up => "up",
+                    Pull::Down => "down",
+                    Pull::None => "none",
+                }
+                .into(),
+            );
+            r.debounce_ms = Some(debounce.as_millis() as i64);
+        }
+        PinMode::Pwm {
+            frequency_hz,
+            min_duty,
+            max_duty,
+            initial,
+            failsafe,
+        } => {
+            r.frequency_hz = Some(*frequency_hz);
+            r.min_duty = Some(*min_duty);
+            r.max_duty = Some(*max_duty);
+            r.initial = Some(toml::Value::Float(*initial));
+            r.failsafe = failsafe.map(toml::Value::Float);
+        }
+        PinMode::Servo {
+            min_us,
+            max_us,
+            max_angle,
+            initial,
+            failsafe,
+        } => {
+            r.min_us = Some(i64::from(*min_us));
+            r.max_us = Some(i64::from(*max_us));
+            r.max_angle = Some(*max_angle);
+            r.initial = Some(toml::Value::Float(*initial));
+            r.failsafe = failsafe.map(toml::Value::Float);
+        }
+    }
+    r
 }
 
 impl Settings {
@@ -740,6 +1205,8 @@ impl Settings {
                 keyframe_interval_ms: Some(v.keyframe_interval.as_millis() as i64),
                 passthrough: Some(v.passthrough),
                 always_on: Some(v.always_on),
+                min_bitrate_kbps: Some(v.min_bitrate_kbps.into()),
+                max_bitrate_kbps: Some(v.max_bitrate_kbps.into()),
             },
             device: RawDevice {
                 name: Some(self.device.name.clone()),
@@ -792,6 +1259,26 @@ impl Settings {
                 listen: Some(self.broker.listen.to_string()),
                 v5_listen: Some(self.broker.v5_listen.to_string()),
                 ws_listen: Some(self.broker.ws_listen.to_string()),
+            },
+            gpio: RawGpio {
+                // The default depends on whether pins are declared: print it only when set.
+                backend: self.gpio.backend_explicit.then(|| {
+                    match self.gpio.backend {
+                        BackendKind::Auto => "auto",
+                        BackendKind::Rppal => "rppal",
+                        BackendKind::Cdev => "cdev",
+                        BackendKind::Sim => "sim",
+                    }
+                    .to_string()
+                }),
+                pins: Some(self.gpio.pins.iter().map(raw_pin).collect()),
+                max_pulse_ms: Some(self.gpio.max_pulse.as_millis() as i64),
+                mqtt: Some(self.gpio.mqtt),
+                ha_discovery: Some(self.gpio.ha_discovery),
+                ha_prefix: Some(self.gpio.ha_prefix.clone()),
+            },
+            control: RawControl {
+                rate_limit: Some(self.control.rate_limit.into()),
             },
         }
     }
@@ -946,6 +1433,144 @@ mod tests {
         let s = check(raw).expect("valid");
         assert!(!format!("{s:?}").contains("hunter2"));
         assert_eq!(s.to_raw().mqtt.password, None);
+    }
+
+    fn pins(toml_text: &str) -> Result<GpioSettings, ConfigError> {
+        let raw: RawConfig = toml::from_str(toml_text).expect("test TOML parses");
+        check(raw).map(|s| s.gpio)
+    }
+
+    #[test]
+    fn pins_validate_into_modes_with_defaults() {
+        let g = pins(
+            r#"
+            [[gpio.pins]]
+            name = "relay1"
+            pin = 17
+            mode = "output"
+            failsafe = false
+            [[gpio.pins]]
+            name = "door"
+            pin = "gpiochip0:27"
+            mode = "input"
+            pull = "up"
+            [[gpio.pins]]
+            name = "pan"
+            pin = "pwmchip0:1"
+            mode = "servo"
+            [[gpio.pins]]
+            name = "dim"
+            pin = 18
+            mode = "pwm"
+            max_duty = 0.5
+            failsafe = 0
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(
+            g.backend,
+            BackendKind::Auto,
+            "declared pins make the default backend auto"
+        );
+        assert!(!g.demo);
+        assert_eq!(
+            g.pins[0].mode,
+            PinMode::Output {
+                initial: false,
+                failsafe: Some(false)
+            }
+        );
+        assert_eq!(
+            g.pins[1].mode,
+            PinMode::Input {
+                pull: Pull::Up,
+                debounce: Duration::from_millis(20)
+            }
+        );
+        assert!(
+            matches!(g.pins[2].mode, PinMode::Servo { min_us: 1000, max_us: 2000, initial, .. } if initial == 90.0)
+        );
+        assert!(
+            matches!(g.pins[3].mode, PinMode::Pwm { max_duty, failsafe: Some(f), .. } if max_duty == 0.5 && f == 0.0)
+        );
+        let none = pins("").expect("no pins");
+        assert!(
+            none.demo && none.backend == BackendKind::Sim,
+            "no pins: the simulator demo"
+        );
+    }
+
+    #[test]
+    fn bad_pins_are_rejected_with_their_key() {
+        let cases = [
+            (
+                "name = \"a b\"\npin = 1\nmode = \"output\"",
+                "gpio.pins[0].name",
+            ),
+            (
+                "name = \"a\"\npin = 1\nmode = \"blink\"",
+                "gpio.pins[0].mode",
+            ),
+            (
+                "name = \"a\"\npin = 5000\nmode = \"output\"",
+                "gpio.pins[0].pin",
+            ),
+            (
+                "name = \"a\"\npin = 1\nmode = \"output\"\npull = \"up\"",
+                "gpio.pins[0].pull",
+            ),
+            (
+                "name = \"a\"\npin = 1\nmode = \"input\"\npull = \"sideways\"",
+                "gpio.pins[0].pull",
+            ),
+            (
+                "name = \"a\"\npin = 1\nmode = \"pwm\"\nmax_duty = 1.5",
+                "gpio.pins[0].max_duty",
+            ),
+            (
+                "name = \"a\"\npin = 1\nmode = \"pwm\"\nmin_duty = 0.6\nmax_duty = 0.5",
+                "gpio.pins[0].min_duty",
+            ),
+            (
+                "name = \"a\"\npin = 1\nmode = \"servo\"\nmin_us = 2000\nmax_us = 1000",
+                "gpio.pins[0].min_us",
+            ),
+            (
+                "name = \"a\"\npin = 1\nmode = \"servo\"\ninitial = 200",
+                "gpio.pins[0].initial",
+            ),
+            (
+                "name = \"a\"\npin = 1\nmode = \"output\"\ninitial = 3",
+                "gpio.pins[0].initial",
+            ),
+            (
+                "name = \"a\"\npin = \"x:y\"\nmode = \"output\"",
+                "gpio.pins[0].pin",
+            ),
+        ];
+        for (body, key) in cases {
+            let e = pins(&format!("[[gpio.pins]]\n{body}\n")).expect_err(body);
+            assert_eq!(e.key(), Some(key), "{body}: {e}");
+        }
+        let dup = pins(
+            "[[gpio.pins]]\nname = \"a\"\npin = 1\nmode = \"output\"\n[[gpio.pins]]\nname = \"a\"\npin = 2\nmode = \"output\"\n",
+        );
+        assert_eq!(
+            dup.expect_err("duplicate name").key(),
+            Some("gpio.pins[1].name")
+        );
+        let same_line = pins(
+            "[[gpio.pins]]\nname = \"a\"\npin = 1\nmode = \"output\"\n[[gpio.pins]]\nname = \"b\"\npin = 1\nmode = \"input\"\n",
+        );
+        assert_eq!(
+            same_line.expect_err("duplicate line").key(),
+            Some("gpio.pins[1].pin")
+        );
+        let backend: RawConfig = toml::from_str("[gpio]\nbackend = \"gpiod\"").expect("parses");
+        assert_eq!(
+            check(backend).expect_err("bad backend").key(),
+            Some("gpio.backend")
+        );
     }
 
     #[test]

@@ -80,18 +80,7 @@ pub trait GpioBackend: Send {
     ) -> Result<(), GpioError>;
 }
 
-/// Which backend to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// rppal on a Raspberry Pi, else cdev when `/dev/gpiochip*` exists, else an error.
-    Auto,
-    /// rppal.
-    Rppal,
-    /// GPIO character device.
-    Cdev,
-    /// In memory.
-    Sim,
-}
+pub use pins::BackendKind;
 
 /// Who changed a pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

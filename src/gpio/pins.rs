@@ -4,6 +4,19 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+/// Which GPIO backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// rppal on a Raspberry Pi, else cdev when `/dev/gpiochip*` exists, else an error.
+    Auto,
+    /// rppal.
+    Rppal,
+    /// GPIO character device.
+    Cdev,
+    /// In memory.
+    Sim,
+}
+
 /// Where a pin is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PinRef {
@@ -37,8 +50,10 @@ impl PinRef {
             let offset: u32 = offset
                 .parse()
                 .map_err(|_| format!("{text:?}: the part after ':' must be a line offset"))?;
-            if !chip.starts_with("gpiochip") || chip.len() > 32 {
-                return Err(format!("{text:?}: expected gpiochipN:offset"));
+            if !(chip.starts_with("gpiochip") || chip.starts_with("pwmchip")) || chip.len() > 32 {
+                return Err(format!(
+                    "{text:?}: expected gpiochipN:offset or pwmchipN:channel"
+                ));
             }
             return Ok(PinRef::ChipOffset {
                 chip: chip.to_string(),
