@@ -5,15 +5,18 @@
 use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl};
-use crate::control::Controller;
+use crate::control::{Controller, ControllerParts};
 use crate::encode::{EncoderSettings, PROFILE_LEVEL_ID};
+use crate::gpio::demo as gpio_demo;
+use crate::gpio::mqtt as gpio_mqtt;
+use crate::gpio::{Gpio, GpioError};
 use crate::hub::Hub;
 use crate::hub::policy::PolicyConfig;
 use crate::peer::PeerOptions;
 use crate::pipeline::{CameraState, Pipeline, PipelineOptions, PipelineStatus};
 use crate::session::table::{Counts, Limits};
 use crate::session::{self, Faults, SessionContext};
-use crate::signaling::messages::{Info, PROTOCOL_VERSION, VideoInfo};
+use crate::signaling::messages::{Info, PROTOCOL_VERSION, PinInfo, VideoInfo};
 use crate::signaling::mqtt::{self, MqttOptions, Retained, TlsFiles};
 use crate::signaling::topics::Topics;
 use crate::signaling::{broker, mqtt::Publisher};
@@ -24,6 +27,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How often the demo's door opens or closes by itself.
+const DEMO_DOOR_PERIOD: Duration = Duration::from_secs(7);
+/// `P/info` is republished at most this often while pins change.
+const INFO_MIN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long shutdown waits for tasks before giving up on them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(4);
@@ -48,6 +56,9 @@ pub enum AgentError {
     /// The media thread.
     #[error("cannot start the media thread: {0}")]
     Media(std::io::Error),
+    /// GPIO.
+    #[error(transparent)]
+    Gpio(#[from] GpioError),
 }
 
 /// Extra start options (tests).
@@ -99,6 +110,7 @@ pub struct Agent {
     http_addr: Option<SocketAddr>,
     info: watch::Sender<Retained>,
     publisher: Publisher,
+    gpio: Option<Arc<Gpio>>,
 }
 
 fn local(addr: SocketAddr) -> SocketAddr {
@@ -110,7 +122,7 @@ fn local(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The `P/info` document for these settings.
-pub fn info_for(settings: &Settings) -> Info {
+pub fn info_for(settings: &Settings, gpio: Option<&Gpio>) -> Info {
     Info {
         protocol: PROTOCOL_VERSION,
         agent: "rtcam".into(),
@@ -124,7 +136,18 @@ pub fn info_for(settings: &Settings) -> Info {
             fps: settings.video.fps,
         },
         max_viewers: settings.webrtc.max_viewers,
-        pins: Vec::new(),
+        pins: gpio
+            .map(|g| {
+                g.list()
+                    .iter()
+                    .map(|p| PinInfo {
+                        name: p.spec.name.clone(),
+                        mode: p.spec.mode.name().into(),
+                        value: Some(p.value.json()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -186,10 +209,46 @@ impl Agent {
             }
         };
         let topics = Topics::new(&settings.mqtt.topic_prefix);
-        let info_json = serde_json::to_string(&info_for(&settings))
+        // GPIO: the demo pin set on the simulator, or the declared pins.
+        let gpio = if settings.gpio.demo || !settings.gpio.pins.is_empty() {
+            let pins = if settings.gpio.demo {
+                gpio_demo::pins()
+            } else {
+                settings.gpio.pins.clone()
+            };
+            let (backend, sim) = crate::gpio::open_backend(settings.gpio.backend)?;
+            let g = Gpio::start(pins, backend, sim, settings.gpio.max_pulse)?;
+            if settings.gpio.demo
+                && let Some(sim) = g.simulator()
+            {
+                tracker.spawn(gpio_demo::door_driver(
+                    sim.clone(),
+                    DEMO_DOOR_PERIOD,
+                    shutdown.clone(),
+                ));
+            }
+            Some(g)
+        } else {
+            None
+        };
+        let info_json = serde_json::to_string(&info_for(&settings, gpio.as_deref()))
             .expect("Info is plain data and always serialises");
         let (info, info_rx) = watch::channel(Retained { info: info_json });
         let (inbound_tx, inbound_rx) = mpsc::channel(256);
+        // GPIO over MQTT: state and Home Assistant discovery out, …/set in.
+        let gpio_bridge = gpio.as_ref().filter(|_| settings.gpio.mqtt).cloned();
+        let (gpio_set_tx, gpio_set_rx) = match &gpio_bridge {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(64);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let extra_filters = if gpio_bridge.is_some() {
+            vec![gpio_mqtt::set_filter(&topics)]
+        } else {
+            Vec::new()
+        };
         let conn = mqtt::start(
             &MqttOptions {
                 url,
@@ -202,10 +261,35 @@ impl Agent {
             },
             topics.clone(),
             info_rx,
-            inbound_tx,
+            mqtt::Routes {
+                inbound: inbound_tx,
+                extra_filters,
+                extra: gpio_set_tx,
+            },
             shutdown.clone(),
         )?;
         let publisher = conn.publisher.clone();
+        if let (Some(g), Some(rx)) = (gpio_bridge, gpio_set_rx) {
+            let bridge = gpio_mqtt::Bridge {
+                gpio: g,
+                publisher: publisher.clone(),
+                topics: topics.clone(),
+                discovery: settings.gpio.ha_discovery.then(|| gpio_mqtt::Discovery {
+                    prefix: settings.gpio.ha_prefix.clone(),
+                    device: settings.device.name.clone(),
+                    node_id: gpio_mqtt::node_id(&settings.mqtt.client_id),
+                }),
+            };
+            tracker.spawn(bridge.run(rx, conn.connected.clone(), shutdown.clone()));
+        }
+        if let Some(g) = &gpio {
+            tracker.spawn(republish_info(
+                settings.clone(),
+                g.clone(),
+                info.clone(),
+                shutdown.clone(),
+            ));
+        }
         let mqtt_task = conn.task;
         tracker.spawn(async move {
             let _ = mqtt_task.await;
@@ -228,12 +312,16 @@ impl Agent {
                 }
             }
         });
-        let control = Arc::new(Controller::new(
-            hub.clone(),
-            camera.clone(),
-            viewers_rx,
-            (v.width, v.height, v.fps),
-        ));
+        let control = Arc::new(Controller::new(ControllerParts {
+            hub: hub.clone(),
+            camera: camera.clone(),
+            camera_controls: pipeline.camera_controls(),
+            gpio: gpio.clone(),
+            viewers: viewers_rx,
+            size: (v.width, v.height, v.fps),
+            bitrate_bounds: (v.min_bitrate_kbps, v.max_bitrate_kbps),
+            rate_limit: settings.control.rate_limit,
+        }));
         let ctx = Arc::new(SessionContext {
             hub: hub.clone(),
             publisher: publisher.clone(),
@@ -311,6 +399,7 @@ impl Agent {
             http_addr,
             info,
             publisher,
+            gpio,
         };
         agent.banner();
         Ok(agent)
@@ -347,6 +436,11 @@ impl Agent {
     /// The settings the agent runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// GPIO, when pins are declared (or the demo runs).
+    pub fn gpio(&self) -> Option<&Arc<Gpio>> {
+        self.gpio.as_ref()
     }
 
     /// The shared encoded stream.
@@ -408,6 +502,9 @@ impl Agent {
         if let Some(m) = self.manager.take() {
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, m).await;
         }
+        if let Some(g) = &self.gpio {
+            g.apply_all_failsafes();
+        }
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(SHUTDOWN_WAIT, self.tracker.wait())
@@ -421,6 +518,34 @@ impl Agent {
         }
         if let Some(p) = self.pipeline.take() {
             let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+    }
+}
+
+/// Keeps `P/info`'s pin values current, republishing at most every
+/// [`INFO_MIN_INTERVAL`] while pins change (a servo slider sends many).
+async fn republish_info(
+    settings: Settings,
+    gpio: Arc<Gpio>,
+    info: watch::Sender<Retained>,
+    stop: CancellationToken,
+) {
+    let mut events = gpio.subscribe();
+    let mut dirty = false;
+    let mut tick = tokio::time::interval(INFO_MIN_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = events.recv() => match ev {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => dirty = true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = tick.tick(), if dirty => {
+                dirty = false;
+                let json = serde_json::to_string(&info_for(&settings, Some(&gpio)))
+                    .expect("Info is plain data and always serialises");
+                let _ = info.send(Retained { info: json });
+            }
         }
     }
 }

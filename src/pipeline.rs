@@ -140,6 +140,39 @@ pub struct PipelineOptions {
     pub backoff: Backoff,
 }
 
+/// Reads and sets the camera's controls through the media thread (which owns
+/// the device). Each call blocks up to a second: use it from a blocking context.
+#[derive(Clone)]
+pub struct CameraControls {
+    commands: Arc<Mutex<mpsc::Sender<Command>>>,
+}
+
+impl CameraControls {
+    fn ask<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> Option<mpsc::Receiver<T>> {
+        let (tx, rx) = mpsc::channel();
+        let sent = self
+            .commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(make(tx));
+        sent.ok().map(|()| rx)
+    }
+
+    /// The camera's controls and their values.
+    pub fn list(&self) -> Result<Vec<ControlInfo>, SourceError> {
+        self.ask(Command::Controls)
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(1)).ok())
+            .unwrap_or_else(|| Err(SourceError::Stopped("media thread did not answer".into())))
+    }
+
+    /// Sets a control by name; returns the value applied.
+    pub fn set(&self, name: &str, value: i64) -> Result<i64, SourceError> {
+        self.ask(|tx| Command::SetControl(name.to_string(), value, tx))
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(1)).ok())
+            .unwrap_or_else(|| Err(SourceError::Stopped("media thread did not answer".into())))
+    }
+}
+
 /// Handle to the running media thread.
 pub struct Pipeline {
     thread: Option<JoinHandle<()>>,
@@ -181,28 +214,16 @@ impl Pipeline {
         self.status.clone()
     }
 
-    fn ask<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> Option<mpsc::Receiver<T>> {
-        let (tx, rx) = mpsc::channel();
-        let sent = self
-            .commands
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(make(tx));
-        sent.ok().map(|()| rx)
-    }
-
-    /// The camera's controls. Blocks up to a second: call from a blocking context.
-    pub fn controls(&self) -> Result<Vec<ControlInfo>, SourceError> {
-        self.ask(Command::Controls)
-            .and_then(|rx| rx.recv_timeout(Duration::from_secs(1)).ok())
-            .unwrap_or_else(|| Err(SourceError::Stopped("media thread did not answer".into())))
-    }
-
-    /// Sets a camera control. Blocks up to a second: call from a blocking context.
-    pub fn set_control(&self, name: &str, value: i64) -> Result<i64, SourceError> {
-        self.ask(|tx| Command::SetControl(name.to_string(), value, tx))
-            .and_then(|rx| rx.recv_timeout(Duration::from_secs(1)).ok())
-            .unwrap_or_else(|| Err(SourceError::Stopped("media thread did not answer".into())))
+    /// A handle for reading and setting camera controls from other threads.
+    pub fn camera_controls(&self) -> CameraControls {
+        CameraControls {
+            commands: Arc::new(Mutex::new(
+                self.commands
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            )),
+        }
     }
 
     /// Stops the media thread (closing the hub) and waits for it.

@@ -1,67 +1,268 @@
-//! DataChannel control: requests from a viewer's `control` channel are
-//! parsed ([`protocol`]) and dispatched here to the encoder, the camera and
-//! (in later modules) GPIO. Every reply carries the request's id.
+//! DataChannel control: text requests from a viewer's `control` channel are
+//! parsed ([`protocol`], [`commands`]), checked against the session's role
+//! and rate limit, and carried out on GPIO, the shared encoder and the
+//! camera. Every reply carries the request's id; events carry none.
 
+pub mod commands;
 pub mod protocol;
+pub mod ratelimit;
 
+use crate::capture::SourceError;
+use crate::gpio::failsafe::SessionKey;
+use crate::gpio::{Actor, Gpio, GpioError, PinValue};
 use crate::hub::Hub;
-use crate::pipeline::{CameraState, PipelineStatus};
-use protocol::{ControlCode, ControlError, Request, error_reply, ok_reply, parse_request};
+use crate::pipeline::{CameraControls, CameraState, PipelineStatus};
+use commands::Command;
+use protocol::{ControlCode, ControlError, error_reply, ok_reply, parse_request};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The label of the control DataChannel.
 pub const CHANNEL_LABEL: &str = "control";
 
+/// What a session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Watch and read state.
+    View,
+    /// Also drive GPIO, the encoder and the camera.
+    Control,
+}
+
+/// One session's control state.
+#[derive(Debug)]
+pub struct ControlSession {
+    key: SessionKey,
+    role: Role,
+    limiter: ratelimit::TokenBucket,
+}
+
+impl ControlSession {
+    /// The session's key (for failsafe tracking).
+    pub fn key(&self) -> SessionKey {
+        self.key
+    }
+}
+
 /// What the controller needs from the rest of the agent.
 pub struct Controller {
     hub: Arc<Hub>,
     camera: Arc<PipelineStatus>,
+    camera_controls: CameraControls,
+    gpio: Option<Arc<Gpio>>,
     viewers: watch::Receiver<usize>,
     size: (u32, u32, u32),
+    bitrate_bounds: (u32, u32),
+    rate_limit: u32,
+}
+
+/// Controller construction parameters.
+pub struct ControllerParts {
+    /// The shared encoded stream.
+    pub hub: Arc<Hub>,
+    /// Camera state and counters.
+    pub camera: Arc<PipelineStatus>,
+    /// Camera controls.
+    pub camera_controls: CameraControls,
+    /// GPIO, if any pins are declared.
+    pub gpio: Option<Arc<Gpio>>,
+    /// Number of sessions.
+    pub viewers: watch::Receiver<usize>,
+    /// Configured width, height, fps.
+    pub size: (u32, u32, u32),
+    /// `[video] min_bitrate_kbps`, `max_bitrate_kbps`.
+    pub bitrate_bounds: (u32, u32),
+    /// Commands per second per session.
+    pub rate_limit: u32,
+}
+
+fn gpio_error(e: GpioError) -> ControlError {
+    let code = match &e {
+        GpioError::UnknownPin(_) => ControlCode::UnknownPin,
+        GpioError::WrongMode { .. } => ControlCode::WrongMode,
+        GpioError::BadValue(_) => ControlCode::BadParams,
+        GpioError::Hardware(_) | GpioError::Setup(_) | GpioError::NoHardware(_) => {
+            ControlCode::Hardware
+        }
+    };
+    ControlError::new(code, e.to_string())
+}
+
+fn camera_error(e: SourceError) -> ControlError {
+    let code = match &e {
+        SourceError::UnknownControl(_) | SourceError::BadControl { .. } => ControlCode::BadParams,
+        _ => ControlCode::Hardware,
+    };
+    ControlError::new(code, e.to_string())
+}
+
+fn pin_result(pin: &str, v: PinValue) -> Value {
+    json!({ "pin": pin, "value": v.json() })
 }
 
 impl Controller {
-    /// A controller over the shared encoder and camera; `viewers` counts sessions.
-    pub fn new(
-        hub: Arc<Hub>,
-        camera: Arc<PipelineStatus>,
-        viewers: watch::Receiver<usize>,
-        size: (u32, u32, u32),
-    ) -> Self {
+    /// A controller over the agent's parts.
+    pub fn new(parts: ControllerParts) -> Self {
         Self {
-            hub,
-            camera,
-            viewers,
-            size,
+            hub: parts.hub,
+            camera: parts.camera,
+            camera_controls: parts.camera_controls,
+            gpio: parts.gpio,
+            viewers: parts.viewers,
+            size: parts.size,
+            bitrate_bounds: parts.bitrate_bounds,
+            rate_limit: parts.rate_limit,
         }
     }
 
+    /// State for a new session.
+    pub fn session(&self, key: SessionKey, role: Role) -> ControlSession {
+        ControlSession {
+            key,
+            role,
+            limiter: ratelimit::TokenBucket::new(self.rate_limit),
+        }
+    }
+
+    /// GPIO, if configured.
+    pub fn gpio(&self) -> Option<&Arc<Gpio>> {
+        self.gpio.as_ref()
+    }
+
     /// Handles one text message; returns the reply to send.
-    pub async fn handle(&self, text: &str) -> String {
+    pub async fn handle(&self, session: &mut ControlSession, text: &str) -> String {
         let req = match parse_request(text) {
             Ok(r) => r,
             Err((id, e)) => return error_reply(&id, &e),
         };
-        match self.dispatch(&req).await {
-            Ok(result) => ok_reply(&req.id, result),
+        if !session.limiter.allow(Instant::now()) {
+            let e = ControlError::new(
+                ControlCode::RateLimited,
+                format!("more than {} commands per second", self.rate_limit),
+            );
+            return error_reply(&req.id, &e);
+        }
+        let result = match Command::parse(&req) {
+            Ok(cmd) if cmd.mutates() && session.role == Role::View => Err(ControlError::new(
+                ControlCode::NotAllowed,
+                format!(
+                    "{} needs the control role; this session may only view",
+                    req.cmd
+                ),
+            )),
+            Ok(cmd) => self.run(session, cmd).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(v) => ok_reply(&req.id, v),
             Err(e) => error_reply(&req.id, &e),
         }
     }
 
-    async fn dispatch(&self, req: &Request) -> Result<Value, ControlError> {
-        match req.cmd.as_str() {
-            "ping" => Ok(json!({ "pong": true })),
-            "video.keyframe" => {
+    fn gpio_or_unknown(&self, pin: &str) -> Result<&Arc<Gpio>, ControlError> {
+        self.gpio
+            .as_ref()
+            .ok_or_else(|| gpio_error(GpioError::UnknownPin(pin.to_string())))
+    }
+
+    async fn run(&self, session: &ControlSession, cmd: Command) -> Result<Value, ControlError> {
+        let actor = Actor::Session(session.key);
+        match cmd {
+            Command::Ping => Ok(json!({ "pong": true })),
+            Command::GpioList => Ok(json!({
+                "pins": self
+                    .gpio
+                    .as_ref()
+                    .map(|g| g.list().iter().map(|p| p.json()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })),
+            Command::GpioGet { pin } => self
+                .gpio_or_unknown(&pin)?
+                .get(&pin)
+                .map(|r| r.json())
+                .map_err(gpio_error),
+            Command::GpioSet { pin, value } => {
+                let v = self
+                    .gpio_or_unknown(&pin)?
+                    .set(&pin, value, actor)
+                    .map_err(gpio_error)?;
+                Ok(pin_result(&pin, v))
+            }
+            Command::GpioToggle { pin } => {
+                let v = self
+                    .gpio_or_unknown(&pin)?
+                    .toggle(&pin, actor)
+                    .map_err(gpio_error)?;
+                Ok(pin_result(&pin, v))
+            }
+            Command::GpioPulse { pin, ms, value } => {
+                let g = self.gpio_or_unknown(&pin)?;
+                let restore = g
+                    .pulse(&pin, Duration::from_millis(ms), value, actor)
+                    .map_err(gpio_error)?;
+                Ok(json!({ "pin": pin, "ms": ms, "restores_to": restore.json() }))
+            }
+            Command::PwmSet {
+                pin,
+                duty,
+                frequency_hz,
+            } => {
+                let v = self
+                    .gpio_or_unknown(&pin)?
+                    .set_pwm(&pin, duty, frequency_hz, actor)
+                    .map_err(gpio_error)?;
+                let mut r = pin_result(&pin, v);
+                if let PinValue::Duty { frequency_hz, .. } = v {
+                    r["frequency_hz"] = json!(frequency_hz);
+                }
+                Ok(r)
+            }
+            Command::ServoSet { pin, target } => {
+                let v = self
+                    .gpio_or_unknown(&pin)?
+                    .set_servo(&pin, target, actor)
+                    .map_err(gpio_error)?;
+                let mut r = pin_result(&pin, v);
+                if let PinValue::Angle { pulse_us, .. } = v {
+                    r["pulse_us"] = json!(pulse_us);
+                }
+                Ok(r)
+            }
+            Command::VideoKeyframe => {
                 self.hub.request_keyframe();
                 Ok(json!({ "requested": true }))
             }
-            "video.status" => Ok(self.video_status()),
-            other => Err(ControlError::new(
-                ControlCode::UnknownCmd,
-                format!("unknown command {other:?}"),
-            )),
+            Command::VideoBitrate { kbps } => {
+                let (lo, hi) = self.bitrate_bounds;
+                let applied = kbps.clamp(lo, hi);
+                self.hub.request_bitrate(applied);
+                // The encoder applies it with the next frame; report the target.
+                self.hub.set_bitrate_kbps(applied);
+                Ok(
+                    json!({ "kbps": applied, "requested_kbps": kbps, "min_kbps": lo, "max_kbps": hi }),
+                )
+            }
+            Command::VideoStatus => Ok(self.video_status()),
+            Command::CameraControls => {
+                let cc = self.camera_controls.clone();
+                let list = tokio::task::spawn_blocking(move || cc.list())
+                    .await
+                    .map_err(|e| ControlError::new(ControlCode::Internal, e.to_string()))?
+                    .map_err(camera_error)?;
+                Ok(json!({ "controls": list }))
+            }
+            Command::CameraSet { control, value } => {
+                let cc = self.camera_controls.clone();
+                let name = control.clone();
+                let applied = tokio::task::spawn_blocking(move || cc.set(&name, value))
+                    .await
+                    .map_err(|e| ControlError::new(ControlCode::Internal, e.to_string()))?
+                    .map_err(camera_error)?;
+                Ok(json!({ "control": control, "value": applied }))
+            }
         }
     }
 

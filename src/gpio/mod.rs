@@ -4,7 +4,9 @@
 //! and applies failsafe values when the last controlling session ends.
 
 pub mod cdev;
+pub mod demo;
 pub mod failsafe;
+pub mod mqtt;
 pub mod pins;
 pub mod rpi;
 pub mod sim;
@@ -80,7 +82,7 @@ pub trait GpioBackend: Send {
     ) -> Result<(), GpioError>;
 }
 
-pub use pins::BackendKind;
+pub use pins::{BackendKind, ServoTarget};
 
 /// Who changed a pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -702,15 +704,6 @@ impl Gpio {
             }
         }
     }
-}
-
-/// A servo position.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ServoTarget {
-    /// Degrees.
-    Angle(f64),
-    /// Pulse width in µs.
-    PulseUs(u32),
 }
 
 #[cfg(test)]

@@ -150,6 +150,15 @@ pub struct PinSpec {
     pub mode: PinMode,
 }
 
+/// A servo position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ServoTarget {
+    /// Degrees.
+    Angle(f64),
+    /// Pulse width in µs.
+    PulseUs(u32),
+}
+
 /// Servo pulse period (50 Hz).
 pub const SERVO_PERIOD: Duration = Duration::from_millis(20);
 

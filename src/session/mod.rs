@@ -6,7 +6,7 @@
 pub mod table;
 pub mod viewer;
 
-use crate::control::Controller;
+use crate::control::{Controller, Role};
 use crate::hub::Hub;
 use crate::peer::PeerOptions;
 use crate::peer::sdp::{SdpError, summarize_offer};
@@ -206,6 +206,7 @@ fn handle_inbound(
                 id: accepted.id,
                 offer_sdp: offer.sdp,
                 video: summary.wants_video,
+                role: Role::Control,
             };
             tracker.spawn(viewer::run(ctx.clone(), spec, rx, events.clone()));
         }

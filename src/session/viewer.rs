@@ -5,7 +5,7 @@
 
 use super::table::{EndReason, KeyframeGate, LinkState, SessionId};
 use super::{SessionCommand, SessionContext, SessionEvent};
-use crate::control::CHANNEL_LABEL;
+use crate::control::{CHANNEL_LABEL, ControlSession, Role, protocol};
 use crate::hub::{Demand, Subscription};
 use crate::peer::{Channel, ChannelEvent, Peer, PeerError, PeerEvent, PeerState, VideoSender};
 use crate::signaling::messages::{self, ErrorCode, IceCandidate, SignalError};
@@ -26,6 +26,8 @@ pub struct Spec {
     pub offer_sdp: String,
     /// Whether to send video.
     pub video: bool,
+    /// What the viewer may do over the control channel.
+    pub role: Role,
 }
 
 type PeerSlot = Arc<Mutex<Option<Arc<Peer>>>>;
@@ -51,6 +53,10 @@ pub async fn run(
     children.cancel();
     kids.close();
     kids.wait().await;
+    // Outputs this viewer was the last to control go to their failsafe values.
+    if let Some(g) = ctx.control.gpio() {
+        g.session_ended(id.generation);
+    }
     let reason = match outcome {
         Ok(reason) => reason,
         Err(panic) => {
@@ -150,7 +156,8 @@ async fn session(
                 Some(PeerEvent::DataChannel(ch)) => {
                     let ch = Arc::new(ch);
                     channels.push(ch.clone());
-                    tracker.spawn(serve_channel(ctx.clone(), ch, children.child_token()));
+                    let session = ctx.control.session(id.generation, spec.role);
+                    tracker.spawn(serve_channel(ctx.clone(), ch, session, children.child_token()));
                 }
                 Some(PeerEvent::KeyframeRequest) => {
                     if keyframes.allow(Instant::now()) {
@@ -221,34 +228,60 @@ async fn pump(
 }
 
 /// Serves one DataChannel: control commands on `control`, others ignored.
-async fn serve_channel(ctx: Arc<SessionContext>, ch: Arc<Channel>, stop: CancellationToken) {
-    let is_control = ch.label() == CHANNEL_LABEL;
+/// Serves one DataChannel: control commands and GPIO events on `control`;
+/// other channels are ignored.
+async fn serve_channel(
+    ctx: Arc<SessionContext>,
+    ch: Arc<Channel>,
+    mut session: ControlSession,
+    stop: CancellationToken,
+) {
+    if ch.label() != CHANNEL_LABEL {
+        // Drain it so the stack does not hold its messages for us.
+        while tokio::select! { _ = stop.cancelled() => None, ev = ch.recv() => ev }.is_some() {}
+        return;
+    }
+    let mut gpio_events = ctx.control.gpio().map(|g| g.subscribe());
     loop {
-        let ev = tokio::select! {
-            _ = stop.cancelled() => break,
-            ev = ch.recv() => ev,
+        let gpio_event = async {
+            match gpio_events.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
         };
-        match ev {
-            Some(ChannelEvent::Text(text)) if is_control => {
-                let reply = ctx.control.handle(&text).await;
-                if ch.send_text(&reply).await.is_err() {
-                    break;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = gpio_event => match ev {
+                Ok(e) => {
+                    if ch.send_text(&protocol::event("gpio.changed", e.fields())).await.is_err() {
+                        break;
+                    }
                 }
-            }
-            Some(ChannelEvent::Binary(len)) if is_control => {
-                let e = crate::control::protocol::ControlError::new(
-                    crate::control::protocol::ControlCode::BadJson,
-                    format!("binary message of {len} bytes; commands are JSON text"),
-                );
-                let _ = ch
-                    .send_text(&crate::control::protocol::error_reply(
-                        &serde_json::Value::Null,
-                        &e,
-                    ))
-                    .await;
-            }
-            Some(ChannelEvent::Closed) | None => break,
-            Some(_) => {}
+                // A slow channel misses some changes; the next ones still arrive.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "control channel fell behind on GPIO events");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => gpio_events = None,
+            },
+            ev = ch.recv() => match ev {
+                Some(ChannelEvent::Text(text)) => {
+                    let reply = ctx.control.handle(&mut session, &text).await;
+                    if ch.send_text(&reply).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ChannelEvent::Binary(len)) => {
+                    let e = protocol::ControlError::new(
+                        protocol::ControlCode::BadJson,
+                        format!("binary message of {len} bytes; commands are JSON text"),
+                    );
+                    if ch.send_text(&protocol::error_reply(&serde_json::Value::Null, &e)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ChannelEvent::Closed) | None => break,
+                Some(ChannelEvent::Open) => {}
+            },
         }
     }
 }

@@ -334,6 +334,14 @@ impl Publisher {
         }
     }
 
+    /// Queues a retained QoS 1 publish (state that late subscribers need).
+    pub fn publish_retained(&self, topic: &str, payload: impl Into<Bytes>) {
+        if !self.client.try_publish(topic, true, payload.into()) {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Publishes to `P/{kind}/{client}` helpers.
     pub fn to_client(&self, kind: ToClient, client: &ClientId, payload: impl Into<Bytes>) {
         let topic = match kind {
@@ -364,6 +372,16 @@ pub enum ToClient {
     Bye,
 }
 
+/// Where incoming messages go.
+pub struct Routes {
+    /// Viewer signaling (offer, ice, bye).
+    pub inbound: mpsc::Sender<Inbound>,
+    /// More subscriptions (e.g. `P/gpio/+/set`); their messages go to `extra`.
+    pub extra_filters: Vec<String>,
+    /// Receiver of messages on `extra_filters`.
+    pub extra: Option<mpsc::Sender<(String, Bytes)>>,
+}
+
 /// The running connection: its publisher and connection state.
 pub struct Connection {
     /// Publishes messages.
@@ -381,7 +399,7 @@ pub fn start(
     opts: &MqttOptions,
     topics: Topics,
     retained: watch::Receiver<Retained>,
-    inbound: mpsc::Sender<Inbound>,
+    routes: Routes,
     shutdown: CancellationToken,
 ) -> Result<Connection, MqttError> {
     let (client, event_loop) = connect(opts, Some(topics.status()))?;
@@ -399,7 +417,7 @@ pub fn start(
         event_loop,
         topics,
         retained,
-        inbound,
+        routes,
         shutdown,
         echo,
         connected_tx,
@@ -418,7 +436,7 @@ async fn drive(
     mut event_loop: EventLoop,
     topics: Topics,
     mut retained: watch::Receiver<Retained>,
-    inbound: mpsc::Sender<Inbound>,
+    routes: Routes,
     shutdown: CancellationToken,
     echo: Arc<Mutex<EchoFilter>>,
     connected: watch::Sender<bool>,
@@ -451,7 +469,9 @@ async fn drive(
                     last_error = None;
                     tracing::info!(broker = %url, "connected to MQTT broker");
                     // Sessions may not survive a reconnect: subscribe and publish again every time.
-                    if !client.try_subscribe(&topics.inbound_filters()) {
+                    let mut filters = topics.inbound_filters().to_vec();
+                    filters.extend(routes.extra_filters.iter().cloned());
+                    if !client.try_subscribe(&filters) {
                         tracing::warn!("cannot queue MQTT subscriptions");
                     }
                     publish_retained(&retained.borrow_and_update().info);
@@ -464,12 +484,18 @@ async fn drive(
                     }
                     match topics.parse(&topic) {
                         Ok((kind, client)) => {
-                            if inbound.try_send(Inbound { kind, client, payload }).is_err() {
+                            if routes.inbound.try_send(Inbound { kind, client, payload }).is_err() {
                                 tracing::warn!(topic, "signaling backlog full; message dropped");
                             }
                         }
                         Err(TopicError::BadClientId(e)) => tracing::debug!(topic, error = %e, "ignored message"),
-                        Err(TopicError::NotOurs) => {}
+                        Err(TopicError::NotOurs) => {
+                            if let Some(extra) = &routes.extra
+                                && extra.try_send((topic, payload)).is_err()
+                            {
+                                tracing::warn!("MQTT backlog full; message dropped");
+                            }
+                        }
                     }
                 }
                 Ok(Event::Other) => {}
