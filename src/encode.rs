@@ -8,7 +8,7 @@ use crate::h264;
 use bytes::Bytes;
 use openh264::encoder::{
     BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level,
-    Profile, RateControlMode, SpsPpsStrategy, UsageType,
+    Profile, QpRange, RateControlMode, SpsPpsStrategy, UsageType,
 };
 use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
@@ -16,6 +16,10 @@ use std::time::Duration;
 
 /// The `profile-level-id` rtcam announces: Constrained Baseline, level 3.1.
 pub const PROFILE_LEVEL_ID: &str = "42e01f";
+/// Lowest QP: finer than this spends bits a viewer cannot see.
+const MIN_QP: u8 = 16;
+/// Highest QP (H.264's maximum), so low bitrates are reachable without skipping frames.
+const MAX_QP: u8 = 51;
 /// SPS constraint flags byte for Constrained Baseline (constraint_set0..2).
 const CONSTRAINED_BASELINE_FLAGS: u8 = 0xe0;
 
@@ -139,6 +143,9 @@ impl H264Encoder {
             ))
             .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
             .skip_frames(false)
+            // An explicit QP range: left at 0, OpenH264 caps QP at 42, too fine
+            // to reach low bitrates without skipping frames.
+            .qp(QpRange::new(MIN_QP, MAX_QP))
             // Periodic IDRs are scheduled here by time, not by OpenH264's frame count.
             .intra_frame_period(IntraFramePeriod::from_num_frames(0))
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)

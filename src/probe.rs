@@ -362,19 +362,24 @@ impl Viewer {
                     let Ok(v) = serde_json::from_str::<Value>(&text) else {
                         continue;
                     };
-                    if v.get("event").is_some() {
-                        let _ = event_tx.send(v);
-                    } else if let Some(id) = v.get("id").and_then(Value::as_u64) {
-                        if let Some(tx) = calls
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&id)
-                        {
+                    let waiting = v
+                        .get("id")
+                        .and_then(Value::as_u64)
+                        .filter(|_| v.get("event").is_none())
+                        .and_then(|id| {
+                            calls
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .remove(&id)
+                        });
+                    match waiting {
+                        Some(tx) => {
                             let _ = tx.send(v);
                         }
-                    } else {
-                        // Replies without an id (unparseable requests) go to the events stream.
-                        let _ = event_tx.send(v);
+                        // Events, and replies nobody waits for (raw sends), go to the events stream.
+                        None => {
+                            let _ = event_tx.send(v);
+                        }
                     }
                 }
             }));
@@ -436,6 +441,15 @@ impl Viewer {
     pub fn drain_frames(&mut self) -> usize {
         let mut n = 0;
         while self.frames.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Discards control events not yet taken.
+    pub fn drain_events(&mut self) -> usize {
+        let mut n = 0;
+        while self.events.try_recv().is_ok() {
             n += 1;
         }
         n

@@ -209,6 +209,37 @@ pub struct PatternGenerator {
     bar_u: Vec<u8>,
     bar_v: Vec<u8>,
     period: usize,
+    // GRAIN_ROWS rows of random luma, GRAIN_PAD wider than the frame.
+    grain: Vec<u8>,
+}
+
+/// Rows of precomputed grain (the band repeats them at shifting offsets).
+const GRAIN_ROWS: usize = 256;
+/// Extra grain columns, so any horizontal offset is one slice copy.
+const GRAIN_PAD: usize = 256;
+/// Grain amplitude around mid-grey.
+const GRAIN_AMPLITUDE: u8 = 28;
+
+/// A new (x, y) grain offset per frame, so the texture never repeats frame to frame.
+fn grain_offsets(seq: u32) -> (usize, usize) {
+    let h = u64::from(seq).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (
+        (h >> 20) as usize % GRAIN_PAD,
+        (h >> 40) as usize % GRAIN_ROWS,
+    )
+}
+
+/// Deterministic grain (xorshift): the pattern is the same on every run.
+fn make_grain(width: usize) -> Vec<u8> {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..(width + GRAIN_PAD) * GRAIN_ROWS)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            128 - GRAIN_AMPLITUDE + (state % (2 * u64::from(GRAIN_AMPLITUDE) + 1)) as u8
+        })
+        .collect()
 }
 
 impl PatternGenerator {
@@ -223,6 +254,7 @@ impl PatternGenerator {
             bar_u: Vec::new(),
             bar_v: Vec::new(),
             period: 0,
+            grain: make_grain(width),
         };
         g.set_levels(0, 100);
         g
@@ -276,11 +308,14 @@ impl PatternGenerator {
             for row in y[..ramp_top * w].chunks_exact_mut(w) {
                 row.copy_from_slice(bars);
             }
-            // Lower third: the bars scrolling the other way, darker.
-            let back = self.period - offset;
+            // Lower third: grey grain that changes every frame, like a camera's
+            // sensor noise. It is what makes bitrate matter: fine quantisation
+            // keeps the grain (many bits), coarse quantisation smooths it away.
+            let (gx, gy) = grain_offsets(seq);
+            let stride = w + GRAIN_PAD;
             for (i, row) in y[ramp_top * w..].chunks_exact_mut(w).enumerate() {
-                let shift = (back + i) % self.period;
-                row.copy_from_slice(&self.bar_y[shift..shift + w]);
+                let r = (gy + i) % GRAIN_ROWS;
+                row.copy_from_slice(&self.grain[r * stride + gx..r * stride + gx + w]);
             }
             let (cw, coff) = (w / 2, offset / 2);
             for (i, (ru, rv)) in u
@@ -288,13 +323,13 @@ impl PatternGenerator {
                 .zip(v.chunks_exact_mut(cw))
                 .enumerate()
             {
-                let o = if i * 2 < ramp_top {
-                    coff
+                if i * 2 < ramp_top {
+                    ru.copy_from_slice(&self.bar_u[coff..coff + cw]);
+                    rv.copy_from_slice(&self.bar_v[coff..coff + cw]);
                 } else {
-                    (back / 2 + i) % (self.period / 2)
-                };
-                ru.copy_from_slice(&self.bar_u[o..o + cw]);
-                rv.copy_from_slice(&self.bar_v[o..o + cw]);
+                    ru.fill(128);
+                    rv.fill(128);
+                }
             }
         }
         self.draw_box(seq);
