@@ -9,6 +9,7 @@ use crate::control::{Controller, ControllerParts};
 use crate::encode::{EncoderSettings, PROFILE_LEVEL_ID};
 use crate::gpio::demo as gpio_demo;
 use crate::gpio::mqtt as gpio_mqtt;
+use crate::gpio::pins::PinMode;
 use crate::gpio::{Gpio, GpioError};
 use crate::hub::Hub;
 use crate::hub::policy::PolicyConfig;
@@ -140,10 +141,21 @@ pub fn info_for(settings: &Settings, gpio: Option<&Gpio>) -> Info {
             .map(|g| {
                 g.list()
                     .iter()
-                    .map(|p| PinInfo {
-                        name: p.spec.name.clone(),
-                        mode: p.spec.mode.name().into(),
-                        value: Some(p.value.json()),
+                    .map(|p| {
+                        let (min, max) = match p.spec.mode {
+                            PinMode::Pwm {
+                                min_duty, max_duty, ..
+                            } => (Some(min_duty), Some(max_duty)),
+                            PinMode::Servo { max_angle, .. } => (Some(0.0), Some(max_angle)),
+                            _ => (None, None),
+                        };
+                        PinInfo {
+                            name: p.spec.name.clone(),
+                            mode: p.spec.mode.name().into(),
+                            value: Some(p.value.json()),
+                            min,
+                            max,
+                        }
                     })
                     .collect()
             })

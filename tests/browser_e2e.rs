@@ -131,3 +131,67 @@ async fn chromium_plays_the_stream_from_the_built_in_page() {
     browser.close().await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_panel_drives_outputs_and_shows_inputs() {
+    let s = common::gpio_settings("browser-panel");
+    let agent = start(s.clone()).await;
+    let sim = agent
+        .gpio()
+        .and_then(|g| g.simulator())
+        .expect("simulated pins")
+        .clone();
+    let url = format!(
+        "http://{}/",
+        agent.http_addr().expect("the web viewer listens")
+    );
+    let browser = Browser::start().await;
+    browser.client.goto(&url).await.expect("the page loads");
+    // The panel is built from P/info and the control channel opens.
+    let ready = browser
+        .wait_for(
+            "document.getElementById('pin-relay1') && window.rtcam.pc && window.rtcam.stats.framesDecoded > 0",
+            "true",
+        )
+        .await;
+    assert_eq!(ready["ok"], true, "panel built: {ready}");
+    assert_eq!(sim.pin("relay1").map(|p| p.high), Some(false));
+    let toggle = browser
+        .client
+        .find(fantoccini::Locator::Id("pin-relay1"))
+        .await
+        .expect("the relay1 toggle");
+    toggle.click().await.expect("clicked");
+    let mut gpio_events = agent.gpio().expect("gpio").subscribe();
+    if sim.pin("relay1").map(|p| p.high) != Some(true) {
+        let ev = tokio::time::timeout(common::WAIT, gpio_events.recv())
+            .await
+            .expect("a change")
+            .expect("open");
+        assert_eq!(ev.pin, "relay1");
+    }
+    assert_eq!(
+        sim.pin("relay1").map(|p| p.high),
+        Some(true),
+        "the click drove the pin"
+    );
+    // An input edge lights the indicator.
+    let before = browser
+        .wait_for("true", "document.getElementById('led-door').className")
+        .await;
+    let door_high = sim.pin("door").map(|p| p.high).expect("door");
+    assert!(sim.drive("door", !door_high));
+    let want = if door_high { "led" } else { "led on" };
+    let lit = browser
+        .wait_for(
+            &format!("document.getElementById('led-door').className === '{want}'"),
+            "document.getElementById('led-door').className",
+        )
+        .await;
+    assert_eq!(
+        lit["ok"], true,
+        "indicator follows the input (was {before}): {lit}"
+    );
+    browser.close().await;
+    agent.shutdown().await;
+}

@@ -4,63 +4,9 @@
 
 mod common;
 
-use common::{WAIT, settings, start, viewer, watch_from_now};
-use rtcam::config::Settings;
-use rtcam::gpio::BackendKind;
-use rtcam::gpio::pins::{PinMode, PinRef, PinSpec, Pull};
+use common::{WAIT, gpio_settings, start, viewer, watch_from_now};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-fn gpio_settings(prefix: &str) -> Settings {
-    let mut s = settings(prefix);
-    s.gpio.backend = BackendKind::Sim;
-    s.gpio.demo = false;
-    s.gpio.pins = vec![
-        PinSpec {
-            name: "relay1".into(),
-            pin: PinRef::Number(17),
-            active_low: false,
-            mode: PinMode::Output {
-                initial: false,
-                failsafe: Some(false),
-            },
-        },
-        PinSpec {
-            name: "door".into(),
-            pin: PinRef::Number(27),
-            active_low: false,
-            mode: PinMode::Input {
-                pull: Pull::Up,
-                debounce: Duration::ZERO,
-            },
-        },
-        PinSpec {
-            name: "dim".into(),
-            pin: PinRef::Number(18),
-            active_low: false,
-            mode: PinMode::Pwm {
-                frequency_hz: 1000.0,
-                min_duty: 0.0,
-                max_duty: 0.9,
-                initial: 0.0,
-                failsafe: None,
-            },
-        },
-        PinSpec {
-            name: "pan".into(),
-            pin: PinRef::Number(12),
-            active_low: false,
-            mode: PinMode::Servo {
-                min_us: 1000,
-                max_us: 2000,
-                max_angle: 180.0,
-                initial: 90.0,
-                failsafe: None,
-            },
-        },
-    ];
-    s
-}
 
 async fn ok(v: &rtcam::probe::Viewer, req: Value) -> Value {
     let reply = v.command(req.clone(), WAIT).await.expect("a reply");

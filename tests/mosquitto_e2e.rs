@@ -137,3 +137,125 @@ async fn mqtt_3_1_1_through_mosquitto() {
     agent.shutdown().await;
     broker.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpio_over_mqtt_with_home_assistant_discovery() {
+    use rtcam::signaling::mqtt::{Link, LinkEvent};
+    let port = free_port();
+    let broker = Mosquitto::start(port);
+    let mut s = common::gpio_settings("mosq-gpio");
+    use_broker(&mut s, port, MqttProtocol::V5);
+    s.gpio.mqtt = true;
+    let agent = start(s.clone()).await;
+    let sim = agent
+        .gpio()
+        .and_then(|g| g.simulator())
+        .expect("simulated pins")
+        .clone();
+    let p = s.mqtt.topic_prefix.clone();
+    let mut link = Link::new(
+        &common::mqtt_for(&s, "automation"),
+        vec![format!("{p}/gpio/+/state"), "homeassistant/#".into()],
+    )
+    .expect("link");
+    let publisher = link.publisher();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match link.next().await {
+                Ok(LinkEvent::Message(t, m)) => {
+                    let _ = tx.send((t, m));
+                }
+                Ok(LinkEvent::Connected) => {
+                    let _ = tx.send(("(connected)".into(), bytes::Bytes::new()));
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    // Retained discovery and state arrive on subscribing.
+    let mut discovery = std::collections::BTreeMap::new();
+    let mut states = std::collections::BTreeMap::new();
+    while discovery.len() < 4 || states.len() < 4 {
+        let (t, m) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("retained messages")
+            .expect("open");
+        if t.starts_with("homeassistant/") {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&m).expect("discovery payloads are JSON");
+            discovery.insert(t, doc);
+        } else if t.ends_with("/state") {
+            states.insert(t, String::from_utf8_lossy(&m).into_owned());
+        }
+    }
+    let ids: std::collections::BTreeSet<String> = discovery
+        .values()
+        .map(|d| d["unique_id"].as_str().expect("unique_id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 4, "unique ids: {ids:?}");
+    assert!(
+        discovery
+            .keys()
+            .any(|t| t.starts_with("homeassistant/switch/") && t.ends_with("/relay1/config"))
+    );
+    assert!(
+        discovery
+            .keys()
+            .any(|t| t.starts_with("homeassistant/binary_sensor/") && t.ends_with("/door/config"))
+    );
+    assert_eq!(
+        discovery
+            .keys()
+            .filter(|t| t.starts_with("homeassistant/number/"))
+            .count(),
+        2
+    );
+    for d in discovery.values() {
+        assert_eq!(d["availability_topic"], format!("{p}/status"));
+    }
+    assert_eq!(states[&format!("{p}/gpio/relay1/state")], "OFF");
+
+    // A command drives the pin and the state follows.
+    assert!(publisher.publish(&format!("{p}/gpio/relay1/set"), "ON"));
+    loop {
+        let (t, m) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("state update")
+            .expect("open");
+        if t == format!("{p}/gpio/relay1/state") && &m[..] == b"ON" {
+            break;
+        }
+    }
+    assert_eq!(sim.pin("relay1").map(|p| p.high), Some(true));
+    assert!(publisher.publish(&format!("{p}/gpio/pan/set"), "30"));
+    loop {
+        let (t, m) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("state update")
+            .expect("open");
+        if t == format!("{p}/gpio/pan/state") && &m[..] == b"30.0" {
+            break;
+        }
+    }
+    // Bad commands change nothing.
+    assert!(publisher.publish(&format!("{p}/gpio/relay1/set"), "MAYBE"));
+    assert!(publisher.publish(&format!("{p}/gpio/door/set"), "ON"));
+    assert!(publisher.publish(&format!("{p}/gpio/relay1/set"), "OFF"));
+    loop {
+        let (t, m) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("state update")
+            .expect("open");
+        if t == format!("{p}/gpio/relay1/state") && &m[..] == b"OFF" {
+            break;
+        }
+    }
+    assert_eq!(
+        agent.gpio().expect("gpio").get("door").map(|r| r.value),
+        Ok(rtcam::gpio::PinValue::Level(true))
+    );
+    task.abort();
+    agent.shutdown().await;
+    broker.kill();
+}

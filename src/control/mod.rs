@@ -277,6 +277,8 @@ impl Controller {
             "height": h,
             "fps": fps,
             "bitrate_kbps": self.hub.bitrate_kbps(),
+            "min_bitrate_kbps": self.bitrate_bounds.0,
+            "max_bitrate_kbps": self.bitrate_bounds.1,
             "viewers": *self.viewers.borrow(),
             "frames": self.camera.frames(),
             "frames_dropped": stats.dropped,

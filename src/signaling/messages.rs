@@ -267,6 +267,12 @@ pub struct PinInfo {
     /// Current value for inputs/outputs (bool) or PWM duty / servo angle (number).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<serde_json::Value>,
+    /// Smallest value a command may set (PWM duty, servo angle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest value a command may set (PWM duty, servo angle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
 }
 
 /// The retained `P/info` document.

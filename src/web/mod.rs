@@ -163,7 +163,13 @@ mod tests {
 
     #[test]
     fn page_files_are_embedded() {
-        for f in ["index.html", "app.js", "style.css", "vendor/mqtt.min.js"] {
+        for f in [
+            "index.html",
+            "app.js",
+            "panel.js",
+            "style.css",
+            "vendor/mqtt.min.js",
+        ] {
             assert!(Assets::get(f).is_some(), "{f} missing from the binary");
         }
     }

@@ -6,6 +6,8 @@ use bytes::Bytes;
 use rtcam::agent::{Agent, AgentOptions};
 use rtcam::config::Settings;
 use rtcam::config::settings::{MdnsMode, MqttProtocol, MqttScheme, MqttUrl};
+use rtcam::gpio::BackendKind;
+use rtcam::gpio::pins::{PinMode, PinRef, PinSpec, Pull};
 use rtcam::peer::PeerOptions;
 use rtcam::probe::{Viewer, ViewerOptions};
 use rtcam::signaling::mqtt::{Link, LinkEvent, MqttOptions, TlsFiles};
@@ -318,4 +320,57 @@ pub async fn malformed_messages_get_codes(s: &rtcam::config::Settings) {
     raw.task.abort();
     let _ = raw.rx.try_recv();
     watcher.bye().await;
+}
+
+/// Settings with four simulated pins (no demo driver): relay1 (output,
+/// failsafe off), door (input, pulled up), dim (pwm, duty ≤ 0.9), pan (servo).
+pub fn gpio_settings(prefix: &str) -> Settings {
+    let mut s = settings(prefix);
+    s.gpio.backend = BackendKind::Sim;
+    s.gpio.demo = false;
+    s.gpio.pins = vec![
+        PinSpec {
+            name: "relay1".into(),
+            pin: PinRef::Number(17),
+            active_low: false,
+            mode: PinMode::Output {
+                initial: false,
+                failsafe: Some(false),
+            },
+        },
+        PinSpec {
+            name: "door".into(),
+            pin: PinRef::Number(27),
+            active_low: false,
+            mode: PinMode::Input {
+                pull: Pull::Up,
+                debounce: Duration::ZERO,
+            },
+        },
+        PinSpec {
+            name: "dim".into(),
+            pin: PinRef::Number(18),
+            active_low: false,
+            mode: PinMode::Pwm {
+                frequency_hz: 1000.0,
+                min_duty: 0.0,
+                max_duty: 0.9,
+                initial: 0.0,
+                failsafe: None,
+            },
+        },
+        PinSpec {
+            name: "pan".into(),
+            pin: PinRef::Number(12),
+            active_low: false,
+            mode: PinMode::Servo {
+                min_us: 1000,
+                max_us: 2000,
+                max_angle: 180.0,
+                initial: 90.0,
+                failsafe: None,
+            },
+        },
+    ];
+    s
 }
