@@ -21,10 +21,11 @@ use crate::signaling::messages::{Info, PROTOCOL_VERSION, PinInfo, VideoInfo};
 use crate::signaling::mqtt::{self, MqttOptions, Retained, TlsFiles};
 use crate::signaling::topics::Topics;
 use crate::signaling::{broker, mqtt::Publisher};
+use crate::systemd::{Heartbeats, Notifier};
 use crate::web::{self, PageConfig, WsUrl};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -199,6 +200,8 @@ impl Agent {
         )
         .map_err(AgentError::Media)?;
         let camera = pipeline.status();
+        let heartbeats = Arc::new(Heartbeats::new());
+        heartbeats.add("media", camera.heartbeat());
 
         // Broker and MQTT.
         let (url, protocol) = match &settings.mqtt.url {
@@ -277,6 +280,7 @@ impl Agent {
                 inbound: inbound_tx,
                 extra_filters,
                 extra: gpio_set_tx,
+                heartbeat: heartbeats.register("signaling"),
             },
             shutdown.clone(),
         )?;
@@ -357,6 +361,7 @@ impl Agent {
             inbound_rx,
             counts_tx,
             tracker.clone(),
+            heartbeats.register("sessions"),
             sessions_stop.clone(),
         ));
 
@@ -414,6 +419,11 @@ impl Agent {
             gpio,
         };
         agent.banner();
+        agent.tracker.spawn(supervise(
+            agent.stats_source(),
+            heartbeats,
+            agent.shutdown.clone(),
+        ));
         Ok(agent)
     }
 
@@ -473,6 +483,10 @@ impl Agent {
 
     /// Current figures.
     pub fn stats(&self) -> AgentStats {
+        self.stats_source().snapshot()
+    }
+
+    fn stats_source(&self) -> StatsSource {
         StatsSource {
             hub: self.hub.clone(),
             camera: self.camera.clone(),
@@ -480,7 +494,6 @@ impl Agent {
             mqtt: self.mqtt_connected.clone(),
             tracker: self.tracker.clone(),
         }
-        .snapshot()
     }
 
     /// Waits until connected to the broker (or `timeout`); true if connected.
@@ -510,16 +523,18 @@ impl Agent {
     /// Stops everything: sessions get a bye, `status` goes `offline`, tasks end.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
+        // Everything below shares one deadline, so SIGTERM ends within 5 s.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
         self.sessions_stop.cancel();
         if let Some(m) = self.manager.take() {
-            let _ = tokio::time::timeout(SHUTDOWN_WAIT, m).await;
+            let _ = tokio::time::timeout_at(deadline, m).await;
         }
         if let Some(g) = &self.gpio {
             g.apply_all_failsafes();
         }
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_WAIT, self.tracker.wait())
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
             .await
             .is_err()
         {
@@ -558,6 +573,54 @@ async fn republish_info(
                     .expect("Info is plain data and always serialises");
                 let _ = info.send(Retained { info: json });
             }
+        }
+    }
+}
+
+/// Tells systemd what the agent is doing (`STATUS=` when it changes) and
+/// pings its watchdog while every component's heartbeat is fresh: a wedged
+/// media thread, signaling loop or session manager gets the service restarted.
+async fn supervise(stats: StatsSource, heartbeats: Arc<Heartbeats>, stop: CancellationToken) {
+    let notifier = Notifier;
+    let watchdog = notifier.watchdog_period();
+    // Ping twice per period; a component is stale after half of it.
+    let tick_every = watchdog.map_or(Duration::from_secs(2), |w| {
+        (w / 3).max(Duration::from_millis(200))
+    });
+    let max_age = watchdog.map_or(Duration::from_secs(60), |w| w / 2);
+    let mut tick = tokio::time::interval(tick_every);
+    let mut last_status = String::new();
+    let mut reported_stale = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let s = stats.snapshot();
+        let status = format!(
+            "{}; {} viewer{}; camera {}",
+            if s.mqtt_connected {
+                "broker connected"
+            } else {
+                "broker unreachable, retrying"
+            },
+            s.sessions,
+            if s.sessions == 1 { "" } else { "s" },
+            s.camera
+        );
+        if status != last_status {
+            notifier.status(&status);
+            last_status = status;
+        }
+        let stale = heartbeats.stale(Instant::now(), max_age);
+        if stale.is_empty() {
+            if watchdog.is_some() {
+                notifier.watchdog();
+            }
+            reported_stale = false;
+        } else if !reported_stale {
+            tracing::error!(components = ?stale, "no heartbeat: withholding the watchdog ping so systemd restarts rtcam");
+            reported_stale = true;
         }
     }
 }

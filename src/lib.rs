@@ -55,4 +55,5 @@ pub mod probe;
 pub mod record;
 pub mod session;
 pub mod signaling;
+pub mod systemd;
 pub mod web;

@@ -134,7 +134,10 @@ fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
 
 async fn run_agent(settings: Settings) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let notifier = rtcam::systemd::Notifier;
     let agent = rtcam::agent::Agent::start(settings, rtcam::agent::AgentOptions::default()).await?;
+    // Ready once configured and serving; the broker may still be unreachable.
+    notifier.ready();
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     tokio::select! {
@@ -150,6 +153,7 @@ async fn run_agent(settings: Settings) -> Result<()> {
         eprintln!("rtcam: second signal, exiting now");
         std::process::exit(130);
     });
+    notifier.stopping();
     agent.shutdown().await;
     Ok(())
 }

@@ -9,6 +9,7 @@ use crate::encode::{EncodeError, EncoderSettings, H264Encoder};
 use crate::frame::{EncodedFrame, PixelFormat};
 use crate::h264::{self, ParamSets};
 use crate::hub::Hub;
+use crate::systemd::Heartbeat;
 use bytes::Bytes;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +41,7 @@ pub struct PipelineStatus {
     frames: AtomicU64,
     bad_frames: AtomicU64,
     restarts: AtomicU64,
-    heartbeat: Mutex<Instant>,
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl PipelineStatus {
@@ -51,7 +52,7 @@ impl PipelineStatus {
             frames: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
-            heartbeat: Mutex::new(Instant::now()),
+            heartbeat: Arc::new(Heartbeat::new()),
         }
     }
 
@@ -76,10 +77,7 @@ impl PipelineStatus {
     }
 
     fn beat(&self) {
-        *self
-            .heartbeat
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        self.heartbeat.beat();
     }
 
     /// Current camera state.
@@ -105,12 +103,9 @@ impl PipelineStatus {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// When the media thread last proved it was alive (for the watchdog).
-    pub fn last_heartbeat(&self) -> Instant {
-        *self
-            .heartbeat
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The media thread's heartbeat (for the watchdog).
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        self.heartbeat.clone()
     }
 }
 

@@ -79,6 +79,7 @@ pub async fn run(
     mut inbound: mpsc::Receiver<Inbound>,
     counts: watch::Sender<Counts>,
     tracker: TaskTracker,
+    heartbeat: Arc<crate::systemd::Heartbeat>,
     shutdown: CancellationToken,
 ) {
     let mut table = SessionTable::new(limits);
@@ -105,6 +106,7 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => {
+                heartbeat.beat();
                 for (id, reason) in table.tick(Instant::now()) {
                     if reason == EndReason::NegotiationTimeout {
                         let e = SignalError::new(ErrorCode::Timeout, "not connected in time; send a new offer");

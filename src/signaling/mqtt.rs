@@ -380,6 +380,8 @@ pub struct Routes {
     pub extra_filters: Vec<String>,
     /// Receiver of messages on `extra_filters`.
     pub extra: Option<mpsc::Sender<(String, Bytes)>>,
+    /// Beaten by the connection loop at least every second (watchdog).
+    pub heartbeat: Arc<crate::systemd::Heartbeat>,
 }
 
 /// The running connection: its publisher and connection state.
@@ -452,9 +454,12 @@ async fn drive(
             Bytes::copy_from_slice(info.as_bytes()),
         );
     };
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
     loop {
+        routes.heartbeat.beat();
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = alive.tick() => {}
             changed = retained.changed() => {
                 if changed.is_err() {
                     break;
