@@ -271,7 +271,7 @@ impl Agent {
                 client_id: settings.mqtt.client_id.clone(),
                 username: settings.mqtt.username.clone(),
                 password: settings.mqtt.password.clone(),
-                tls: TlsFiles::default(),
+                tls: TlsFiles::from_settings(&settings.mqtt),
                 keep_alive: Duration::from_secs(30),
             },
             topics.clone(),
@@ -337,6 +337,7 @@ impl Agent {
             size: (v.width, v.height, v.fps),
             bitrate_bounds: (v.min_bitrate_kbps, v.max_bitrate_kbps),
             rate_limit: settings.control.rate_limit,
+            max_message: settings.control.max_message_bytes,
         }));
         let ctx = Arc::new(SessionContext {
             hub: hub.clone(),
@@ -344,13 +345,18 @@ impl Agent {
             peer: PeerOptions::from_settings(&settings.webrtc),
             control,
             frame_duration: Duration::from_secs(1) / v.fps.max(1),
+            auth: settings.auth.authorizer(),
+            max_payload: settings.mqtt.max_payload_bytes,
             faults: opts.faults,
         });
         let limits = Limits {
             max_viewers: settings.webrtc.max_viewers,
-            max_negotiating: settings.webrtc.max_viewers,
+            max_negotiating: settings.webrtc.max_negotiating,
             negotiation_timeout: settings.webrtc.negotiation_timeout,
             disconnected_timeout: settings.webrtc.disconnected_timeout,
+            early_ice_per_client: settings.webrtc.early_ice_candidates,
+            early_ice_clients: settings.webrtc.early_ice_clients,
+            offers_per_minute: settings.mqtt.offers_per_minute as usize,
             ..Limits::default()
         };
         // Sessions stop first (saying bye over MQTT), then the rest.
@@ -440,6 +446,9 @@ impl Agent {
                 s.broker.listen, s.broker.v5_listen, s.broker.ws_listen
             ),
         };
+        if let Some(w) = s.security_warning() {
+            tracing::warn!("{w}");
+        }
         tracing::info!(
             "rtcam ready: open {url} | camera {} {}x{}@{} | {broker} | topics {}/…",
             s.video.source.as_config(),

@@ -70,6 +70,15 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         timeout: u32,
     },
+    /// Mint a signed, expiring viewer token (needs `auth.secret_file`).
+    Token {
+        /// What the token allows: `view` (watch, read state) or `control` (also drive GPIO and the camera).
+        #[arg(long, value_parser = ["view", "control"])]
+        role: String,
+        /// How long it is valid, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
     /// Measure encoder and pipeline CPU cost.
     Bench {
         /// What to measure.

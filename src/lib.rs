@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod auth;
 pub mod backoff;
 pub mod bench;
 pub mod blockcode;

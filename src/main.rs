@@ -129,6 +129,29 @@ fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
             Ok(())
         }
         Command::Bench { what } => run_bench(what),
+        Command::Token { role, ttl } => {
+            let role = rtcam::auth::Role::parse(&role).context("--role must be view or control")?;
+            let ttl = rtcam::auth::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl {e}"))?;
+            let secret = settings.auth.secret.as_ref().context(
+                "no signing secret: create one (e.g. `head -c 32 /dev/urandom | base64 > /etc/rtcam/token.key`) \
+                 and set [auth] secret_file to its path",
+            )?;
+            let expires = std::time::SystemTime::now() + ttl;
+            let unix = expires
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the clock is before 1970")?
+                .as_secs();
+            println!(
+                "{}",
+                rtcam::auth::mint(secret.expose().as_bytes(), role, unix)
+            );
+            eprintln!(
+                "{} token valid until {} (accepted when [auth] mode = \"token\")",
+                role.as_str(),
+                humantime::format_rfc3339_seconds(expires)
+            );
+            Ok(())
+        }
     }
 }
 

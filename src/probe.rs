@@ -601,7 +601,7 @@ pub fn mqtt_options_for(settings: &crate::config::Settings, client_id: &str) -> 
         client_id: client_id.to_string(),
         username: settings.mqtt.username.clone(),
         password: settings.mqtt.password.clone(),
-        tls: crate::signaling::mqtt::TlsFiles::default(),
+        tls: crate::signaling::mqtt::TlsFiles::from_settings(&settings.mqtt),
         keep_alive: Duration::from_secs(30),
     }
 }

@@ -164,6 +164,21 @@ pub const KEYS: &[Key] = &[
         help: "End a session whose ICE stays disconnected this long (ms)",
     },
     Key {
+        path: "webrtc.max_negotiating",
+        kind: Kind::Int,
+        help: "Most sessions still negotiating at once (1-64); more offers get busy",
+    },
+    Key {
+        path: "webrtc.early_ice_candidates",
+        kind: Kind::Int,
+        help: "ICE candidates kept per viewer before its offer arrives (1-256)",
+    },
+    Key {
+        path: "webrtc.early_ice_clients",
+        kind: Kind::Int,
+        help: "Viewers whose early ICE candidates are kept at once (1-1024)",
+    },
+    Key {
         path: "mqtt.url",
         kind: Kind::Str,
         help: "Broker URL: mqtt://host:1883, mqtts://host:8883, ws://host:9001/mqtt, wss://… (unset: embedded broker)",
@@ -197,6 +212,31 @@ pub const KEYS: &[Key] = &[
         path: "mqtt.topic_prefix",
         kind: Kind::Str,
         help: "Topic prefix P of every rtcam topic (default: rtcam/<hostname>)",
+    },
+    Key {
+        path: "mqtt.ca_file",
+        kind: Kind::Str,
+        help: "PEM CA certificate(s) to trust for mqtts:// and wss:// (default: the system roots)",
+    },
+    Key {
+        path: "mqtt.client_cert",
+        kind: Kind::Str,
+        help: "PEM client certificate for brokers that require one (with mqtt.client_key)",
+    },
+    Key {
+        path: "mqtt.client_key",
+        kind: Kind::Str,
+        help: "PEM private key of mqtt.client_cert",
+    },
+    Key {
+        path: "mqtt.max_payload_bytes",
+        kind: Kind::Int,
+        help: "Largest signaling message accepted (1024-65536 bytes); larger ones get too_large",
+    },
+    Key {
+        path: "mqtt.offers_per_minute",
+        kind: Kind::Int,
+        help: "Offers accepted per viewer client id per minute (1-600); more get rate_limited",
     },
     Key {
         path: "http.listen",
@@ -257,6 +297,26 @@ pub const KEYS: &[Key] = &[
         path: "control.rate_limit",
         kind: Kind::Int,
         help: "DataChannel commands per second allowed per session (1-1000)",
+    },
+    Key {
+        path: "control.max_message_bytes",
+        kind: Kind::Int,
+        help: "Largest DataChannel command accepted (256-16384 bytes); larger ones get bad_json",
+    },
+    Key {
+        path: "auth.mode",
+        kind: Kind::Str,
+        help: "Viewer authorisation: \"none\" (anyone reaching the broker may control) or \"token\"",
+    },
+    Key {
+        path: "auth.secret_file",
+        kind: Kind::Str,
+        help: "File with the secret (>= 16 bytes) that signs expiring tokens (rtcam token)",
+    },
+    Key {
+        path: "auth.tokens",
+        kind: Kind::Array,
+        help: "Static tokens: [{ token = \"…\", role = \"view\" | \"control\" }, …]",
     },
 ];
 

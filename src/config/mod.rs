@@ -137,6 +137,7 @@ fn check_arrays(table: &toml::Table, origin: &dyn Fn(&str) -> Origin) -> Result<
         };
         let checked = match key.path {
             "webrtc.ice_servers" => try_as::<Vec<raw::RawIceServer>>(v),
+            "auth.tokens" => try_as::<Vec<raw::RawToken>>(v),
             _ => try_as::<Vec<String>>(v),
         };
         checked.map_err(|allowed| ConfigError::Invalid {
@@ -220,6 +221,25 @@ pub fn load(layers: &Layers<'_>) -> Result<Loaded, ConfigError> {
             source,
         })?;
         settings.mqtt.password = Some(settings::Secret::new(text.trim_end_matches(['\r', '\n'])));
+    }
+    if let Some(path) = &settings.auth.secret_file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let secret = text.trim();
+        if secret.len() < crate::auth::MIN_SECRET_LEN {
+            return Err(ConfigError::Invalid {
+                key: "auth.secret_file".into(),
+                value: path.display().to_string(),
+                allowed: format!(
+                    "the file must hold a secret of at least {} characters (e.g. `head -c 32 /dev/urandom | base64`)",
+                    crate::auth::MIN_SECRET_LEN
+                ),
+                origin: origin_of("auth.secret_file"),
+            });
+        }
+        settings.auth.secret = Some(settings::Secret::new(secret));
     }
     Ok(Loaded { settings, origins })
 }

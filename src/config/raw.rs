@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// `[control]`
     #[serde(default)]
     pub control: RawControl,
+    /// `[auth]`
+    #[serde(default)]
+    pub auth: RawAuth,
 }
 
 /// One `[[gpio.pins]]` entry; which fields apply depends on `mode`.
@@ -162,6 +165,15 @@ pub struct RawWebrtc {
     /// `webrtc.disconnected_timeout_ms`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disconnected_timeout_ms: Option<i64>,
+    /// `webrtc.max_negotiating`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_negotiating: Option<i64>,
+    /// `webrtc.early_ice_candidates`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_ice_candidates: Option<i64>,
+    /// `webrtc.early_ice_clients`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_ice_clients: Option<i64>,
 }
 
 /// `[mqtt]`
@@ -189,6 +201,21 @@ pub struct RawMqtt {
     /// `mqtt.topic_prefix`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic_prefix: Option<String>,
+    /// `mqtt.ca_file`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// `mqtt.client_cert`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// `mqtt.client_key`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    /// `mqtt.max_payload_bytes`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload_bytes: Option<i64>,
+    /// `mqtt.offers_per_minute`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offers_per_minute: Option<i64>,
 }
 
 /// `[http]`
@@ -249,4 +276,32 @@ pub struct RawControl {
     /// `control.rate_limit`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<i64>,
+    /// `control.max_message_bytes`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<i64>,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `auth.mode`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// `auth.secret_file`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// `auth.tokens`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<RawToken>>,
+}
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// The token a viewer puts in its offer.
+    pub token: String,
+    /// `view` or `control`.
+    pub role: String,
 }

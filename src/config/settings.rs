@@ -3,9 +3,10 @@
 
 use super::error::{ConfigError, Origin};
 use super::raw::{
-    RawBroker, RawConfig, RawControl, RawDevice, RawGpio, RawHttp, RawIceServer, RawMqtt, RawPin,
-    RawVideo, RawWebrtc,
+    RawAuth, RawBroker, RawConfig, RawControl, RawDevice, RawGpio, RawHttp, RawIceServer, RawMqtt,
+    RawPin, RawToken, RawVideo, RawWebrtc,
 };
+use crate::auth::{MIN_SECRET_LEN, Role};
 use crate::gpio::pins::{BackendKind, PinMode, PinRef, PinSpec, Pull, valid_name};
 use std::fmt;
 use std::net::SocketAddr;
@@ -139,6 +140,12 @@ pub struct WebrtcSettings {
     pub negotiation_timeout: Duration,
     /// End a session disconnected this long.
     pub disconnected_timeout: Duration,
+    /// Most sessions negotiating at once.
+    pub max_negotiating: usize,
+    /// Candidates kept per viewer before its offer.
+    pub early_ice_candidates: usize,
+    /// Viewers whose early candidates are kept at once.
+    pub early_ice_clients: usize,
 }
 
 /// MQTT protocol version.
@@ -210,6 +217,16 @@ pub struct MqttSettings {
     pub client_id: String,
     /// Topic prefix `P`.
     pub topic_prefix: String,
+    /// CA certificates to trust for TLS; `None` = the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for TLS.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key.
+    pub client_key: Option<PathBuf>,
+    /// Largest signaling payload accepted.
+    pub max_payload_bytes: usize,
+    /// Offers accepted per client id per minute.
+    pub offers_per_minute: u32,
 }
 
 /// `[http]`
@@ -251,6 +268,8 @@ pub struct Settings {
     pub gpio: GpioSettings,
     /// `[control]`
     pub control: ControlSettings,
+    /// `[auth]`
+    pub auth: AuthSettings,
 }
 
 /// `[gpio]`
@@ -279,12 +298,164 @@ pub struct GpioSettings {
 pub struct ControlSettings {
     /// Commands per second per session.
     pub rate_limit: u32,
+    /// Largest command accepted (bytes).
+    pub max_message_bytes: usize,
+}
+
+/// `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone who can publish an offer may watch and control.
+    None,
+    /// Offers must carry a valid token; its role decides what the session may do.
+    Token,
+}
+
+/// One static token from `[[auth.tokens]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpec {
+    /// The token.
+    pub token: Secret,
+    /// What it grants.
+    pub role: Role,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Whether offers need a token.
+    pub mode: AuthMode,
+    /// File holding the token-signing secret.
+    pub secret_file: Option<PathBuf>,
+    /// The secret itself, read from `secret_file` at load time.
+    pub secret: Option<Secret>,
+    /// Static tokens.
+    pub tokens: Vec<TokenSpec>,
+}
+
+impl AuthSettings {
+    /// The authoriser these settings describe.
+    pub fn authorizer(&self) -> crate::auth::Authorizer {
+        match self.mode {
+            AuthMode::None => crate::auth::Authorizer::open(),
+            AuthMode::Token => crate::auth::Authorizer::with_tokens(
+                self.tokens
+                    .iter()
+                    .map(|t| crate::auth::StaticToken::new(t.token.expose(), t.role))
+                    .collect(),
+                self.secret.as_ref().map(|s| s.expose().as_bytes()),
+            ),
+        }
+    }
+}
+
+fn auth(raw: &RawAuth, origin: OriginOf<'_>) -> Result<AuthSettings, ConfigError> {
+    let mode = match raw.mode.as_deref() {
+        None | Some("none") => AuthMode::None,
+        Some("token") => AuthMode::Token,
+        Some(other) => {
+            return Err(invalid(
+                "auth.mode",
+                format!("{other:?}"),
+                "expected \"none\" or \"token\"",
+                origin,
+            ));
+        }
+    };
+    let mut tokens = Vec::new();
+    for (i, RawToken { token, role }) in raw.tokens.iter().flatten().enumerate() {
+        let key = format!("auth.tokens[{i}]");
+        let role = Role::parse(role).ok_or_else(|| {
+            invalid(
+                &key,
+                format!("role = {role:?}"),
+                "expected role \"view\" or \"control\"",
+                &|_| origin("auth.tokens"),
+            )
+        })?;
+        if token.len() < MIN_SECRET_LEN
+            || token.len() > crate::auth::MAX_TOKEN_LEN
+            || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            // The value itself is a secret: never echo it.
+            return Err(invalid(
+                &key,
+                format!("token of {} characters", token.len()),
+                format!(
+                    "tokens need {MIN_SECRET_LEN}-{} characters without spaces",
+                    crate::auth::MAX_TOKEN_LEN
+                ),
+                &|_| origin("auth.tokens"),
+            ));
+        }
+        tokens.push(TokenSpec {
+            token: Secret::new(token.clone()),
+            role,
+        });
+    }
+    let secret_file = raw
+        .secret_file
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    if mode == AuthMode::Token && tokens.is_empty() && secret_file.is_none() {
+        return Err(invalid(
+            "auth.mode",
+            "\"token\"",
+            "token mode needs [[auth.tokens]] entries or auth.secret_file (or both)",
+            origin,
+        ));
+    }
+    Ok(AuthSettings {
+        mode,
+        secret_file,
+        secret: None,
+        tokens,
+    })
 }
 
 impl Settings {
     /// Whether the agent runs its own broker (no `mqtt.url`).
     pub fn embedded_broker(&self) -> bool {
         self.mqtt.url.is_none()
+    }
+
+    /// Listen addresses reachable from other machines (the web viewer, and
+    /// the embedded broker's listeners when it runs).
+    pub fn exposed_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out: Vec<(&'static str, SocketAddr)> = Vec::new();
+        if let Some(a) = self.http.listen {
+            out.push(("http.listen", a));
+        }
+        if self.embedded_broker() {
+            out.push(("broker.listen", self.broker.listen));
+            out.push(("broker.v5_listen", self.broker.v5_listen));
+            out.push(("broker.ws_listen", self.broker.ws_listen));
+        }
+        out.retain(|(_, a)| !a.ip().is_loopback());
+        out
+    }
+
+    /// Why this configuration is risky, for a loud warning at start: anyone
+    /// on the network may drive the outputs when no token is required.
+    pub fn security_warning(&self) -> Option<String> {
+        let outputs = self.gpio.demo
+            || self
+                .gpio
+                .pins
+                .iter()
+                .any(|p| !matches!(p.mode, PinMode::Input { .. }));
+        let exposed = self.exposed_listeners();
+        if self.auth.mode != AuthMode::None || !outputs || exposed.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = exposed.iter().map(|(k, a)| format!("{k} = {a}")).collect();
+        Some(format!(
+            "SECURITY: auth.mode = \"none\" with GPIO outputs and a listener open to the network ({}): \
+             anyone who can reach it can watch the camera and drive the outputs. \
+             Set [auth] mode = \"token\" (see docs/SECURITY.md) or listen on 127.0.0.1 only.",
+            list.join(", ")
+        ))
     }
 }
 
@@ -568,6 +739,30 @@ fn webrtc(raw: &RawWebrtc, origin: OriginOf<'_>) -> Result<WebrtcSettings, Confi
             (1_000, 300_000),
             origin,
         )?,
+        max_negotiating: int(
+            "webrtc.max_negotiating",
+            raw.max_negotiating,
+            8,
+            (1, 64),
+            false,
+            origin,
+        )? as usize,
+        early_ice_candidates: int(
+            "webrtc.early_ice_candidates",
+            raw.early_ice_candidates,
+            32,
+            (1, 256),
+            false,
+            origin,
+        )? as usize,
+        early_ice_clients: int(
+            "webrtc.early_ice_clients",
+            raw.early_ice_clients,
+            64,
+            (1, 1024),
+            false,
+            origin,
+        )? as usize,
     })
 }
 
@@ -691,6 +886,40 @@ fn mqtt(raw: &RawMqtt, origin: OriginOf<'_>) -> Result<MqttSettings, ConfigError
             origin,
         )
     })?;
+    let path = |p: &Option<String>| p.as_deref().filter(|p| !p.is_empty()).map(PathBuf::from);
+    let (ca_file, client_cert, client_key) = (
+        path(&raw.ca_file),
+        path(&raw.client_cert),
+        path(&raw.client_key),
+    );
+    if client_cert.is_some() != client_key.is_some() {
+        return Err(invalid(
+            if client_cert.is_some() {
+                "mqtt.client_key"
+            } else {
+                "mqtt.client_cert"
+            },
+            "(unset)",
+            "mqtt.client_cert and mqtt.client_key go together",
+            origin,
+        ));
+    }
+    let tls = matches!(
+        url.as_ref().map(|u| u.scheme),
+        Some(MqttScheme::Mqtts | MqttScheme::Wss)
+    );
+    if !tls && (ca_file.is_some() || client_cert.is_some()) {
+        return Err(invalid(
+            if ca_file.is_some() {
+                "mqtt.ca_file"
+            } else {
+                "mqtt.client_cert"
+            },
+            "(set)",
+            "TLS files need an mqtts:// or wss:// mqtt.url",
+            origin,
+        ));
+    }
     Ok(MqttSettings {
         url,
         protocol,
@@ -699,6 +928,25 @@ fn mqtt(raw: &RawMqtt, origin: OriginOf<'_>) -> Result<MqttSettings, ConfigError
         password_file: raw.password_file.clone().map(PathBuf::from),
         client_id,
         topic_prefix,
+        ca_file,
+        client_cert,
+        client_key,
+        max_payload_bytes: int(
+            "mqtt.max_payload_bytes",
+            raw.max_payload_bytes,
+            crate::signaling::messages::MAX_PAYLOAD as u32,
+            (1024, crate::signaling::messages::MAX_PAYLOAD as u32),
+            false,
+            origin,
+        )? as usize,
+        offers_per_minute: int(
+            "mqtt.offers_per_minute",
+            raw.offers_per_minute,
+            20,
+            (1, 600),
+            false,
+            origin,
+        )?,
     })
 }
 
@@ -798,7 +1046,16 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
                 false,
                 origin,
             )?,
+            max_message_bytes: int(
+                "control.max_message_bytes",
+                raw.control.max_message_bytes,
+                crate::control::protocol::MAX_MESSAGE as u32,
+                (256, crate::control::protocol::MAX_MESSAGE as u32),
+                false,
+                origin,
+            )? as usize,
         },
+        auth: auth(&raw.auth, origin)?,
     })
 }
 
@@ -1229,6 +1486,9 @@ impl Settings {
                 max_viewers: Some(self.webrtc.max_viewers as i64),
                 negotiation_timeout_ms: Some(self.webrtc.negotiation_timeout.as_millis() as i64),
                 disconnected_timeout_ms: Some(self.webrtc.disconnected_timeout.as_millis() as i64),
+                max_negotiating: Some(self.webrtc.max_negotiating as i64),
+                early_ice_candidates: Some(self.webrtc.early_ice_candidates as i64),
+                early_ice_clients: Some(self.webrtc.early_ice_clients as i64),
             },
             mqtt: RawMqtt {
                 url: self.mqtt.url.as_ref().map(ToString::to_string),
@@ -1246,6 +1506,19 @@ impl Settings {
                     .map(|p| p.display().to_string()),
                 client_id: Some(self.mqtt.client_id.clone()),
                 topic_prefix: Some(self.mqtt.topic_prefix.clone()),
+                ca_file: self.mqtt.ca_file.as_ref().map(|p| p.display().to_string()),
+                client_cert: self
+                    .mqtt
+                    .client_cert
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                client_key: self
+                    .mqtt
+                    .client_key
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                max_payload_bytes: Some(self.mqtt.max_payload_bytes as i64),
+                offers_per_minute: Some(self.mqtt.offers_per_minute.into()),
             },
             http: RawHttp {
                 listen: Some(
@@ -1279,6 +1552,32 @@ impl Settings {
             },
             control: RawControl {
                 rate_limit: Some(self.control.rate_limit.into()),
+                max_message_bytes: Some(self.control.max_message_bytes as i64),
+            },
+            auth: RawAuth {
+                mode: Some(
+                    match self.auth.mode {
+                        AuthMode::None => "none",
+                        AuthMode::Token => "token",
+                    }
+                    .into(),
+                ),
+                secret_file: self
+                    .auth
+                    .secret_file
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                // Tokens are secrets: shown by role only.
+                tokens: Some(
+                    self.auth
+                        .tokens
+                        .iter()
+                        .map(|t| RawToken {
+                            token: "(hidden)".into(),
+                            role: t.role.as_str().into(),
+                        })
+                        .collect(),
+                ),
             },
         }
     }
@@ -1581,5 +1880,116 @@ mod tests {
             check(raw).expect("valid").video.source,
             SourceSpec::Device("/dev/video2".into())
         );
+    }
+
+    fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        check(toml::from_str(text).expect("test TOML parses"))
+    }
+
+    #[test]
+    fn auth_tokens_are_validated_without_echoing_them() {
+        let ok = from_toml(
+            "[auth]\nmode = \"token\"\n[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nrole = \"view\"\n",
+        )
+        .expect("valid");
+        assert_eq!(ok.auth.mode, AuthMode::Token);
+        assert_eq!(ok.auth.tokens[0].role, Role::View);
+        let a = ok.auth.authorizer();
+        assert_eq!(a.authorize(Some("0123456789abcdef"), 0), Ok(Role::View));
+
+        let short = from_toml(
+            "[auth]\nmode = \"token\"\n[[auth.tokens]]\ntoken = \"hunter2\"\nrole = \"view\"\n",
+        )
+        .expect_err("too short");
+        assert_eq!(short.key(), Some("auth.tokens[0]"));
+        assert!(!short.to_string().contains("hunter2"), "{short}");
+        let role = from_toml(
+            "[auth]\nmode = \"token\"\n[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nrole = \"admin\"\n",
+        )
+        .expect_err("bad role");
+        assert_eq!(role.key(), Some("auth.tokens[0]"));
+        let empty = from_toml("[auth]\nmode = \"token\"\n").expect_err("nothing to check against");
+        assert_eq!(empty.key(), Some("auth.mode"));
+        let mode = from_toml("[auth]\nmode = \"password\"\n").expect_err("bad mode");
+        assert_eq!(mode.key(), Some("auth.mode"));
+        // Printing the effective config hides the token.
+        let printed = toml::to_string(&ok.to_raw()).expect("serialises");
+        assert!(!printed.contains("0123456789abcdef"), "{printed}");
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_ranges() {
+        let s = Settings::default();
+        assert_eq!(s.mqtt.max_payload_bytes, 64 * 1024);
+        assert_eq!(s.mqtt.offers_per_minute, 20);
+        assert_eq!(s.webrtc.max_negotiating, 8);
+        assert_eq!(s.control.max_message_bytes, 16 * 1024);
+        for (text, key) in [
+            (
+                "[mqtt]\nmax_payload_bytes = 100\n",
+                "mqtt.max_payload_bytes",
+            ),
+            (
+                "[mqtt]\nmax_payload_bytes = 1000000\n",
+                "mqtt.max_payload_bytes",
+            ),
+            ("[mqtt]\noffers_per_minute = 0\n", "mqtt.offers_per_minute"),
+            ("[webrtc]\nmax_negotiating = 0\n", "webrtc.max_negotiating"),
+            (
+                "[webrtc]\nearly_ice_candidates = 1000\n",
+                "webrtc.early_ice_candidates",
+            ),
+            (
+                "[control]\nmax_message_bytes = 1\n",
+                "control.max_message_bytes",
+            ),
+        ] {
+            assert_eq!(from_toml(text).expect_err(text).key(), Some(key), "{text}");
+        }
+    }
+
+    #[test]
+    fn tls_files_need_a_tls_url_and_come_in_pairs() {
+        let ok = from_toml(
+            "[mqtt]\nurl = \"mqtts://b:8883\"\nca_file = \"/ca.pem\"\nclient_cert = \"/c.pem\"\nclient_key = \"/k.pem\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.mqtt.ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        let plain = from_toml("[mqtt]\nurl = \"mqtt://b\"\nca_file = \"/ca.pem\"\n")
+            .expect_err("CA without TLS");
+        assert_eq!(plain.key(), Some("mqtt.ca_file"));
+        let half = from_toml("[mqtt]\nurl = \"mqtts://b\"\nclient_cert = \"/c.pem\"\n")
+            .expect_err("cert without key");
+        assert_eq!(half.key(), Some("mqtt.client_key"));
+    }
+
+    #[test]
+    fn exposed_outputs_without_auth_are_warned_about() {
+        let demo = Settings::default();
+        assert!(demo.gpio.demo);
+        assert_eq!(demo.security_warning(), None, "loopback only");
+        let lan = from_toml("[http]\nlisten = \"0.0.0.0:8080\"\n").expect("valid");
+        let w = lan.security_warning().expect("exposed demo outputs");
+        assert!(w.contains("http.listen = 0.0.0.0:8080"), "{w}");
+        let broker_lan = from_toml("[broker]\nws_listen = \"0.0.0.0:9001\"\n").expect("valid");
+        assert!(broker_lan.security_warning().is_some());
+        // An external broker: the embedded listeners are not running.
+        let external =
+            from_toml("[mqtt]\nurl = \"mqtt://b\"\n[broker]\nws_listen = \"0.0.0.0:9001\"\n")
+                .expect("valid");
+        assert_eq!(external.security_warning(), None);
+        let inputs_only = from_toml(
+            "[http]\nlisten = \"0.0.0.0:8080\"\n[gpio]\nbackend = \"sim\"\n[[gpio.pins]]\nname = \"door\"\npin = 4\nmode = \"input\"\n",
+        )
+        .expect("valid");
+        assert_eq!(inputs_only.security_warning(), None);
+        let tokens = from_toml(
+            "[http]\nlisten = \"0.0.0.0:8080\"\n[auth]\nmode = \"token\"\n[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nrole = \"control\"\n",
+        )
+        .expect("valid");
+        assert_eq!(tokens.security_warning(), None);
     }
 }

@@ -22,15 +22,7 @@ use tokio::sync::watch;
 /// The label of the control DataChannel.
 pub const CHANNEL_LABEL: &str = "control";
 
-/// What a session may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Watch and read state.
-    View,
-    /// Also drive GPIO, the encoder and the camera.
-    Control,
-}
+pub use crate::auth::Role;
 
 /// One session's control state.
 #[derive(Debug)]
@@ -57,6 +49,7 @@ pub struct Controller {
     size: (u32, u32, u32),
     bitrate_bounds: (u32, u32),
     rate_limit: u32,
+    max_message: usize,
 }
 
 /// Controller construction parameters.
@@ -77,6 +70,8 @@ pub struct ControllerParts {
     pub bitrate_bounds: (u32, u32),
     /// Commands per second per session.
     pub rate_limit: u32,
+    /// Largest command accepted (bytes).
+    pub max_message: usize,
 }
 
 fn gpio_error(e: GpioError) -> ControlError {
@@ -115,6 +110,7 @@ impl Controller {
             size: parts.size,
             bitrate_bounds: parts.bitrate_bounds,
             rate_limit: parts.rate_limit,
+            max_message: parts.max_message,
         }
     }
 
@@ -134,6 +130,17 @@ impl Controller {
 
     /// Handles one text message; returns the reply to send.
     pub async fn handle(&self, session: &mut ControlSession, text: &str) -> String {
+        if text.len() > self.max_message {
+            let e = ControlError::new(
+                ControlCode::BadJson,
+                format!(
+                    "message is {} bytes; the limit is {}",
+                    text.len(),
+                    self.max_message
+                ),
+            );
+            return error_reply(&serde_json::Value::Null, &e);
+        }
         let req = match parse_request(text) {
             Ok(r) => r,
             Err((id, e)) => return error_reply(&id, &e),

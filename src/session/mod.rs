@@ -6,7 +6,7 @@
 pub mod table;
 pub mod viewer;
 
-use crate::control::{Controller, Role};
+use crate::control::Controller;
 use crate::hub::Hub;
 use crate::peer::PeerOptions;
 use crate::peer::sdp::{SdpError, summarize_offer};
@@ -38,6 +38,10 @@ pub struct SessionContext {
     pub control: Arc<Controller>,
     /// Nominal frame duration, for the first frame's RTP timestamp step.
     pub frame_duration: Duration,
+    /// Who may watch and control.
+    pub auth: crate::auth::Authorizer,
+    /// Largest signaling payload accepted.
+    pub max_payload: usize,
     /// Test-only fault injection.
     pub faults: Faults,
 }
@@ -143,6 +147,13 @@ pub async fn run(
     let _ = counts.send(Counts::default());
 }
 
+/// Wall-clock seconds, for token expiry (tokens carry Unix times).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn end(handles: &mut BTreeMap<SessionId, Handle>, id: &SessionId, reason: EndReason) {
     if let Some(h) = handles.get(id) {
         let _ = h.commands.send(SessionCommand::End(reason));
@@ -165,11 +176,36 @@ fn handle_inbound(
 ) {
     let client = msg.client;
     let now = Instant::now();
+    if msg.payload.len() > ctx.max_payload {
+        let e = SignalError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the message is {} bytes; the limit is {}",
+                msg.payload.len(),
+                ctx.max_payload
+            ),
+        );
+        return reply_error(ctx, &client, &e);
+    }
     match msg.kind {
         Kind::Offer => {
+            if let Err(e) = table.note_offer(&client, now) {
+                return reply_error(ctx, &client, &e);
+            }
             let offer = match messages::parse_offer(&msg.payload) {
                 Ok(o) => o,
                 Err(e) => return reply_error(ctx, &client, &e),
+            };
+            let role = match ctx.auth.authorize(offer.token.as_deref(), unix_now()) {
+                Ok(role) => role,
+                Err(e) => {
+                    tracing::info!(client = %client, reason = %e, "offer refused: unauthorized");
+                    return reply_error(
+                        ctx,
+                        &client,
+                        &SignalError::new(ErrorCode::Unauthorized, e.to_string()),
+                    );
+                }
             };
             let summary = match summarize_offer(&offer.sdp) {
                 Ok(s) => s,
@@ -203,12 +239,12 @@ fn handle_inbound(
                 let _ = tx.send(SessionCommand::Candidate(c));
             }
             handles.insert(accepted.id.clone(), Handle { commands: tx });
-            tracing::info!(client = %client, video = summary.wants_video, data = summary.has_data_channel, "offer accepted");
+            tracing::info!(client = %client, video = summary.wants_video, data = summary.has_data_channel, role = role.as_str(), "offer accepted");
             let spec = viewer::Spec {
                 id: accepted.id,
                 offer_sdp: offer.sdp,
                 video: summary.wants_video,
-                role: Role::Control,
+                role,
             };
             tracker.spawn(viewer::run(ctx.clone(), spec, rx, events.clone()));
         }

@@ -6,8 +6,13 @@
 
 use crate::signaling::messages::{ErrorCode, IceCandidate, SignalError};
 use crate::signaling::topics::ClientId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// The window `offers_per_minute` counts in.
+const OFFER_WINDOW: Duration = Duration::from_secs(60);
+/// Client ids whose recent offers are remembered; beyond it new ids are refused.
+const OFFER_LOG_CLIENTS: usize = 4096;
 
 /// Limits and timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +31,8 @@ pub struct Limits {
     pub early_ice_clients: usize,
     /// How long early candidates are kept waiting for an offer.
     pub early_ice_ttl: Duration,
+    /// Offers accepted from one client id per minute.
+    pub offers_per_minute: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +45,7 @@ impl Default for Limits {
             early_ice_per_client: 32,
             early_ice_clients: 64,
             early_ice_ttl: Duration::from_secs(30),
+            offers_per_minute: 20,
         }
     }
 }
@@ -150,6 +158,7 @@ pub struct SessionTable {
     limits: Limits,
     sessions: BTreeMap<ClientId, Entry>,
     early: BTreeMap<ClientId, (Instant, Vec<IceCandidate>)>,
+    offer_log: BTreeMap<ClientId, VecDeque<Instant>>,
     next_generation: u64,
 }
 
@@ -160,6 +169,7 @@ impl SessionTable {
             limits,
             sessions: BTreeMap::new(),
             early: BTreeMap::new(),
+            offer_log: BTreeMap::new(),
             next_generation: 1,
         }
     }
@@ -200,6 +210,42 @@ impl SessionTable {
     /// Every current session.
     pub fn all(&self) -> Vec<SessionId> {
         self.sessions.iter().map(|(c, e)| Self::id(c, e)).collect()
+    }
+
+    /// Counts an offer attempt against the client's per-minute budget (before
+    /// anything else is looked at, so token guessing is throttled too).
+    pub fn note_offer(&mut self, client: &ClientId, now: Instant) -> Result<(), SignalError> {
+        self.expire_offer_log(now);
+        if !self.offer_log.contains_key(client) && self.offer_log.len() >= OFFER_LOG_CLIENTS {
+            return Err(SignalError::new(
+                ErrorCode::RateLimited,
+                "too many client ids are sending offers; try again in a minute",
+            ));
+        }
+        let log = self.offer_log.entry(client.clone()).or_default();
+        if log.len() >= self.limits.offers_per_minute {
+            return Err(SignalError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} offers from this client id in a minute",
+                    self.limits.offers_per_minute
+                ),
+            ));
+        }
+        log.push_back(now);
+        Ok(())
+    }
+
+    fn expire_offer_log(&mut self, now: Instant) {
+        self.offer_log.retain(|_, log| {
+            while log
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= OFFER_WINDOW)
+            {
+                log.pop_front();
+            }
+            !log.is_empty()
+        });
     }
 
     /// An offer arrived. A client's new offer replaces its old session and
@@ -325,6 +371,7 @@ impl SessionTable {
     /// Sessions whose time ran out (removed from the table), with the reason.
     pub fn tick(&mut self, now: Instant) -> Vec<(SessionId, EndReason)> {
         self.expire_early(now);
+        self.expire_offer_log(now);
         let limits = self.limits;
         let due: Vec<(ClientId, EndReason)> = self
             .sessions
@@ -365,6 +412,7 @@ impl SessionTable {
         let all = self.all();
         self.sessions.clear();
         self.early.clear();
+        self.offer_log.clear();
         all
     }
 
@@ -557,6 +605,36 @@ mod tests {
         let a = t.offer(&cid("a"), now).expect("a").id;
         assert_eq!(t.bye(&cid("a")), Ok(a));
         assert_eq!(t.counts().sessions, 0);
+    }
+
+    #[test]
+    fn offers_per_client_are_limited_per_minute() {
+        let now = Instant::now();
+        let mut t = SessionTable::new(Limits {
+            offers_per_minute: 3,
+            ..Limits::default()
+        });
+        for i in 0..3 {
+            t.note_offer(&cid("a"), now + Duration::from_secs(i))
+                .expect("within budget");
+        }
+        let e = t
+            .note_offer(&cid("a"), now + Duration::from_secs(10))
+            .expect_err("fourth in a minute");
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        // Other clients have their own budget.
+        t.note_offer(&cid("b"), now + Duration::from_secs(10))
+            .expect("b is within budget");
+        // The window slides: a minute after the first offer, one more fits.
+        t.note_offer(&cid("a"), now + Duration::from_secs(60))
+            .expect("the first offer left the window");
+        assert!(
+            t.note_offer(&cid("a"), now + Duration::from_secs(60))
+                .is_err()
+        );
+        // Forgotten entirely once quiet for a minute.
+        t.tick(now + Duration::from_secs(200));
+        assert!(t.offer_log.is_empty());
     }
 
     #[test]

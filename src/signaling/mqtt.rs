@@ -26,12 +26,23 @@ const REQUEST_QUEUE: usize = 256;
 /// TLS material for `mqtts://` and `wss://`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
-    /// Extra CA certificates (PEM), trusted in addition to the system roots.
+    /// CA certificates (PEM) to trust instead of the system roots.
     pub ca_file: Option<PathBuf>,
     /// Client certificate chain (PEM).
     pub client_cert: Option<PathBuf>,
     /// Client private key (PEM).
     pub client_key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The files named in `[mqtt]`.
+    pub fn from_settings(m: &crate::config::settings::MqttSettings) -> Self {
+        Self {
+            ca_file: m.ca_file.clone(),
+            client_cert: m.client_cert.clone(),
+            client_key: m.client_key.clone(),
+        }
+    }
 }
 
 /// How to reach the broker.
@@ -83,8 +94,12 @@ fn tls_config(files: &TlsFiles) -> Result<rumqttc::TlsConfiguration, MqttError> 
     use rumqttc::tokio_rustls::rustls::{ClientConfig, RootCertStore};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = RootCertStore::empty();
-    // Unreadable system certificates are skipped, not fatal.
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    // A private broker's CA replaces the system roots: no public CA can then
+    // vouch for an impostor.
+    if files.ca_file.is_none() {
+        // Unreadable system certificates are skipped, not fatal.
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    }
     if let Some(ca) = &files.ca_file {
         let pem = std::fs::read(ca)
             .map_err(|e| MqttError::Tls(format!("mqtt.ca_file {}: {e}", ca.display())))?;
