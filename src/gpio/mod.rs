@@ -636,6 +636,9 @@ impl Gpio {
 
     fn force_failsafe(&self, inner: &mut Inner, i: usize) {
         let spec = &self.pins[i];
+        // A pulse still running must not undo the failsafe when it ends, even
+        // when the failsafe value equals the pulse's level (no change recorded).
+        inner.generation[i] += 1;
         let result = match spec.mode {
             PinMode::Output {
                 failsafe: Some(v), ..

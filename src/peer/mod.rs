@@ -11,7 +11,7 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
 use rtc::media::Sample;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
-use rtc::peer_connection::transport::RTCDtlsRole;
+use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -19,6 +19,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::statistics::report::RTCStatsReportEntry;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -601,6 +602,25 @@ impl Peer {
         }
         if let Some(cp) = report.candidate_pairs().find(|cp| cp.nominated) {
             s.rtt = Some(Duration::from_secs_f64(cp.current_round_trip_time.max(0.0)));
+            // The pair names its candidates by their ICE ids; the stack files
+            // them under `RTC{Local,Remote}IceCandidate_{id}`.
+            let kind = |local: bool, id: &str| {
+                report.iter().find_map(|e| match (local, e) {
+                    (true, RTCStatsReportEntry::LocalCandidate(c))
+                    | (false, RTCStatsReportEntry::RemoteCandidate(c))
+                        if c.stats.id == id
+                            || c.stats
+                                .id
+                                .strip_suffix(id)
+                                .is_some_and(|p| p.ends_with('_')) =>
+                    {
+                        CandidateKind::from_stack(c.candidate_type)
+                    }
+                    _ => None,
+                })
+            };
+            s.selected_local = kind(true, &cp.local_candidate_id);
+            s.selected_remote = kind(false, &cp.remote_candidate_id);
         }
         s
     }
@@ -662,6 +682,35 @@ pub struct PeerStats {
     pub packets_received: u64,
     /// Round-trip time of the selected candidate pair.
     pub rtt: Option<Duration>,
+    /// Kind of the selected candidate pair's local candidate.
+    pub selected_local: Option<CandidateKind>,
+    /// Kind of its remote candidate (unknown for one learnt from checks).
+    pub selected_remote: Option<CandidateKind>,
+}
+
+/// The kind of an ICE candidate: how its address was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateKind {
+    /// A local interface's address.
+    Host,
+    /// The address a STUN server saw (server reflexive).
+    ServerReflexive,
+    /// An address learnt from connectivity checks (peer reflexive).
+    PeerReflexive,
+    /// An address allocated on a TURN server: traffic goes through the relay.
+    Relay,
+}
+
+impl CandidateKind {
+    fn from_stack(t: RTCIceCandidateType) -> Option<Self> {
+        match t {
+            RTCIceCandidateType::Host => Some(Self::Host),
+            RTCIceCandidateType::Srflx => Some(Self::ServerReflexive),
+            RTCIceCandidateType::Prflx => Some(Self::PeerReflexive),
+            RTCIceCandidateType::Relay => Some(Self::Relay),
+            _ => None,
+        }
+    }
 }
 
 /// Writes H.264 access units to a peer's video track.

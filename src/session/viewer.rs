@@ -66,7 +66,15 @@ pub async fn run(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             tracing::error!(client = %id.client, panic = %text, "session task panicked; ending this session only");
-            EndReason::Crashed(text)
+            let reason = EndReason::Crashed(text);
+            // `session` says bye on every other end; the panic skipped it, and
+            // the protocol promises a bye whenever the camera ends a session.
+            ctx.publisher.to_client(
+                ToClient::Bye,
+                &id.client,
+                messages::bye_json(reason.as_str()),
+            );
+            reason
         }
     };
     let peer = slot.lock().unwrap_or_else(PoisonError::into_inner).take();

@@ -288,6 +288,7 @@ fn connect(
                     opts.password.as_ref().map_or("", Secret::expose),
                 );
             }
+            o.set_network_options(network_options());
             let (c, l) = v5::AsyncClient::new(o, REQUEST_QUEUE);
             (Client::V5(c), EventLoop::V5(Box::new(l)))
         }
@@ -310,10 +311,19 @@ fn connect(
                     opts.password.as_ref().map_or("", Secret::expose),
                 );
             }
-            let (c, l) = rumqttc::AsyncClient::new(o, REQUEST_QUEUE);
+            let (c, mut l) = rumqttc::AsyncClient::new(o, REQUEST_QUEUE);
+            l.set_network_options(network_options());
             (Client::V4(c), EventLoop::V4(Box::new(l)))
         }
     })
+}
+
+/// Signaling is many small request/reply messages: without TCP_NODELAY,
+/// Nagle's algorithm and delayed ACKs add ~40 ms to each exchange.
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
 }
 
 /// Publishes signaling messages; cheap to clone.
@@ -470,67 +480,94 @@ async fn drive(
         );
     };
     let mut alive = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        routes.heartbeat.beat();
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = alive.tick() => {}
-            changed = retained.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                if *connected.borrow() {
-                    publish_retained(&retained.borrow_and_update().info);
+    'run: loop {
+        // Each poll runs to completion, with the heartbeat and `info` updates
+        // served beside it. Racing a fresh poll against them instead would
+        // cancel it: rumqttc's poll is not cancel-safe (a cancelled connect
+        // is abandoned, so a broker slower than the 1 s tick to answer CONNECT
+        // was never joined and was re-dialled every second without backoff; a
+        // cancelled send can lose a request such as SUBSCRIBE).
+        let event = {
+            let poll = event_loop.poll();
+            tokio::pin!(poll);
+            loop {
+                routes.heartbeat.beat();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'run,
+                    _ = alive.tick() => {}
+                    changed = retained.changed() => {
+                        if changed.is_err() {
+                            break 'run;
+                        }
+                        if *connected.borrow() {
+                            publish_retained(&retained.borrow_and_update().info);
+                        }
+                    }
+                    event = &mut poll => break event,
                 }
             }
-            event = event_loop.poll() => match event {
-                Ok(Event::ConnAck) => {
-                    backoff.reset();
-                    last_error = None;
-                    tracing::info!(broker = %url, "connected to MQTT broker");
-                    // Sessions may not survive a reconnect: subscribe and publish again every time.
-                    let mut filters = topics.inbound_filters().to_vec();
-                    filters.extend(routes.extra_filters.iter().cloned());
-                    if !client.try_subscribe(&filters) {
-                        tracing::warn!("cannot queue MQTT subscriptions");
-                    }
-                    publish_retained(&retained.borrow_and_update().info);
-                    let _ = connected.send(true);
+        };
+        match event {
+            Ok(Event::ConnAck) => {
+                backoff.reset();
+                last_error = None;
+                tracing::info!(broker = %url, "connected to MQTT broker");
+                // Sessions may not survive a reconnect: subscribe and publish again every time.
+                let mut filters = topics.inbound_filters().to_vec();
+                filters.extend(routes.extra_filters.iter().cloned());
+                if !client.try_subscribe(&filters) {
+                    tracing::warn!("cannot queue MQTT subscriptions");
                 }
-                Ok(Event::Publish(topic, payload)) => {
-                    let is_echo = echo.lock().unwrap_or_else(PoisonError::into_inner).is_echo(&topic, &payload, Instant::now());
-                    if is_echo {
-                        continue;
-                    }
-                    match topics.parse(&topic) {
-                        Ok((kind, client)) => {
-                            if routes.inbound.try_send(Inbound { kind, client, payload }).is_err() {
-                                tracing::warn!(topic, "signaling backlog full; message dropped");
-                            }
+                publish_retained(&retained.borrow_and_update().info);
+                let _ = connected.send(true);
+            }
+            Ok(Event::Publish(topic, payload)) => {
+                let is_echo = echo.lock().unwrap_or_else(PoisonError::into_inner).is_echo(
+                    &topic,
+                    &payload,
+                    Instant::now(),
+                );
+                if is_echo {
+                    continue;
+                }
+                match topics.parse(&topic) {
+                    Ok((kind, client)) => {
+                        if routes
+                            .inbound
+                            .try_send(Inbound {
+                                kind,
+                                client,
+                                payload,
+                            })
+                            .is_err()
+                        {
+                            tracing::warn!(topic, "signaling backlog full; message dropped");
                         }
-                        Err(TopicError::BadClientId(e)) => tracing::debug!(topic, error = %e, "ignored message"),
-                        Err(TopicError::NotOurs) => {
-                            if let Some(extra) = &routes.extra
-                                && extra.try_send((topic, payload)).is_err()
-                            {
-                                tracing::warn!("MQTT backlog full; message dropped");
-                            }
+                    }
+                    Err(TopicError::BadClientId(e)) => {
+                        tracing::debug!(topic, error = %e, "ignored message")
+                    }
+                    Err(TopicError::NotOurs) => {
+                        if let Some(extra) = &routes.extra
+                            && extra.try_send((topic, payload)).is_err()
+                        {
+                            tracing::warn!("MQTT backlog full; message dropped");
                         }
                     }
                 }
-                Ok(Event::Other) => {}
-                Err(e) => {
-                    let _ = connected.send(false);
-                    let delay = backoff.next_delay();
-                    // Log a new failure once, not every retry.
-                    if last_error.as_deref() != Some(e.as_str()) {
-                        tracing::warn!(broker = %url, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
-                        last_error = Some(e);
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+            }
+            Ok(Event::Other) => {}
+            Err(e) => {
+                let _ = connected.send(false);
+                let delay = backoff.next_delay();
+                // Log a new failure once, not every retry.
+                if last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(broker = %url, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
+                    last_error = Some(e);
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
                 }
             }
         }

@@ -2,6 +2,8 @@
 //! free loopback ports, and headless viewers.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod mosquitto;
+
 use bytes::Bytes;
 use rtcam::agent::{Agent, AgentOptions};
 use rtcam::config::Settings;
@@ -218,6 +220,12 @@ impl Raw {
             task,
             topics,
         }
+    }
+
+    /// Sends `payload` to `P/{kind}/{client}` without waiting for a reply.
+    pub fn send(&self, kind: &str, client: &str, payload: impl Into<Bytes>) {
+        let topic = format!("{}/{kind}/{client}", self.topics.prefix());
+        assert!(self.link_pub.publish(&topic, payload));
     }
 
     /// Sends `payload` to `P/{kind}/{client}` and returns the error code replied on `P/error/{client}`.

@@ -162,7 +162,9 @@ async function startSession() {
   };
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
-  publish(topic("offer"), { type: "offer", sdp: offer.sdp });
+  // A camera with [auth] mode = "token" needs one: open the page as /?token=….
+  const token = new URLSearchParams(location.search).get("token");
+  publish(topic("offer"), token ? { type: "offer", sdp: offer.sdp, token } : { type: "offer", sdp: offer.sdp });
   S.connectTimer = setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected") scheduleRestart(0); }, 20000);
 }
 
