@@ -263,7 +263,12 @@ async fn an_attack_gets_error_codes_while_video_flows() {
     let mut mqtt_codes = BTreeMap::<String, usize>::new();
     let mut tried = 0usize;
     let mut frames_seen = 0usize;
-    for round in 0..5 {
+    // Five rounds make a few thousand messages; emulated CI runs (.ci/cross) use fewer.
+    let rounds: usize = std::env::var("RTCAM_ATTACK_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    for round in 0..rounds {
         for i in 0..100 {
             let id = format!("a{round}-{i}");
             let cases: [(&str, Bytes, &str); 4] = [
@@ -316,8 +321,8 @@ async fn an_attack_gets_error_codes_while_video_flows() {
          RSS {rss_before} KiB before, {rss_after} KiB after"
     );
     assert!(
-        tried >= 3000,
-        "a few thousand messages were tried ({tried})"
+        tried >= rounds * 600,
+        "every round tried its messages ({tried} in {rounds} rounds)"
     );
     assert!(
         mqtt_codes.get("dc:rate_limited").is_some_and(|&n| n > 0),
