@@ -6,8 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use rtcam::peer::sdp::summarize_offer;
 use rtcam::signaling::messages::{
-    ErrorCode, MAX_CANDIDATE, MAX_PAYLOAD, candidate_json, parse_bye, parse_candidate,
-    parse_offer,
+    ErrorCode, MAX_CANDIDATE, MAX_PAYLOAD, candidate_json, parse_bye, parse_candidate, parse_offer,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -19,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => assert!(
             matches!(
                 e.code,
-                ErrorCode::BadJson | ErrorCode::BadMessage | ErrorCode::BadSdp | ErrorCode::TooLarge
+                ErrorCode::BadJson
+                    | ErrorCode::BadMessage
+                    | ErrorCode::BadSdp
+                    | ErrorCode::TooLarge
             ),
             "offer: {e}"
         ),
@@ -53,7 +55,10 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     if data.len() > MAX_PAYLOAD {
-        assert_eq!(parse_offer(data).map(|_| ()).map_err(|e| e.code), Err(ErrorCode::TooLarge));
+        assert_eq!(
+            parse_offer(data).map(|_| ()).map_err(|e| e.code),
+            Err(ErrorCode::TooLarge)
+        );
     }
     // The raw text as an SDP (the offer's sdp field is arbitrary text too).
     if let Ok(text) = std::str::from_utf8(data) {
