@@ -48,7 +48,18 @@ impl Graveyard {
         );
     }
 
+    /// rtcam: whether a saved persistent session subscribes to `filter`.
+    pub fn subscribes(&self, filter: &str) -> bool {
+        self.connections.values().any(|saved| {
+            saved
+                .session_state
+                .as_ref()
+                .is_some_and(|state| state.subscriptions.contains(filter))
+        })
+    }
+
     /// Save only metrics for connection
+    #[allow(dead_code)]
     pub fn save_metrics(&mut self, id: String, metrics: ConnectionEvents) {
         self.connections.insert(
             id,

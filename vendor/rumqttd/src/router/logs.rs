@@ -43,6 +43,9 @@ impl Storage for PublishData {
     }
 }
 
+/// rtcam: bound on the topic -> matching filters cache.
+const MAX_CACHED_TOPICS: usize = 1024;
+
 /// Stores 'device' data and 'actions' data in native commitlog
 /// organized by subscription filter. Device data is replicated
 /// while actions data is not
@@ -136,6 +139,11 @@ impl DataLog {
                     .collect();
 
                 if !v.is_empty() {
+                    // rtcam: the cache holds every topic ever published to a
+                    // subscribed filter (one per viewer client id); bound it.
+                    if self.publish_filters.len() >= MAX_CACHED_TOPICS {
+                        self.publish_filters.clear();
+                    }
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 
@@ -223,6 +231,34 @@ impl DataLog {
             .collect();
 
         Ok((next, o))
+    }
+
+    /// rtcam: drops the log of a filter nobody subscribes to any more, so a
+    /// broker that sees a new client id per viewer does not grow forever.
+    /// Returns whether it was dropped: filters configured at start and
+    /// filters with parked readers stay.
+    pub fn remove_filter(&mut self, filter: &str) -> bool {
+        let Some(&idx) = self.filter_indexes.get(filter) else {
+            return false;
+        };
+        let warmed_up = self
+            .config
+            .initialized_filters
+            .as_ref()
+            .is_some_and(|filters| filters.iter().any(|f| f == filter));
+        let parked = self
+            .native
+            .get(idx)
+            .is_some_and(|data| !data.waiters.waiters().is_empty());
+        if warmed_up || parked {
+            return false;
+        }
+        self.filter_indexes.remove(filter);
+        self.native.remove(idx);
+        // The index may be reused by the next new filter: forget every
+        // cached topic -> filters match (it is rebuilt on the next publish).
+        self.publish_filters.clear();
+        true
     }
 
     pub fn shadow(&mut self, filter: &str) -> Option<PubWithProp> {

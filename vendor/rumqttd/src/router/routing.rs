@@ -475,11 +475,16 @@ impl Router {
         });
 
         // Remove this connection from subscriptions
+        let mut unsubscribed = Vec::new();
         for filter in connection.subscriptions.iter() {
             if let Some(connections) = self.subscription_map.get_mut(filter) {
                 connections.remove(&id);
+                if connections.is_empty() {
+                    unsubscribed.push(filter.clone());
+                }
             }
         }
+        let clean = connection.clean;
 
         // Add disconnection event to metrics
         let time = match SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
@@ -522,12 +527,37 @@ impl Router {
                 outgoing.unacked_pubrels,
             );
         } else {
+            // rtcam: nothing is kept for a clean session. Upstream saved its
+            // event history here, keyed by client id and never removed: one
+            // entry per viewer, forever.
             tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
         }
         self.router_meters.total_connections -= 1;
+
+        if clean {
+            for filter in unsubscribed {
+                self.forget_filter_if_unused(&filter);
+            }
+        }
+    }
+
+    /// rtcam: frees the subscription entry and the data log of a filter that
+    /// no connection, live or saved, subscribes to any more. Each viewer
+    /// subscribes to topics of its own client id; without this the broker
+    /// keeps them all for the life of the process.
+    fn forget_filter_if_unused(&mut self, filter: &str) {
+        let unused = self
+            .subscription_map
+            .get(filter)
+            .is_some_and(|connections| connections.is_empty());
+        // Shared groups keep cursors into logs: leave them alone.
+        if !unused || self.graveyard.subscribes(filter) || !self.shared_subscriptions.is_empty() {
+            return;
+        }
+        self.subscription_map.remove(filter);
+        if self.datalog.remove_filter(filter) {
+            debug!(filter, "dropped the log of an unsubscribed filter");
+        }
     }
 
     /// Handles new incoming data on a topic
@@ -709,6 +739,8 @@ impl Router {
                 }
                 Packet::Unsubscribe(unsubscribe, _) => {
                     let connection = self.connections.get_mut(id).unwrap();
+                    let clean = connection.clean;
+                    let mut unsubscribed = Vec::new();
                     let pkid = unsubscribe.pkid;
                     for filter in &unsubscribe.filters {
                         let span = tracing::info_span!("unsubscribe", topic = filter, pkid);
@@ -757,6 +789,14 @@ impl Router {
                             self.scheduler.untrack(id, filter);
                             self.datalog.remove_waiters_for_id(id, filter);
                             force_ack = true;
+                            unsubscribed.push(filter.clone());
+                        }
+                    }
+                    // rtcam: only clean sessions, whose in-flight state
+                    // cannot name the filter's index again.
+                    if clean {
+                        for filter in unsubscribed {
+                            self.forget_filter_if_unused(&filter);
                         }
                     }
                 }
@@ -1213,6 +1253,12 @@ fn append_to_commitlog(
     if let Some(alias) = topic_alias {
         validate_and_set_topic_alias(&mut publish, connection, alias)?;
     };
+
+    // rtcam: store copies. The decoded topic and payload are slices of the
+    // connection's read buffer; a stored slice pins that whole buffer (tens
+    // of KB behind a 100-byte message) until the log drops it.
+    publish.topic = bytes::Bytes::copy_from_slice(&publish.topic);
+    publish.payload = bytes::Bytes::copy_from_slice(&publish.payload);
 
     let topic = std::str::from_utf8(&publish.topic)?;
 
