@@ -36,12 +36,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The agent reads its TLS files when it starts: a check that passed
+    // while they are missing or unreadable would let the restart fail.
+    if matches!(cli.command, Some(Command::Config { check: true, .. }))
+        && let Err(e) = check_tls_files(&loaded.settings)
+    {
+        eprintln!("rtcam: configuration error: {e}");
+        return ExitCode::from(2);
+    }
     match dispatch(cli.command.unwrap_or(Command::Run), &loaded) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rtcam: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The CA, client certificate and key of an `mqtts://` or `wss://` broker
+/// URL, read and parsed as the agent does when it connects.
+fn check_tls_files(settings: &Settings) -> Result<(), rtcam::signaling::mqtt::MqttError> {
+    use rtcam::config::settings::MqttScheme;
+    match settings.mqtt.url.as_ref().map(|u| u.scheme) {
+        Some(MqttScheme::Mqtts | MqttScheme::Wss) => {
+            rtcam::signaling::mqtt::TlsFiles::from_settings(&settings.mqtt).check()
+        }
+        _ => Ok(()),
     }
 }
 

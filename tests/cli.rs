@@ -1,32 +1,11 @@
 //! The `rtcam` binary: `record` output checked by ffmpeg, config printing
 //! and error reporting.
 
+mod common;
+
+use common::process::rtcam;
 use std::path::Path;
 use std::process::Command;
-
-/// The binary under test. Cross-compiled test runs set `RTCAM_TEST_RUNNER`
-/// to the emulator (the cargo runner) that must start it, since the host
-/// cannot execute a foreign binary by itself (see `.ci/cross`).
-fn rtcam() -> Command {
-    let exe = env!("CARGO_BIN_EXE_rtcam");
-    let runner = std::env::var("RTCAM_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut c = match words.next() {
-        Some(emulator) => {
-            let mut c = Command::new(emulator);
-            c.args(words).arg(exe);
-            c
-        }
-        None => Command::new(exe),
-    };
-    // Tests must not inherit a developer's RTCAM_* settings.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RTCAM_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
 
 fn tool(name: &str) -> Command {
     let found = std::env::var_os("PATH")

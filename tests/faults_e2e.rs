@@ -8,6 +8,7 @@ mod common;
 
 use bytes::Bytes;
 use common::mosquitto::Mosquitto;
+use common::process::rtcam;
 use common::{
     Raw, WAIT, assert_private_netns, free_port, gpio_settings, mqtt_for, settings, start,
     start_with, use_broker, viewer, viewer_options, watch_from_now,
@@ -593,27 +594,6 @@ async fn subscribe(
         .expect("subscribed in time")
         .expect("link alive");
     (rx, task)
-}
-
-/// The `rtcam` binary (through the emulator in cross-compiled runs).
-fn rtcam() -> std::process::Command {
-    let exe = env!("CARGO_BIN_EXE_rtcam");
-    let runner = std::env::var("RTCAM_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut c = match words.next() {
-        Some(emulator) => {
-            let mut c = std::process::Command::new(emulator);
-            c.args(words).arg(exe);
-            c
-        }
-        None => std::process::Command::new(exe),
-    };
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RTCAM_") {
-            c.env_remove(k);
-        }
-    }
-    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

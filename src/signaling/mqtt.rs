@@ -43,6 +43,12 @@ impl TlsFiles {
             client_key: m.client_key.clone(),
         }
     }
+
+    /// Reads and parses the files as a connection would, without
+    /// connecting (for `rtcam config --check`).
+    pub fn check(&self) -> Result<(), MqttError> {
+        tls_config(self).map(|_| ())
+    }
 }
 
 /// How to reach the broker.

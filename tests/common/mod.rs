@@ -2,7 +2,10 @@
 //! free loopback ports, and headless viewers.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod lines;
 pub mod mosquitto;
+pub mod process;
+pub mod tls;
 
 use bytes::Bytes;
 use rtcam::agent::{Agent, AgentOptions};
@@ -70,6 +73,30 @@ pub fn settings(prefix: &str) -> Settings {
     s.broker.ws_listen = local(free_port());
     s.http.listen = Some(local(0));
     s
+}
+
+/// `n` random bytes as hex: secrets no log can contain by accident.
+pub fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom is readable");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A config file for the `rtcam` binary with `s`'s topics, client id and
+/// loopback-only WebRTC (so [`viewer_options`]`(s, ..)` reaches it): the
+/// test pattern at 320x240@15, no web viewer, simulated GPIO. `mqtt` holds
+/// more `[mqtt]` keys (url, credentials, TLS files); `more`, more sections.
+pub fn agent_toml(s: &Settings, mqtt: &str, more: &str) -> String {
+    format!(
+        "[video]\nsource = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300\n\n\
+         [webrtc]\ninterfaces = [\"lo\"]\nloopback = true\nmdns = \"disabled\"\n\n\
+         [http]\nlisten = \"off\"\n\n\
+         [mqtt]\nclient_id = {:?}\ntopic_prefix = {:?}\n{mqtt}\n\n{more}\n",
+        s.mqtt.client_id, s.mqtt.topic_prefix
+    )
 }
 
 /// Points the agent at an external broker.
