@@ -18,6 +18,7 @@
 
 mod common;
 
+use common::memory::{heap_in_use_kb, pin_allocator_thresholds, rss_at_rest_kb};
 use common::{assert_private_netns, settings, start, viewer_options};
 use rtcam::agent::{Agent, AgentStats};
 use rtcam::config::Settings;
@@ -206,53 +207,6 @@ fn open_fds() -> usize {
         .count()
 }
 
-/// Fixes glibc's mmap and trim thresholds. By default both rise after the
-/// first large block is freed, and from then on the thread arenas keep what
-/// a busy moment freed: RSS at rest wanders between 60 and 130 MB from one
-/// round to the next while the memory in use stays near 30 MB. Fixed, RSS
-/// at rest follows the memory in use, and a leak shows. The systemd unit
-/// sets the same values for the daemon (`GLIBC_TUNABLES`).
-fn pin_allocator_thresholds() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes the allocator's tuning parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Resident memory once the allocator has handed its free pages back to
-/// the kernel.
-fn rss_at_rest_kb() -> u64 {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory; it is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    rss_kb()
-}
-
-/// Bytes the allocator has handed out and not got back, in kB (glibc only).
-fn heap_in_use_kb() -> Option<usize> {
-    #[cfg(target_env = "gnu")]
-    {
-        // SAFETY: mallinfo2 only reads the allocator's counters.
-        let m = unsafe { libc::mallinfo2() };
-        Some((m.uordblks + m.hblkhd) / 1024)
-    }
-    #[cfg(not(target_env = "gnu"))]
-    None
-}
-
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("/proc/self/status is readable on Linux")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
 /// Polls a figure that has no event to wait on (runtime tasks, descriptors
 /// the broker closes after its clients left), bounded.
 async fn eventually(what: &str, cond: impl Fn() -> bool) -> bool {
@@ -311,6 +265,11 @@ async fn viewers_come_and_go_without_leaking() {
     // taken after the first round.
     let round_size = (cycles / 15).clamp(1, 20);
     pin_allocator_thresholds();
+    // Warnings show in a failure's output: a broker that drops messages
+    // for a lagging subscriber says so ("Read cursor start jumped").
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("rumqttd=warn,rtcam=warn")
+        .try_init();
     let s = soak_settings("soak");
     let agent = start(s.clone()).await;
     let idle = agent.stats();

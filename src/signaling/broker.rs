@@ -67,8 +67,14 @@ pub fn start(settings: &BrokerSettings) -> Result<(), BrokerError> {
         router: rumqttd::RouterConfig {
             max_connections: 256,
             max_outgoing_packet_count: 200,
-            // Each subscription filter keeps up to size x count bytes of recent messages.
-            max_segment_size: 2 * MAX_PACKET,
+            // Each subscription filter keeps its recent messages in `count`
+            // segments of this size (the active one included; each may
+            // overrun by one packet), so a flood costs at most ~0.5 MB per
+            // filter. When the active segment fills, the oldest is dropped:
+            // a subscriber behind by more than one segment (~35 offers or
+            // ~400 ICE candidates) loses messages. With a single segment the
+            // agent lost ICE candidates when 20 viewers connected at once.
+            max_segment_size: MAX_PACKET / 2,
             max_segment_count: 2,
             ..Default::default()
         },

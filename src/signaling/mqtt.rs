@@ -568,7 +568,8 @@ async fn drive(
                 let delay = backoff.next_delay();
                 // Log a new failure once, not every retry.
                 if last_error.as_deref() != Some(e.as_str()) {
-                    tracing::warn!(broker = %url, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
+                    let hint = connect_hint(&e).unwrap_or("");
+                    tracing::warn!(broker = %url, error = %e, hint, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
                     last_error = Some(e);
                 }
                 tokio::select! {
@@ -588,6 +589,39 @@ async fn drive(
         .await;
     }
     let _ = connected.send(false);
+}
+
+/// What to change for a connection error, when the error's text shows it:
+/// rumqttc's errors name the protocol's reason, not the setting behind it.
+pub fn connect_hint(error: &str) -> Option<&'static str> {
+    const HINTS: [(&[&str], &str); 4] = [
+        (
+            &["UnknownIssuer", "invalid peer certificate"],
+            "the broker's certificate is not trusted: set mqtt.ca_file to the CA that signed it, \
+             and check the host name in mqtt.url matches the certificate",
+        ),
+        (
+            &["CertificateRequired"],
+            "the broker requires a client certificate: set mqtt.client_cert and mqtt.client_key",
+        ),
+        (
+            &[
+                "NotAuthorized",
+                "BadUserNamePassword",
+                "BadUsernamePassword",
+            ],
+            "the broker refused the credentials: check mqtt.username and the password \
+             (RTCAM_MQTT_PASSWORD or mqtt.password_file), and the broker's ACL",
+        ),
+        (
+            &["Connection refused"],
+            "nothing accepts connections at mqtt.url: is the broker running and listening there?",
+        ),
+    ];
+    HINTS
+        .iter()
+        .find(|(needles, _)| needles.iter().any(|n| error.contains(n)))
+        .map(|(_, hint)| *hint)
 }
 
 /// A plain MQTT connection for tools (the probe viewer): subscribe on every
@@ -656,5 +690,38 @@ impl Link {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_hint;
+
+    #[test]
+    fn connection_errors_name_the_setting_to_change() {
+        let cases = [
+            (
+                "Tls: invalid peer certificate: UnknownIssuer",
+                "mqtt.ca_file",
+            ),
+            (
+                "Mqtt serialization/deserialization error: TLS alert CertificateRequired",
+                "mqtt.client_cert",
+            ),
+            ("Connection refused: NotAuthorized", "mqtt.username"),
+            (
+                "Connection refused: BadUserNamePassword",
+                "mqtt.password_file",
+            ),
+            (
+                "I/O: Connection refused (os error 111)",
+                "is the broker running",
+            ),
+        ];
+        for (error, setting) in cases {
+            let hint = connect_hint(error).unwrap_or_else(|| panic!("a hint for {error}"));
+            assert!(hint.contains(setting), "{error} -> {hint}");
+        }
+        assert_eq!(connect_hint("Network timeout"), None);
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod lines;
+pub mod memory;
 pub mod mosquitto;
 pub mod process;
 pub mod tls;

@@ -39,7 +39,10 @@ impl Storage for PublishData {
     // TODO: calculate size of publish properties as well!
     fn size(&self) -> usize {
         let publish = &self.publish;
-        4 + publish.topic.len() + publish.payload.len()
+        // rtcam: count the entry itself (~300 bytes with its properties),
+        // not only the bytes on the wire, so a segment's size bound is a
+        // memory bound: 128 KB of 30-byte messages held ~1 MB of entries.
+        std::mem::size_of::<Self>() + publish.topic.len() + publish.payload.len()
     }
 }
 

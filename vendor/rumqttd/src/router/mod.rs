@@ -341,6 +341,9 @@ pub struct MeterData {
     pub size: usize,
 }
 
+/// rtcam: bound on the topics one connection's meter counts separately.
+const MAX_METERED_TOPICS: usize = 64;
+
 #[derive(Debug, Default, Clone)]
 pub struct IncomingMeter {
     publishes: HashMap<Topic, MeterData>,
@@ -350,12 +353,18 @@ pub struct IncomingMeter {
 
 impl IncomingMeter {
     pub fn register_publish(&mut self, publish: &Publish) -> Result<(), std::str::Utf8Error> {
-        let meter = {
-            let topic = std::str::from_utf8(&publish.topic)?.to_string();
-            self.publishes.entry(topic).or_default()
-        };
-        meter.count += 1;
-        meter.size += publish.len();
+        // rtcam: counts per topic only for the first MAX_METERED_TOPICS
+        // topics of a connection. Unbounded, the map grew by one entry for
+        // every topic a connection ever published to: the agent replies on
+        // topics named after each viewer, for months.
+        let topic = std::str::from_utf8(&publish.topic)?;
+        if !self.publishes.contains_key(topic) && self.publishes.len() < MAX_METERED_TOPICS {
+            self.publishes.insert(topic.to_owned(), MeterData::default());
+        }
+        if let Some(meter) = self.publishes.get_mut(topic) {
+            meter.count += 1;
+            meter.size += publish.len();
+        }
 
         self.total_publishes.count += 1;
         self.total_publishes.size += publish.len();
