@@ -18,7 +18,9 @@ use rtcam::config::{ConfigError, Layers, Loaded, Settings, load, render_effectiv
 use rtcam::control::commands::{Command, NAMES};
 use rtcam::control::protocol::{ControlCode, MAX_MESSAGE, Request, parse_request};
 use rtcam::gpio::mqtt::{SetRequest, parse_set, pin_of_set_topic, set_topic, state_topic};
-use rtcam::gpio::pins::{PinMode, PinRef, Pull, ServoTarget};
+use rtcam::gpio::pins::{
+    MAX_SERVO_PULSE_US, MIN_SERVO_PULSE_US, PinMode, PinRef, Pull, ServoTarget,
+};
 use rtcam::peer::sdp::{OfferSummary, SdpError, summarize_offer};
 use rtcam::signaling::messages::{
     ErrorCode, IceCandidate, MAX_CANDIDATE, MAX_PAYLOAD, Offer, candidate_json, parse_bye,
@@ -837,7 +839,7 @@ fn valid_command() -> impl Strategy<Value = (String, Command)> {
                 },
             )
         }),
-        (pin, any::<u32>()).prop_map(|(pin, us)| {
+        (pin, MIN_SERVO_PULSE_US..=MAX_SERVO_PULSE_US).prop_map(|(pin, us)| {
             (
                 json!({"cmd": "servo.set", "pin": pin, "pulse_us": us}),
                 Command::ServoSet {
@@ -1066,7 +1068,7 @@ proptest! {
     }
 
     #[test]
-    fn integer_parameters_are_range_checked(n in prop_oneof![any::<i64>(), -2i64..2, (u32::MAX as i64 - 2)..(u32::MAX as i64 + 2)]) {
+    fn integer_parameters_are_range_checked(n in prop_oneof![any::<i64>(), -2i64..2, 98i64..102, 4998i64..5002, (u32::MAX as i64 - 2)..(u32::MAX as i64 + 2)]) {
         let kbps = Command::parse(&request("video.bitrate", json!({ "kbps": n })));
         match u32::try_from(n) {
             Ok(k) if k > 0 => prop_assert_eq!(kbps, Ok(Command::VideoBitrate { kbps: k })),
@@ -1074,8 +1076,10 @@ proptest! {
         }
         let servo = Command::parse(&request("servo.set", json!({"pin": "pan", "pulse_us": n})));
         match u32::try_from(n) {
-            Ok(us) => prop_assert_eq!(servo, Ok(Command::ServoSet { pin: "pan".into(), target: ServoTarget::PulseUs(us) })),
-            Err(_) => prop_assert_eq!(servo.expect_err("pulse_us").code, ControlCode::BadParams),
+            Ok(us) if (MIN_SERVO_PULSE_US..=MAX_SERVO_PULSE_US).contains(&us) => {
+                prop_assert_eq!(servo, Ok(Command::ServoSet { pin: "pan".into(), target: ServoTarget::PulseUs(us) }))
+            }
+            _ => prop_assert_eq!(servo.expect_err("pulse_us").code, ControlCode::BadParams),
         }
         let cam = Command::parse(&request("camera.set", json!({"control": "brightness", "value": n})));
         prop_assert_eq!(cam, Ok(Command::CameraSet { control: "brightness".into(), value: n }));
@@ -1084,7 +1088,7 @@ proptest! {
     #[test]
     fn servo_takes_exactly_one_of_angle_and_pulse(
         angle in option::of(-400f64..400.0),
-        pulse in option::of(0i64..5000),
+        pulse in option::of(prop_oneof![0i64..6000, 90i64..110, 4990i64..5010]),
     ) {
         let mut p = json!({"pin": "pan"});
         if let Some(a) = angle {
@@ -1096,7 +1100,14 @@ proptest! {
         let r = Command::parse(&request("servo.set", p));
         match (angle, pulse) {
             (Some(a), None) => prop_assert_eq!(r, Ok(Command::ServoSet { pin: "pan".into(), target: ServoTarget::Angle(a) })),
-            (None, Some(u)) => prop_assert_eq!(r, Ok(Command::ServoSet { pin: "pan".into(), target: ServoTarget::PulseUs(u as u32) })),
+            (None, Some(u)) if (i64::from(MIN_SERVO_PULSE_US)..=i64::from(MAX_SERVO_PULSE_US)).contains(&u) => {
+                prop_assert_eq!(r, Ok(Command::ServoSet { pin: "pan".into(), target: ServoTarget::PulseUs(u as u32) }))
+            }
+            (None, Some(_)) => {
+                let e = r.expect_err("pulse out of range");
+                prop_assert_eq!(e.code, ControlCode::BadParams);
+                prop_assert!(e.message.contains("pulse_us"), "{}", e.message);
+            }
             _ => prop_assert_eq!(r.expect_err("one of them").code, ControlCode::BadParams),
         }
     }

@@ -7,7 +7,9 @@ use super::raw::{
     RawPin, RawToken, RawVideo, RawWebrtc,
 };
 use crate::auth::{MIN_SECRET_LEN, Role};
-use crate::gpio::pins::{BackendKind, PinMode, PinRef, PinSpec, Pull, valid_name};
+use crate::gpio::pins::{
+    BackendKind, MAX_SERVO_PULSE_US, MIN_SERVO_PULSE_US, PinMode, PinRef, PinSpec, Pull, valid_name,
+};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -1297,8 +1299,9 @@ fn pin(i: usize, raw: &RawPin, origin: OriginOf<'_>) -> Result<PinSpec, ConfigEr
             ] {
                 not_for(f, present, "servo")?;
             }
-            let min_us = int(&key("min_us"), raw.min_us, 1000, (100, 5000), false, origin)?;
-            let max_us = int(&key("max_us"), raw.max_us, 2000, (100, 5000), false, origin)?;
+            let pulse_range = (MIN_SERVO_PULSE_US, MAX_SERVO_PULSE_US);
+            let min_us = int(&key("min_us"), raw.min_us, 1000, pulse_range, false, origin)?;
+            let max_us = int(&key("max_us"), raw.max_us, 2000, pulse_range, false, origin)?;
             if min_us >= max_us {
                 return Err(invalid(
                     &key("min_us"),
