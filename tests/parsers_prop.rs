@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use rtcam::auth::{AuthError, Authorizer, MAX_TOKEN_LEN, Role, StaticToken, mint, parse_ttl};
 use rtcam::config::keys::{self, KEYS, Kind as KeyKind};
-use rtcam::config::settings::{MqttScheme, check_topic_prefix, parse_mqtt_url};
+use rtcam::config::settings::{AuthMode, MqttScheme, check_topic_prefix, parse_mqtt_url};
 use rtcam::config::{ConfigError, Layers, Loaded, Settings, load, render_effective};
 use rtcam::control::commands::{Command, NAMES};
 use rtcam::control::protocol::{ControlCode, MAX_MESSAGE, Request, parse_request};
@@ -1705,16 +1705,21 @@ proptest! {
                 for secret in secrets.filter(|s| s.len() >= 8 && !baseline.contains(s)) {
                     prop_assert!(!printed.contains(secret), "{:?} printed:\n{}", secret, printed);
                 }
-                // Static tokens print as "(hidden)", which does not load back
-                // (like the password, they are not printed); the rest must.
-                if !loaded.settings.auth.tokens.is_empty() {
-                    return Ok(());
-                }
                 let again = toml_file(&printed);
                 let reloaded = load(&Layers { file: Some(again.path()), ..Layers::default() });
+                let s = &loaded.settings.auth;
+                if s.mode == AuthMode::Token && s.secret_file.is_none() && !s.tokens.is_empty() {
+                    // Token mode whose only credentials are the (unprinted)
+                    // static tokens fails closed, naming auth.mode.
+                    let e = reloaded.map(|_| ()).expect_err("token mode without its tokens");
+                    prop_assert_eq!(e.key(), Some("auth.mode"), "{}\n{}", e, printed);
+                    return Ok(());
+                }
                 prop_assert!(reloaded.is_ok(), "printed config does not load: {:?}\n{}", reloaded.map(|_| ()), printed);
                 let mut want = loaded.settings.clone();
-                want.mqtt.password = None; // never printed
+                // Secrets are never printed.
+                want.mqtt.password = None;
+                want.auth.tokens.clear();
                 prop_assert_eq!(reloaded.expect("checked").settings, want, "{}", printed);
             }
             Err(e) => {

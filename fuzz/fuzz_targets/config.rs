@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rtcam::config::keys::{self, KEYS, Kind};
-use rtcam::config::settings::{check_topic_prefix, parse_mqtt_url};
+use rtcam::config::settings::{AuthMode, check_topic_prefix, parse_mqtt_url};
 use rtcam::config::{ConfigError, Layers, load, render_effective};
 use rtcam::gpio::pins::PinRef;
 use std::path::PathBuf;
@@ -33,19 +33,28 @@ fn names_a_file(table: &toml::Table) -> bool {
 
 fn check(result: Result<rtcam::config::Loaded, ConfigError>) {
     match result {
-        // Static tokens print as "(hidden)", which does not load back.
-        Ok(loaded) if !loaded.settings.auth.tokens.is_empty() => {}
         Ok(loaded) => {
             let printed = render_effective(&loaded);
             std::fs::write(scratch(), &printed).expect("scratch file");
             let again = load(&Layers {
                 file: Some(scratch()),
                 ..Layers::default()
-            })
-            .unwrap_or_else(|e| panic!("printed config does not load: {e}\n{printed}"));
-            // The password itself is never printed.
+            });
+            let auth = &loaded.settings.auth;
+            if auth.mode == AuthMode::Token && auth.secret_file.is_none() && !auth.tokens.is_empty()
+            {
+                // Token mode whose only credentials are the (unprinted)
+                // static tokens fails closed, naming auth.mode.
+                let e = again.map(|_| ()).expect_err("token mode without its tokens");
+                assert_eq!(e.key(), Some("auth.mode"), "{e}\n{printed}");
+                return;
+            }
+            let again =
+                again.unwrap_or_else(|e| panic!("printed config does not load: {e}\n{printed}"));
+            // Secrets are never printed.
             let mut want = loaded.settings.clone();
             want.mqtt.password = None;
+            want.auth.tokens.clear();
             assert_eq!(again.settings, want, "{printed}");
         }
         // The scratch file itself when it is not UTF-8; no other file is read.

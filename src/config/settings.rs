@@ -1606,17 +1606,9 @@ impl Settings {
                     .secret_file
                     .as_ref()
                     .map(|p| p.display().to_string()),
-                // Tokens are secrets: shown by role only.
-                tokens: Some(
-                    self.auth
-                        .tokens
-                        .iter()
-                        .map(|t| RawToken {
-                            token: "(hidden)".into(),
-                            role: t.role.as_str().into(),
-                        })
-                        .collect(),
-                ),
+                // Static tokens are secrets, like the password: never printed
+                // (`render_effective` says how many there are, as a comment).
+                tokens: None,
             },
         }
     }
