@@ -558,7 +558,8 @@ mod tests {
 
     #[test]
     fn example_file_documents_every_key_and_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rtcam.example.toml");
+        // The example ships with the rtcam package, one directory up.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rtcam.example.toml");
         let text = std::fs::read_to_string(&path).expect("rtcam.example.toml exists");
         // (section, key) pairs written in the example, commented out or not.
         let mut documented = std::collections::HashSet::new();
