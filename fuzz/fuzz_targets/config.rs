@@ -5,10 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtcam::config::keys::{self, KEYS, Kind};
-use rtcam::config::settings::{AuthMode, check_topic_prefix, parse_mqtt_url};
-use rtcam::config::{ConfigError, Layers, load, render_effective};
-use rtcam::gpio::pins::PinRef;
+use rtcam_proto::config::keys::{self, KEYS, Kind};
+use rtcam_proto::config::settings::{AuthMode, check_topic_prefix, parse_mqtt_url};
+use rtcam_proto::config::{ConfigError, Layers, load, render_effective};
+use rtcam_proto::gpio::pins::PinRef;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -31,7 +31,7 @@ fn names_a_file(table: &toml::Table) -> bool {
     })
 }
 
-fn check(result: Result<rtcam::config::Loaded, ConfigError>) {
+fn check(result: Result<rtcam_proto::config::Loaded, ConfigError>) {
     match result {
         Ok(loaded) => {
             let printed = render_effective(&loaded);
@@ -45,7 +45,9 @@ fn check(result: Result<rtcam::config::Loaded, ConfigError>) {
             {
                 // Token mode whose only credentials are the (unprinted)
                 // static tokens fails closed, naming auth.mode.
-                let e = again.map(|_| ()).expect_err("token mode without its tokens");
+                let e = again
+                    .map(|_| ())
+                    .expect_err("token mode without its tokens");
                 assert_eq!(e.key(), Some("auth.mode"), "{e}\n{printed}");
                 return;
             }
