@@ -17,7 +17,15 @@
 //!
 //! # Modules
 //!
-//! - [`config`]: TOML file + `RTCAM_*` env + CLI flags → validated [`config::Settings`].
+//! The parsers of outside input are in the `rtcam-proto` crate (`proto/`),
+//! re-exported here at their old paths: [`auth`], [`config`],
+//! [`control::commands`] and [`control::protocol`], [`gpio::pins`] and the
+//! `…/set` parsing in [`gpio::mqtt`], [`peer::sdp`], [`signaling::messages`]
+//! and [`signaling::topics`]. There the compiler keeps them pure (that crate
+//! cannot reach tokio, WebRTC, MQTT, HTTP, GPIO or the camera), and they
+//! fuzz without building the media stack.
+//!
+//! - [`config`]: TOML file + `RTCAM_*` env + CLI flags → validated [`config::Settings`] (rtcam-proto).
 //! - [`capture`]: the `Source` trait and its sources (test pattern, V4L2), device listing, mode choice.
 //! - [`blockcode`]: the test pattern's machine-readable sequence/timestamp code and its decoder.
 //! - [`frame`]: frame types passed between stages.
@@ -35,13 +43,13 @@
 #![warn(missing_docs)]
 
 pub mod agent;
-pub mod auth;
+pub use rtcam_proto::auth;
 pub mod backoff;
 pub mod bench;
 pub mod blockcode;
 pub mod capture;
 pub mod cli;
-pub mod config;
+pub use rtcam_proto::config;
 pub mod control;
 pub mod convert;
 pub mod encode;

@@ -1,11 +1,31 @@
 //! The `rtcam` binary: `record` output checked by ffmpeg, config printing
-//! and error reporting.
+//! (secrets hidden, the output loadable) and error reporting.
 
 mod common;
 
 use common::process::rtcam;
 use std::path::Path;
 use std::process::Command;
+
+/// `rtcam --config FILE config ARGS…`, run to completion.
+fn config_command(file: &Path, args: &[&str]) -> std::process::Output {
+    rtcam()
+        .arg("--config")
+        .arg(file)
+        .arg("config")
+        .args(args)
+        .output()
+        .expect("rtcam runs")
+}
+
+/// Fails with the run's stderr unless it succeeded.
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 fn tool(name: &str) -> Command {
     let found = std::env::var_os("PATH")
@@ -97,6 +117,34 @@ fn config_print_shows_the_effective_values_and_their_origin() {
 }
 
 #[test]
+fn config_print_hides_static_tokens_and_its_output_checks_clean() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("write");
+    let file = dir.path().join("rtcam.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[auth]\nmode = \"token\"\nsecret_file = {:?}\n\
+             [[auth.tokens]]\ntoken = \"viewer-token-0001\"\nrole = \"view\"\n",
+            secret.display().to_string()
+        ),
+    )
+    .expect("write");
+    let out = config_command(&file, &["--print"]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("viewer-token-0001"), "{text}");
+    assert!(
+        text.contains("# tokens holds 1 static token(s), roles view"),
+        "{text}"
+    );
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, text.as_bytes()).expect("write");
+    assert_success(&config_command(&printed, &["--check"]));
+}
+
+#[test]
 fn bad_config_exits_2_naming_the_key() {
     let out = rtcam()
         .env("RTCAM_VIDEO_WIDTH", "641")
@@ -114,17 +162,7 @@ fn bad_config_exits_2_naming_the_key() {
 #[test]
 fn example_config_checks_clean() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("rtcam.example.toml");
-    let out = rtcam()
-        .arg("--config")
-        .arg(&example)
-        .args(["config", "--check"])
-        .output()
-        .expect("rtcam runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&config_command(&example, &["--check"]));
 }
 
 #[test]

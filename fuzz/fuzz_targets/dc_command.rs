@@ -4,10 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtcam::control::commands::{Command, NAMES};
-use rtcam::control::protocol::{ControlCode, MAX_MESSAGE, parse_request};
-use rtcam::gpio::mqtt::{SetRequest, parse_set};
-use rtcam::gpio::pins::{PinMode, Pull};
+use rtcam_proto::control::commands::{Command, NAMES};
+use rtcam_proto::control::protocol::{ControlCode, MAX_MESSAGE, parse_request};
+use rtcam_proto::gpio::mqtt::{SetRequest, parse_set};
+use rtcam_proto::gpio::pins::{PinMode, Pull};
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {

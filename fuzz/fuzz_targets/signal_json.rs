@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtcam::peer::sdp::summarize_offer;
-use rtcam::signaling::messages::{
+use rtcam_proto::peer::sdp::summarize_offer;
+use rtcam_proto::signaling::messages::{
     ErrorCode, MAX_CANDIDATE, MAX_PAYLOAD, candidate_json, parse_bye, parse_candidate, parse_offer,
 };
 
@@ -55,10 +55,13 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     if data.len() > MAX_PAYLOAD {
+        let too_large = Err(ErrorCode::TooLarge);
+        assert_eq!(parse_offer(data).map(|_| ()).map_err(|e| e.code), too_large);
         assert_eq!(
-            parse_offer(data).map(|_| ()).map_err(|e| e.code),
-            Err(ErrorCode::TooLarge)
+            parse_candidate(data).map(|_| ()).map_err(|e| e.code),
+            too_large
         );
+        assert_eq!(parse_bye(data).map_err(|e| e.code), too_large);
     }
     // The raw text as an SDP (the offer's sdp field is arbitrary text too).
     if let Ok(text) = std::str::from_utf8(data) {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtcam::auth::{AuthError, Authorizer, Role, StaticToken, mint, parse_ttl};
+use rtcam_proto::auth::{AuthError, Authorizer, Role, StaticToken, mint, parse_ttl};
 
 /// The secret the seeds in fuzz/seeds/token were minted with.
 const SECRET: &[u8] = b"rtcam-fuzz-secret-0123456789abcdef";

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtcam::config::settings::check_topic_prefix;
-use rtcam::gpio::mqtt::{pin_of_set_topic, set_topic};
-use rtcam::signaling::topics::{ClientId, Kind, TopicError, Topics};
+use rtcam_proto::config::settings::check_topic_prefix;
+use rtcam_proto::gpio::mqtt::{pin_of_set_topic, set_topic};
+use rtcam_proto::signaling::topics::{ClientId, Kind, TopicError, Topics};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -3,9 +3,9 @@
 //! and rate limit, and carried out on GPIO, the shared encoder and the
 //! camera. Every reply carries the request's id; events carry none.
 
-pub mod commands;
-pub mod protocol;
 pub mod ratelimit;
+
+pub use rtcam_proto::control::{commands, protocol};
 
 use crate::capture::SourceError;
 use crate::gpio::failsafe::SessionKey;

@@ -7,9 +7,10 @@ pub mod cdev;
 pub mod demo;
 pub mod failsafe;
 pub mod mqtt;
-pub mod pins;
 pub mod rpi;
 pub mod sim;
+
+pub use rtcam_proto::gpio::pins;
 
 use failsafe::{FailsafePolicy, SessionKey};
 use pins::{Debouncer, PinMode, PinSpec, SERVO_PERIOD, servo_angle, servo_pulse_us};

@@ -3,7 +3,8 @@
 //! module names the crate's types, so the WebRTC stack can be swapped.
 
 pub mod rtcp_forward;
-pub mod sdp;
+
+pub use rtcam_proto::peer::sdp;
 
 use crate::config::settings::{IceServer, MdnsMode, WebrtcSettings};
 use bytes::{Bytes, BytesMut};

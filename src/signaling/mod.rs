@@ -1,8 +1,9 @@
-//! MQTT signaling: the topic scheme, message payloads, echo filtering (all
-//! pure), the client connection with reconnect backoff, and the embedded broker.
+//! MQTT signaling: the topic scheme and message payloads (pure, from
+//! `rtcam_proto`), echo filtering (pure), the client connection with
+//! reconnect backoff, and the embedded broker.
 
 pub mod broker;
 pub mod echo;
-pub mod messages;
 pub mod mqtt;
-pub mod topics;
+
+pub use rtcam_proto::signaling::{messages, topics};

@@ -5,7 +5,7 @@
 //! - static tokens from the config (`[[auth.tokens]]`), compared in
 //!   constant time (both sides hashed first, so not even the length leaks);
 //! - signed expiring tokens `rtcam1.<role>.<expiry>.<mac>`, where `<mac>` is
-//!   base64url(HMAC-SHA256(secret, "rtcam1.<role>.<expiry>")) and `<expiry>`
+//!   `base64url(HMAC-SHA256(secret, "rtcam1.<role>.<expiry>"))` and `<expiry>`
 //!   is Unix seconds; minted by `rtcam token` with the secret from
 //!   `auth.secret_file`.
 

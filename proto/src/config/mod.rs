@@ -262,16 +262,52 @@ pub fn render_effective(loaded: &Loaded) -> String {
                 .get(key.path)
                 .cloned()
                 .unwrap_or(Origin::Default);
-            match entries.get(name) {
-                Some(v) => out.push_str(&format!("{name} = {v}  # {origin}\n")),
-                None if key.path == "mqtt.password" && loaded.settings.mqtt.password.is_some() => {
-                    out.push_str(&format!("# {name} is set ({origin}), not shown\n"));
+            match (entries.get(name), hidden_secret(&loaded.settings, key.path)) {
+                (Some(v), _) => out.push_str(&format!("{name} = {v}  # {origin}\n")),
+                (None, Some(what)) => {
+                    out.push_str(&format!("# {name} {what} ({origin}), not shown\n"));
                 }
-                None => out.push_str(&format!("# {name} is not set\n")),
+                (None, None) => out.push_str(&format!("# {name} is not set\n")),
             }
+        }
+        if section == "auth" && tokens_alone_allow_token_mode(&loaded.settings) {
+            out.push_str(
+                "# Token mode with static tokens only: put the tokens back (or set\n\
+                 # secret_file) before using this output as a configuration.\n",
+            );
         }
     }
     out
+}
+
+/// What `render_effective` writes in place of a secret key that is set
+/// ([`Settings::to_raw`] leaves secrets out); `None` for other keys.
+fn hidden_secret(settings: &Settings, path: &str) -> Option<String> {
+    match path {
+        "mqtt.password" => settings.mqtt.password.as_ref().map(|_| "is set".into()),
+        "auth.tokens" if !settings.auth.tokens.is_empty() => {
+            let roles: Vec<&str> = settings
+                .auth
+                .tokens
+                .iter()
+                .map(|t| t.role.as_str())
+                .collect();
+            Some(format!(
+                "holds {} static token(s), roles {}",
+                roles.len(),
+                roles.join(", ")
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Whether the static tokens are all that token mode checks offers against.
+/// Printed without them, such a configuration does not load: it fails
+/// closed (an `auth.mode` error) rather than opening the camera.
+fn tokens_alone_allow_token_mode(settings: &Settings) -> bool {
+    let auth = &settings.auth;
+    auth.mode == settings::AuthMode::Token && auth.secret_file.is_none() && !auth.tokens.is_empty()
 }
 
 #[cfg(test)]
@@ -428,6 +464,58 @@ mod tests {
     }
 
     #[test]
+    fn static_tokens_are_never_printed_and_the_printed_config_loads() {
+        let secret = file("0123456789abcdef0123456789abcdef\n");
+        let cfg = file(&format!(
+            "[auth]\nmode = \"token\"\nsecret_file = {:?}\n\
+             [[auth.tokens]]\ntoken = \"viewer-token-0001\"\nrole = \"view\"\n\
+             [[auth.tokens]]\ntoken = \"control-token-001\"\nrole = \"control\"\n",
+            secret.path().display().to_string()
+        ));
+        let loaded = load(&Layers {
+            file: Some(cfg.path()),
+            ..Layers::default()
+        })
+        .expect("valid");
+        let printed = render_effective(&loaded);
+        for token in ["viewer-token-0001", "control-token-001"] {
+            assert!(!printed.contains(token), "{printed}");
+        }
+        assert!(
+            printed.contains("# tokens holds 2 static token(s), roles view, control (file "),
+            "{printed}"
+        );
+        let again = load(&Layers {
+            file: Some(file(&printed).path()),
+            ..Layers::default()
+        })
+        .expect("the printed config loads");
+        let mut want = loaded.settings.clone();
+        want.auth.tokens.clear();
+        assert_eq!(again.settings, want);
+
+        // With tokens as the only credentials, the printed token mode has
+        // nothing to check offers against: loading it fails closed, naming
+        // auth.mode, instead of quietly opening the camera.
+        let cfg = file(
+            "[auth]\nmode = \"token\"\n[[auth.tokens]]\ntoken = \"viewer-token-0001\"\nrole = \"view\"\n",
+        );
+        let loaded = load(&Layers {
+            file: Some(cfg.path()),
+            ..Layers::default()
+        })
+        .expect("valid");
+        let printed = render_effective(&loaded);
+        assert!(printed.contains("put the tokens back"), "{printed}");
+        let e = load(&Layers {
+            file: Some(file(&printed).path()),
+            ..Layers::default()
+        })
+        .expect_err("token mode without its tokens");
+        assert_eq!(e.key(), Some("auth.mode"), "{e}");
+    }
+
+    #[test]
     fn syntax_errors_and_missing_files_are_reported() {
         let f = file("[video\nwidth = 1");
         assert!(matches!(
@@ -470,7 +558,8 @@ mod tests {
 
     #[test]
     fn example_file_documents_every_key_and_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rtcam.example.toml");
+        // The example ships with the rtcam package, one directory up.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rtcam.example.toml");
         let text = std::fs::read_to_string(&path).expect("rtcam.example.toml exists");
         // (section, key) pairs written in the example, commented out or not.
         let mut documented = std::collections::HashSet::new();

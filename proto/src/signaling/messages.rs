@@ -128,7 +128,8 @@ pub struct Offer {
     pub token: Option<String>,
 }
 
-fn json<'a, T: Deserialize<'a>>(payload: &'a [u8], what: &str) -> Result<T, SignalError> {
+/// Refuses a payload over [`MAX_PAYLOAD`] before anything else reads it.
+fn check_size(payload: &[u8], what: &str) -> Result<(), SignalError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(SignalError::new(
             ErrorCode::TooLarge,
@@ -138,6 +139,11 @@ fn json<'a, T: Deserialize<'a>>(payload: &'a [u8], what: &str) -> Result<T, Sign
             ),
         ));
     }
+    Ok(())
+}
+
+fn json<'a, T: Deserialize<'a>>(payload: &'a [u8], what: &str) -> Result<T, SignalError> {
+    check_size(payload, what)?;
     let text = std::str::from_utf8(payload)
         .map_err(|_| SignalError::new(ErrorCode::BadJson, "payload is not UTF-8"))?;
     // Syntax errors are bad_json; well-formed JSON of the wrong shape is bad_message.
@@ -216,6 +222,8 @@ pub fn parse_candidate(payload: &[u8]) -> Result<IceCandidate, SignalError> {
 
 /// Parses a bye: `{}` (an empty payload is accepted too).
 pub fn parse_bye(payload: &[u8]) -> Result<(), SignalError> {
+    // The size first: an oversized payload is too_large whatever it holds.
+    check_size(payload, "bye")?;
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
@@ -370,6 +378,16 @@ mod tests {
         assert!(parse_bye(br#"{"reason":"done"}"#).is_ok());
         assert_eq!(code(parse_bye(b"bye!")), ErrorCode::BadJson);
         assert_eq!(code(parse_bye(b"[]")), ErrorCode::BadMessage);
+    }
+
+    #[test]
+    fn oversized_byes_are_too_large_even_when_blank() {
+        let blank = vec![b' '; MAX_PAYLOAD];
+        assert!(parse_bye(&blank).is_ok(), "at the limit: read");
+        let blank = vec![b' '; MAX_PAYLOAD + 1];
+        assert_eq!(code(parse_bye(&blank)), ErrorCode::TooLarge);
+        let padded = format!("{{}}{}", " ".repeat(MAX_PAYLOAD));
+        assert_eq!(code(parse_bye(padded.as_bytes())), ErrorCode::TooLarge);
     }
 
     #[test]

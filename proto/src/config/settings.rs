@@ -7,7 +7,9 @@ use super::raw::{
     RawPin, RawToken, RawVideo, RawWebrtc,
 };
 use crate::auth::{MIN_SECRET_LEN, Role};
-use crate::gpio::pins::{BackendKind, PinMode, PinRef, PinSpec, Pull, valid_name};
+use crate::gpio::pins::{
+    BackendKind, MAX_SERVO_PULSE_US, MIN_SERVO_PULSE_US, PinMode, PinRef, PinSpec, Pull, valid_name,
+};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -766,8 +768,15 @@ fn webrtc(raw: &RawWebrtc, origin: OriginOf<'_>) -> Result<WebrtcSettings, Confi
     })
 }
 
-/// Parses `mqtt://`, `mqtts://`, `ws://` and `wss://` broker URLs.
+/// Parses `mqtt://`, `mqtts://`, `ws://` and `wss://` broker URLs. An IPv6
+/// host goes in brackets (`mqtt://[::1]:1883`); whatever parses prints back
+/// (`Display`) as the same URL.
 pub fn parse_mqtt_url(text: &str) -> Result<MqttUrl, String> {
+    // A control character would end up in the WebSocket handshake or the TLS
+    // server name; none belongs in a URL.
+    if text.contains(char::is_control) {
+        return Err("the URL must not contain control characters".into());
+    }
     let (scheme, rest) = text
         .split_once("://")
         .ok_or("expected scheme://host[:port]")?;
@@ -787,15 +796,44 @@ pub fn parse_mqtt_url(text: &str) -> Result<MqttUrl, String> {
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or("unclosed [ in host")?;
-        (h.to_string(), after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (authority.to_string(), None),
+        // Brackets are for IPv6 addresses only; `Display` brackets a host
+        // exactly when it holds a ':', so anything else would not print back.
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!(
+                "{h:?} in brackets is not an IPv6 address (e.g. mqtt://[::1]:1883)"
+            ));
         }
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("expected :port after [{h}], not {after:?}"))?,
+            ),
+        };
+        (h, port)
+    } else {
+        let (h, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        if h.contains(['[', ']']) {
+            return Err(format!(
+                "the host {h:?} holds [ or ]: only a whole IPv6 address goes in brackets (e.g. mqtt://[::1]:1883)"
+            ));
+        }
+        if h.contains(':') {
+            return Err(format!(
+                "the host {h:?} holds a ':': an IPv6 address must be in brackets (e.g. mqtt://[::1]:1883)"
+            ));
+        }
+        (h, port)
     };
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace()) {
+    if host.is_empty() {
         return Err("a host is required".into());
+    }
+    if host.contains(char::is_whitespace) {
+        return Err(format!("the host {host:?} must not contain spaces"));
     }
     let port = match port {
         None => default_port,
@@ -810,7 +848,7 @@ pub fn parse_mqtt_url(text: &str) -> Result<MqttUrl, String> {
     }
     Ok(MqttUrl {
         scheme,
-        host,
+        host: host.to_string(),
         port,
         path: path.to_string(),
     })
@@ -1261,8 +1299,9 @@ fn pin(i: usize, raw: &RawPin, origin: OriginOf<'_>) -> Result<PinSpec, ConfigEr
             ] {
                 not_for(f, present, "servo")?;
             }
-            let min_us = int(&key("min_us"), raw.min_us, 1000, (100, 5000), false, origin)?;
-            let max_us = int(&key("max_us"), raw.max_us, 2000, (100, 5000), false, origin)?;
+            let pulse_range = (MIN_SERVO_PULSE_US, MAX_SERVO_PULSE_US);
+            let min_us = int(&key("min_us"), raw.min_us, 1000, pulse_range, false, origin)?;
+            let max_us = int(&key("max_us"), raw.max_us, 2000, pulse_range, false, origin)?;
             if min_us >= max_us {
                 return Err(invalid(
                     &key("min_us"),
@@ -1567,17 +1606,9 @@ impl Settings {
                     .secret_file
                     .as_ref()
                     .map(|p| p.display().to_string()),
-                // Tokens are secrets: shown by role only.
-                tokens: Some(
-                    self.auth
-                        .tokens
-                        .iter()
-                        .map(|t| RawToken {
-                            token: "(hidden)".into(),
-                            role: t.role.as_str().into(),
-                        })
-                        .collect(),
-                ),
+                // Static tokens are secrets, like the password: never printed
+                // (`render_effective` says how many there are, as a comment).
+                tokens: None,
             },
         }
     }
@@ -1675,6 +1706,36 @@ mod tests {
         ] {
             assert!(parse_mqtt_url(bad).is_err(), "{bad} must be rejected");
         }
+    }
+
+    #[test]
+    fn mqtt_url_hosts_must_print_back_as_themselves() {
+        let u = parse_mqtt_url("mqtt://[::1]:1883").expect("bracketed IPv6");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1883));
+        assert_eq!(parse_mqtt_url(&u.to_string()), Ok(u));
+        for (bad, why) in [
+            // Found by fuzz/config: read as host ":]", printed as "ws://[:]]:1".
+            ("ws://:]:1", "[ or ]"),
+            ("mqtt://a]b:1883", "[ or ]"),
+            ("mqtt://a[b", "[ or ]"),
+            ("mqtt://::1:1883", "in brackets"),
+            ("mqtt://host:name:1883", "in brackets"),
+            ("mqtt://[host]:1883", "not an IPv6 address"),
+            ("mqtt://[::1", "unclosed"),
+            ("mqtt://[::1]1883", "expected :port"),
+            ("mqtt://ho st", "spaces"),
+            ("mqtt://ho\u{7}st:1883", "control characters"),
+            ("ws://host/mq\r\ntt", "control characters"),
+        ] {
+            let e = parse_mqtt_url(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        // Through the config: the error names the key and the reason.
+        let e = from_toml("[mqtt]\nurl = \"mqtt://::1:1883\"\n").expect_err("unbracketed IPv6");
+        assert_eq!(e.key(), Some("mqtt.url"));
+        assert!(e.to_string().contains("brackets"), "{e}");
+        let e = from_toml("[http]\nmqtt_ws_url = \"ws://a]:9001\"\n").expect_err("bracket");
+        assert_eq!(e.key(), Some("http.mqtt_ws_url"));
     }
 
     #[test]

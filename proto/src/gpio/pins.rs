@@ -162,6 +162,12 @@ pub enum ServoTarget {
 /// Servo pulse period (50 Hz).
 pub const SERVO_PERIOD: Duration = Duration::from_millis(20);
 
+/// Shortest servo pulse (µs) a pin's `min_us` may be configured to.
+pub const MIN_SERVO_PULSE_US: u32 = 100;
+/// Longest servo pulse (µs) a pin's `max_us` may be configured to; with
+/// [`MIN_SERVO_PULSE_US`] it bounds every pulse width rtcam sends.
+pub const MAX_SERVO_PULSE_US: u32 = 5000;
+
 /// Pulse width for a servo angle.
 pub fn servo_pulse_us(min_us: u32, max_us: u32, max_angle: f64, angle: f64) -> u32 {
     let a = angle.clamp(0.0, max_angle);

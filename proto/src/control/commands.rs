@@ -3,7 +3,7 @@
 //! parameters are rejected with stable codes. Pure.
 
 use super::protocol::{ControlCode, ControlError, Params, Request};
-use crate::gpio::pins::ServoTarget;
+use crate::gpio::pins::{MAX_SERVO_PULSE_US, MIN_SERVO_PULSE_US, ServoTarget};
 
 /// A validated command.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,10 +187,20 @@ impl Command {
                 let target = match (p.opt_f64("angle")?, req.params.get("pulse_us")) {
                     (Some(a), None) => ServoTarget::Angle(a),
                     (None, Some(_)) => {
+                        // Only widths some servo pin may be configured for; the
+                        // pin's own min_us-max_us is checked when it moves.
                         let us = p.i64("pulse_us")?;
-                        let us = u32::try_from(us).map_err(|_| {
-                            ControlError::new(ControlCode::BadParams, "pulse_us must be positive")
-                        })?;
+                        let us = u32::try_from(us)
+                            .ok()
+                            .filter(|us| (MIN_SERVO_PULSE_US..=MAX_SERVO_PULSE_US).contains(us))
+                            .ok_or_else(|| {
+                                ControlError::new(
+                                    ControlCode::BadParams,
+                                    format!(
+                                        "pulse_us must be {MIN_SERVO_PULSE_US}-{MAX_SERVO_PULSE_US} µs, not {us}"
+                                    ),
+                                )
+                            })?;
                         ServoTarget::PulseUs(us)
                     }
                     _ => {
@@ -374,6 +384,31 @@ mod tests {
         }
         let e = parse(r#"{"cmd":"gpio.set","pin":"relay1"}"#).expect_err("missing value");
         assert!(e.message.contains("value"), "{}", e.message);
+    }
+
+    #[test]
+    fn servo_pulses_must_be_within_the_configurable_range() {
+        for us in [0, MIN_SERVO_PULSE_US - 1, MAX_SERVO_PULSE_US + 1, 1_000_000] {
+            let text = format!(r#"{{"cmd":"servo.set","pin":"p","pulse_us":{us}}}"#);
+            let e = parse(&text).expect_err(&text);
+            assert_eq!(e.code, ControlCode::BadParams, "{text}");
+            assert!(
+                e.message.contains("pulse_us") && e.message.contains("100-5000"),
+                "names the field and the range: {}",
+                e.message
+            );
+        }
+        for us in [MIN_SERVO_PULSE_US, 1500, MAX_SERVO_PULSE_US] {
+            let text = format!(r#"{{"cmd":"servo.set","pin":"p","pulse_us":{us}}}"#);
+            assert_eq!(
+                parse(&text),
+                Ok(Command::ServoSet {
+                    pin: "p".into(),
+                    target: ServoTarget::PulseUs(us),
+                }),
+                "{text}"
+            );
+        }
     }
 
     #[test]
