@@ -15,6 +15,18 @@
 //! subscriber. A slow subscriber loses frames (counted) and resumes at the
 //! next keyframe; it never stalls capture or the other subscribers.
 //!
+//! ```text
+//!  browser ──MQTT offer/ICE/bye──▶ broker (embedded rumqttd, or external)
+//!                                    │
+//!        signaling (client link, reconnect backoff) ──▶ session manager
+//!                                                        │ one task per viewer
+//!                     peer (WebRTC: H.264 track ◀── hub Subscription)
+//!                          └─ DataChannel ──▶ control ──▶ gpio / encoder / camera
+//! ```
+//!
+//! [`agent`] wires these together and owns the one shutdown path: a cancel
+//! token every task selects on, and tracked completion.
+//!
 //! # Modules
 //!
 //! The parsers of outside input are in the `rtcam-proto` crate (`proto/`),
@@ -37,6 +49,15 @@
 //! - [`backoff`]: retry delays shared by every reconnect loop.
 //! - [`record`]: `rtcam record`, the hub's output as an Annex B file.
 //! - [`bench`]: `rtcam bench`, encoder and pipeline CPU cost.
+//! - [`signaling`]: the MQTT client link with reconnect backoff, echo filtering, the embedded broker.
+//! - [`session`]: the session manager and its pure rules ([`session::table`]), one task per viewer.
+//! - [`peer`]: the adapter over the `webrtc` crate; nothing else names its types.
+//! - [`control`]: DataChannel commands checked against role and rate limit, carried out.
+//! - [`gpio`]: named pins behind the `GpioBackend` trait (simulated, Linux cdev, rppal), failsafes, MQTT bridge.
+//! - [`web`]: the built-in web viewer and its JSON endpoints.
+//! - [`systemd`]: readiness, status, stopping and the watchdog, in one place.
+//! - [`agent`]: the running agent and its shutdown path.
+//! - [`probe`]: `rtcam probe`, a headless viewer that decodes and checks the stream.
 //! - [`cli`]: the command line.
 //! - [`logging`]: log filter and journald-friendly output.
 
