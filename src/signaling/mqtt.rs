@@ -187,6 +187,7 @@ enum EventLoop {
 
 enum Event {
     ConnAck,
+    SubAck,
     Publish(String, Bytes),
     Other,
 }
@@ -245,6 +246,7 @@ impl EventLoop {
         match self {
             EventLoop::V4(l) => match l.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => Ok(Event::ConnAck),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => Ok(Event::SubAck),
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                     Ok(Event::Publish(p.topic, p.payload))
                 }
@@ -253,6 +255,7 @@ impl EventLoop {
             },
             EventLoop::V5(l) => match l.poll().await {
                 Ok(v5::Event::Incoming(v5::Incoming::ConnAck(_))) => Ok(Event::ConnAck),
+                Ok(v5::Event::Incoming(v5::Incoming::SubAck(_))) => Ok(Event::SubAck),
                 Ok(v5::Event::Incoming(v5::Incoming::Publish(p))) => Ok(Event::Publish(
                     String::from_utf8_lossy(&p.topic).into_owned(),
                     p.payload,
@@ -525,6 +528,12 @@ async fn drive(
                     tracing::warn!("cannot queue MQTT subscriptions");
                 }
                 publish_retained(&retained.borrow_and_update().info);
+            }
+            // Connected means subscribed: an offer published before the
+            // broker has our subscription is lost (seen under emulation,
+            // where a viewer started right after a reconnect was never
+            // answered).
+            Ok(Event::SubAck) => {
                 let _ = connected.send(true);
             }
             Ok(Event::Publish(topic, payload)) => {
@@ -683,7 +692,8 @@ impl Link {
                     return Ok(LinkEvent::Connected);
                 }
                 Ok(Event::Publish(t, p)) => return Ok(LinkEvent::Message(t, p)),
-                Ok(Event::Other) => {}
+                // A tool's own SUBSCRIBE precedes its PUBLISHes on the one connection.
+                Ok(Event::SubAck | Event::Other) => {}
                 Err(e) => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     return Err(e);
