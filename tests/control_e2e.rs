@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{WAIT, gpio_settings, start, viewer, watch_from_now};
+use common::{WAIT, gpio_settings, start, viewer, viewer_options, watch_from_now};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -196,8 +196,11 @@ async fn changes_and_input_edges_reach_every_control_panel() {
         .expect("sim backend")
         .clone();
     let a = viewer(&s, "ctl-sync-a", false).await;
-    let mut b = viewer(&s, "ctl-sync-b", false).await;
-    b.wait_channel(WAIT).await.expect("b's channel opens");
+    // b is answered but not yet connected: a change made now must still
+    // reach b's panel once its channel opens.
+    let mut b = rtcam::probe::Viewer::connect(&viewer_options(&s, "ctl-sync-b", false))
+        .await
+        .expect("b's offer is answered");
     ok(
         &a,
         json!({"cmd": "gpio.set", "pin": "relay1", "value": true}),

@@ -6,6 +6,7 @@
 use super::table::{EndReason, KeyframeGate, LinkState, SessionId};
 use super::{SessionCommand, SessionContext, SessionEvent};
 use crate::control::{CHANNEL_LABEL, ControlSession, Role, protocol};
+use crate::gpio::GpioEvent;
 use crate::hub::{Demand, Subscription};
 use crate::peer::{Channel, ChannelEvent, Peer, PeerError, PeerEvent, PeerState, VideoSender};
 use crate::signaling::messages::{self, ErrorCode, IceCandidate, SignalError};
@@ -14,7 +15,7 @@ use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -117,6 +118,10 @@ async fn session(
         };
     let peer = Arc::new(peer);
     *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(peer.clone());
+    // Subscribe to GPIO changes before answering: the viewer's channel counts
+    // as open on its side before ours learns of it, and a change made in that
+    // gap must still reach this viewer's panel.
+    let mut first_gpio_events = ctx.control.gpio().map(|g| g.subscribe());
     ctx.publisher
         .to_client(ToClient::Answer, &id.client, messages::answer_json(&answer));
     let mut keyframes = KeyframeGate::new(Duration::from_secs(1));
@@ -165,7 +170,12 @@ async fn session(
                     let ch = Arc::new(ch);
                     channels.push(ch.clone());
                     let session = ctx.control.session(id.generation, spec.role);
-                    tracker.spawn(serve_channel(ctx.clone(), ch, session, children.child_token()));
+                    let gpio_events = if ch.label() == CHANNEL_LABEL {
+                        first_gpio_events.take().or_else(|| ctx.control.gpio().map(|g| g.subscribe()))
+                    } else {
+                        None
+                    };
+                    tracker.spawn(serve_channel(ctx.clone(), ch, session, gpio_events, children.child_token()));
                 }
                 Some(PeerEvent::KeyframeRequest) => {
                     if keyframes.allow(Instant::now()) {
@@ -235,13 +245,13 @@ async fn pump(
     }
 }
 
-/// Serves one DataChannel: control commands on `control`, others ignored.
 /// Serves one DataChannel: control commands and GPIO events on `control`;
 /// other channels are ignored.
 async fn serve_channel(
     ctx: Arc<SessionContext>,
     ch: Arc<Channel>,
     mut session: ControlSession,
+    mut gpio_events: Option<broadcast::Receiver<GpioEvent>>,
     stop: CancellationToken,
 ) {
     if ch.label() != CHANNEL_LABEL {
@@ -249,7 +259,6 @@ async fn serve_channel(
         while tokio::select! { _ = stop.cancelled() => None, ev = ch.recv() => ev }.is_some() {}
         return;
     }
-    let mut gpio_events = ctx.control.gpio().map(|g| g.subscribe());
     loop {
         let gpio_event = async {
             match gpio_events.as_mut() {
