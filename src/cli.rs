@@ -157,7 +157,7 @@ pub fn command() -> clap::Command {
             Kind::Str => "TEXT",
             Kind::Int => "N",
             Kind::Bool => "BOOL",
-            Kind::Array => "TOML-ARRAY",
+            Kind::Array(_) => "TOML-ARRAY",
         };
         Arg::new(k.path)
             .long(k.flag())

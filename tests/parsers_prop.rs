@@ -1565,7 +1565,7 @@ fn config_table() -> impl Strategy<Value = toml::Table> {
                     KeyKind::Str => str_value().boxed(),
                     KeyKind::Int => int_value().boxed(),
                     KeyKind::Bool => any::<bool>().prop_map(toml::Value::Boolean).boxed(),
-                    KeyKind::Array => array_value(k.path),
+                    KeyKind::Array(_) => array_value(k.path),
                 },
             };
             // Each key is set in about one file in eight (tokens more often).
@@ -1742,7 +1742,7 @@ proptest! {
         };
         prop_assert_eq!(b, want);
         prop_assert_eq!(keys::parse_text(KeyKind::Str, &text), Ok(toml::Value::String(text.trim().into())));
-        if let Ok(v) = keys::parse_text(KeyKind::Array, &text) {
+        if let Ok(v) = keys::parse_text(KeyKind::Array(keys::Entry::Str), &text) {
             prop_assert!(v.is_array());
         }
     }

@@ -22,9 +22,11 @@ pub fn state_topic(topics: &Topics, pin: &str) -> String {
     format!("{}/gpio/{pin}/state", topics.prefix())
 }
 
-/// A Home Assistant object id from the MQTT client id.
+/// A Home Assistant node id from the MQTT client id: lower-case
+/// alphanumerics and `_`, starting with `rtcam` exactly once
+/// (`rtcam-garage` → `rtcam_garage`, `garage` → `rtcam_garage`).
 pub fn node_id(client_id: &str) -> String {
-    client_id
+    let id: String = client_id
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -33,7 +35,12 @@ pub fn node_id(client_id: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if id == "rtcam" || id.starts_with("rtcam_") {
+        id
+    } else {
+        format!("rtcam_{id}")
+    }
 }
 
 /// The state payload for a value.
@@ -63,7 +70,7 @@ pub fn discovery_config(d: &Discovery, topics: &Topics, spec: &PinSpec) -> (Stri
         PinMode::Input { .. } => "binary_sensor",
         PinMode::Pwm { .. } | PinMode::Servo { .. } => "number",
     };
-    let unique_id = format!("rtcam_{}_{}", d.node_id, spec.name);
+    let unique_id = format!("{}_{}", d.node_id, spec.name);
     let mut doc = json!({
         "name": spec.name,
         "unique_id": unique_id,
@@ -73,7 +80,7 @@ pub fn discovery_config(d: &Discovery, topics: &Topics, spec: &PinSpec) -> (Stri
         "payload_available": "online",
         "payload_not_available": "offline",
         "device": {
-            "identifiers": [format!("rtcam_{}", d.node_id)],
+            "identifiers": [d.node_id],
             "name": d.device,
             "manufacturer": "rtcam",
             "model": "rtcam camera agent",
@@ -234,6 +241,15 @@ mod tests {
     }
 
     #[test]
+    fn node_ids_carry_the_rtcam_prefix_once() {
+        assert_eq!(node_id("rtcam-garage"), "rtcam_garage");
+        assert_eq!(node_id("RTCAM.Garage"), "rtcam_garage");
+        assert_eq!(node_id("rtcam"), "rtcam");
+        assert_eq!(node_id("garage-cam"), "rtcam_garage_cam");
+        assert_eq!(node_id("rtcamx"), "rtcam_rtcamx");
+    }
+
+    #[test]
     fn discovery_documents_are_complete_and_unique() {
         let t = Topics::new("rtcam/garage");
         let d = Discovery {
@@ -243,6 +259,9 @@ mod tests {
         };
         let (topic, doc) = discovery_config(&d, &t, &spec("relay1", OUT));
         assert_eq!(topic, "homeassistant/switch/rtcam_garage/relay1/config");
+        assert_eq!(doc["unique_id"], "rtcam_garage_relay1", "the prefix once");
+        assert_eq!(doc["object_id"], "rtcam_garage_relay1");
+        assert_eq!(doc["device"]["identifiers"][0], "rtcam_garage");
         assert_eq!(doc["command_topic"], "rtcam/garage/gpio/relay1/set");
         assert_eq!(doc["availability_topic"], "rtcam/garage/status");
         let (t2, d2) = discovery_config(

@@ -2,6 +2,7 @@
 //! callbacks turned into [`PeerEvent`]s on a channel. Nothing outside this
 //! module names the crate's types, so the WebRTC stack can be swapped.
 
+pub mod mdns;
 pub mod rtcp_forward;
 
 pub use rtcam_proto::peer::sdp;
@@ -134,8 +135,10 @@ pub struct PeerOptions {
     pub relay_only: bool,
     /// Local UDP addresses to bind (`ip:0`); each gives one host candidate.
     pub bind_addrs: Vec<String>,
-    /// mDNS behaviour.
+    /// mDNS behaviour wanted (see [`mdns::MdnsGate`] for what is used).
     pub mdns: MdnsMode,
+    /// Shared by every peer: leaves mDNS out while it cannot be used.
+    pub mdns_gate: Arc<mdns::MdnsGate>,
     /// Address hidden behind the mDNS name in `Gather` mode.
     pub mdns_ip: Option<IpAddr>,
     /// ICE keepalive interval; `None` keeps the stack's default (2 s).
@@ -197,6 +200,7 @@ impl PeerOptions {
             relay_only: false,
             bind_addrs: addrs,
             mdns: w.mdns,
+            mdns_gate: Arc::default(),
             mdns_ip,
             keepalive: None,
         }
@@ -312,7 +316,10 @@ async fn build(
             rtcp_forward::KeyframeRequestForwarder::default(),
         );
     }
-    let mdns = match opts.mdns {
+    let mdns_mode = opts
+        .mdns_gate
+        .effective(opts.mdns, Instant::now(), probe_mdns_socket);
+    let mdns = match mdns_mode {
         MdnsMode::Disabled => MulticastDnsMode::Disabled,
         MdnsMode::Query => MulticastDnsMode::QueryOnly,
         MdnsMode::Gather => MulticastDnsMode::QueryAndGather,
@@ -328,7 +335,7 @@ async fn build(
     if let Some(k) = opts.keepalive {
         settings = settings.with_ice_timeouts(None, None, Some(k));
     }
-    if opts.mdns == MdnsMode::Gather {
+    if mdns_mode == MdnsMode::Gather {
         settings = settings
             .with_multicast_dns_local_name(format!("rtcam-{:08x}.local", rand_u32()))
             .with_multicast_dns_local_ip(opts.mdns_ip);
@@ -357,6 +364,12 @@ async fn build(
         .await
         .map_err(stack)?;
     Ok(Arc::new(pc))
+}
+
+/// Opens (and closes) a socket as the WebRTC stack opens its mDNS one:
+/// bound to the mDNS port and joined to its multicast group.
+fn probe_mdns_socket() -> std::io::Result<()> {
+    rtc::mdns::MulticastSocket::new().into_std().map(drop)
 }
 
 /// Packets kept for NACK retransmission per stream: ~1.2 s at 2 Mbit/s,

@@ -11,8 +11,23 @@ pub enum Kind {
     Int,
     /// `true` / `false`.
     Bool,
-    /// A TOML array (inline syntax in env/flags, e.g. `[{ urls = ["stun:…"] }]`).
-    Array,
+    /// A TOML array of the given entries (inline syntax in env/flags, e.g.
+    /// `[{ urls = ["stun:…"] }]`).
+    Array(Entry),
+}
+
+/// What an array key holds. Every array key names its entry type, so each
+/// entry is checked against the right shape (there is no fallback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Plain strings, e.g. interface names.
+    Str,
+    /// `{ urls, username, credential }` tables (`webrtc.ice_servers`).
+    IceServer,
+    /// `{ token, role }` tables (`auth.tokens`).
+    Token,
+    /// `{ name, pin, mode, … }` tables (`gpio.pins`).
+    Pin,
 }
 
 /// One configuration key.
@@ -57,7 +72,7 @@ pub fn parse_text(kind: Kind, text: &str) -> Result<toml::Value, String> {
             "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
             _ => Err("expected true or false".to_string()),
         },
-        Kind::Array => {
+        Kind::Array(_) => {
             let doc: toml::Table = toml::from_str(&format!("v = {text}"))
                 .map_err(|e| format!("expected a TOML array: {}", e.message()))?;
             match doc.get("v") {
@@ -130,12 +145,12 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         path: "webrtc.ice_servers",
-        kind: Kind::Array,
+        kind: Kind::Array(Entry::IceServer),
         help: "STUN/TURN servers: [{ urls = [\"stun:host:3478\"], username = \"u\", credential = \"p\" }]",
     },
     Key {
         path: "webrtc.interfaces",
-        kind: Kind::Array,
+        kind: Kind::Array(Entry::Str),
         help: "Network interfaces to gather ICE candidates on, e.g. [\"eth0\", \"wlan0\"] (empty: all)",
     },
     Key {
@@ -270,7 +285,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         path: "gpio.pins",
-        kind: Kind::Array,
+        kind: Kind::Array(Entry::Pin),
         help: "Declared pins: [{ name = \"relay1\", pin = 17, mode = \"output\" }, …] (see rtcam.example.toml)",
     },
     Key {
@@ -315,7 +330,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         path: "auth.tokens",
-        kind: Kind::Array,
+        kind: Kind::Array(Entry::Token),
         help: "Static tokens: [{ token = \"…\", role = \"view\" | \"control\" }, …]",
     },
 ];
@@ -363,10 +378,13 @@ mod tests {
             parse_text(Kind::Str, "123"),
             Ok(toml::Value::String("123".into()))
         );
-        let arr = parse_text(Kind::Array, r#"[{ urls = ["stun:127.0.0.1:3478"] }]"#)
-            .expect("valid array");
+        let arr = parse_text(
+            Kind::Array(Entry::IceServer),
+            r#"[{ urls = ["stun:127.0.0.1:3478"] }]"#,
+        )
+        .expect("valid array");
         assert!(arr.is_array());
-        assert!(parse_text(Kind::Array, "{ a = 1 }").is_err());
-        assert!(parse_text(Kind::Array, "[unclosed").is_err());
+        assert!(parse_text(Kind::Array(Entry::IceServer), "{ a = 1 }").is_err());
+        assert!(parse_text(Kind::Array(Entry::IceServer), "[unclosed").is_err());
     }
 }

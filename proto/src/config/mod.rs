@@ -11,7 +11,7 @@ pub mod settings;
 pub use error::{ConfigError, Origin};
 pub use settings::{Settings, SourceSpec, VideoSettings};
 
-use keys::{Key, Kind};
+use keys::{Entry, Key, Kind};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -41,7 +41,7 @@ fn kind_matches(kind: Kind, v: &toml::Value) -> bool {
         (Kind::Str, toml::Value::String(_))
             | (Kind::Int, toml::Value::Integer(_))
             | (Kind::Bool, toml::Value::Boolean(_))
-            | (Kind::Array, toml::Value::Array(_))
+            | (Kind::Array(_), toml::Value::Array(_))
     )
 }
 
@@ -50,7 +50,7 @@ fn kind_text(kind: Kind) -> &'static str {
         Kind::Str => "expected a string",
         Kind::Int => "expected an integer",
         Kind::Bool => "expected true or false",
-        Kind::Array => "expected an array",
+        Kind::Array(_) => "expected an array",
     }
 }
 
@@ -130,15 +130,19 @@ fn check_arrays(table: &toml::Table, origin: &dyn Fn(&str) -> Origin) -> Result<
             .map(|_| ())
             .map_err(|e: toml::de::Error| e.message().to_string())
     }
-    for key in keys::KEYS.iter().filter(|k| k.kind == Kind::Array) {
+    for key in keys::KEYS {
+        let Kind::Array(entry) = key.kind else {
+            continue;
+        };
         let (section, name) = key.split();
         let Some(v) = table.get(section).and_then(|s| s.get(name)) else {
             continue;
         };
-        let checked = match key.path {
-            "webrtc.ice_servers" => try_as::<Vec<raw::RawIceServer>>(v),
-            "auth.tokens" => try_as::<Vec<raw::RawToken>>(v),
-            _ => try_as::<Vec<String>>(v),
+        let checked = match entry {
+            Entry::Str => try_as::<Vec<String>>(v),
+            Entry::IceServer => try_as::<Vec<raw::RawIceServer>>(v),
+            Entry::Token => try_as::<Vec<raw::RawToken>>(v),
+            Entry::Pin => try_as::<Vec<raw::RawPin>>(v),
         };
         checked.map_err(|allowed| ConfigError::Invalid {
             key: key.path.into(),
@@ -440,6 +444,64 @@ mod tests {
         })
         .expect("valid");
         assert_eq!(loaded.settings.webrtc.interfaces, ["eth0", "wlan0"]);
+    }
+
+    #[test]
+    fn declared_pins_load_from_tables_inline_env_and_flags() {
+        use crate::gpio::pins::{PinMode, PinRef};
+        let tables = file(
+            "[gpio]\nbackend = \"sim\"\n\
+             [[gpio.pins]]\nname = \"relay1\"\npin = 17\nmode = \"output\"\n\
+             [[gpio.pins]]\nname = \"door\"\npin = \"GPIO27\"\nmode = \"input\"\npull = \"up\"\n",
+        );
+        let inline = file(
+            "[gpio]\nbackend = \"sim\"\n\
+             pins = [{ name = \"relay1\", pin = 17, mode = \"output\" }, \
+             { name = \"door\", pin = \"GPIO27\", mode = \"input\", pull = \"up\" }]\n",
+        );
+        let pins_key = keys::find("gpio.pins").expect("registered");
+        let text = "[{ name = \"relay1\", pin = 17, mode = \"output\" }, \
+                    { name = \"door\", pin = \"GPIO27\", mode = \"input\", pull = \"up\" }]";
+        let from = [
+            load(&Layers {
+                file: Some(tables.path()),
+                ..Layers::default()
+            }),
+            load(&Layers {
+                file: Some(inline.path()),
+                ..Layers::default()
+            }),
+            load(&Layers {
+                env: env(&[("RTCAM_GPIO_BACKEND", "sim"), ("RTCAM_GPIO_PINS", text)]),
+                ..Layers::default()
+            }),
+            load(&Layers {
+                env: env(&[("RTCAM_GPIO_BACKEND", "sim")]),
+                flags: vec![(pins_key, text.into())],
+                ..Layers::default()
+            }),
+        ];
+        for loaded in from {
+            let g = loaded.expect("pins load").settings.gpio;
+            assert!(!g.demo, "declared pins replace the demo set");
+            assert_eq!(g.pins.len(), 2);
+            assert_eq!(
+                (g.pins[0].name.as_str(), &g.pins[0].pin),
+                ("relay1", &PinRef::Number(17))
+            );
+            assert!(matches!(g.pins[0].mode, PinMode::Output { .. }));
+            assert_eq!(g.pins[1].pin, PinRef::LineName("GPIO27".into()));
+            assert!(matches!(g.pins[1].mode, PinMode::Input { .. }));
+        }
+        // A bad entry is still named by its key.
+        let bad = file("[[gpio.pins]]\nname = \"x\"\npin = 17\nmode = \"output\"\nspeed = 3\n");
+        let e = load(&Layers {
+            file: Some(bad.path()),
+            ..Layers::default()
+        })
+        .expect_err("unknown field");
+        assert_eq!(e.key(), Some("gpio.pins"), "{e}");
+        assert!(e.to_string().contains("speed"), "{e}");
     }
 
     #[test]
