@@ -72,8 +72,8 @@ pub struct AgentOptions {
     pub source: Option<Arc<dyn crate::capture::SourceFactory>>,
 }
 
-/// A snapshot of the agent's state.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A snapshot of the agent's state, served as `/stats.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AgentStats {
     /// Sessions (negotiating or connected).
     pub sessions: usize,
@@ -95,6 +95,12 @@ pub struct AgentStats {
     pub frames: u64,
     /// Frames dropped for slow viewers.
     pub frames_dropped: u64,
+    /// The agent's own MQTT messages echoed back by the broker and dropped.
+    pub echoes_dropped: u64,
+    /// Signaling publishes dropped while the broker was away.
+    pub publishes_dropped: u64,
+    /// Tasks alive in the async runtime (the WebRTC stack's included).
+    pub runtime_tasks: usize,
 }
 
 /// The running agent.
@@ -109,6 +115,7 @@ pub struct Agent {
     tracker: TaskTracker,
     counts: watch::Receiver<Counts>,
     mqtt_connected: watch::Receiver<bool>,
+    echoes_dropped: Arc<std::sync::atomic::AtomicU64>,
     http_addr: Option<SocketAddr>,
     info: watch::Sender<Retained>,
     publisher: Publisher,
@@ -399,6 +406,8 @@ impl Agent {
                 camera: camera.clone(),
                 counts: counts.clone(),
                 mqtt: conn.connected.clone(),
+                echoes_dropped: conn.echoes_dropped.clone(),
+                publisher: publisher.clone(),
                 tracker: tracker.clone(),
             };
             let stats: web::StatsFn = Arc::new(move || {
@@ -419,6 +428,7 @@ impl Agent {
             tracker,
             counts,
             mqtt_connected: conn.connected,
+            echoes_dropped: conn.echoes_dropped,
             http_addr,
             info,
             publisher,
@@ -501,6 +511,8 @@ impl Agent {
             camera: self.camera.clone(),
             counts: self.counts.clone(),
             mqtt: self.mqtt_connected.clone(),
+            echoes_dropped: self.echoes_dropped.clone(),
+            publisher: self.publisher.clone(),
             tracker: self.tracker.clone(),
         }
     }
@@ -640,6 +652,8 @@ struct StatsSource {
     camera: Arc<PipelineStatus>,
     counts: watch::Receiver<Counts>,
     mqtt: watch::Receiver<bool>,
+    echoes_dropped: Arc<std::sync::atomic::AtomicU64>,
+    publisher: Publisher,
     tracker: TaskTracker,
 }
 
@@ -663,6 +677,12 @@ impl StatsSource {
             },
             frames: self.camera.frames(),
             frames_dropped: h.dropped,
+            echoes_dropped: self
+                .echoes_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            publishes_dropped: self.publisher.dropped(),
+            runtime_tasks: tokio::runtime::Handle::try_current()
+                .map_or(0, |h| h.metrics().num_alive_tasks()),
         }
     }
 }

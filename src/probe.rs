@@ -109,6 +109,8 @@ pub struct Viewer {
     next_id: std::sync::atomic::AtomicU64,
     video: Arc<tokio::sync::Mutex<Option<Arc<tokio::sync::Mutex<RemoteVideo>>>>>,
     offer_sent: Instant,
+    /// Bound on waits that have no caller-given timeout (the bye's ack).
+    timeout: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -400,6 +402,7 @@ impl Viewer {
             next_id: std::sync::atomic::AtomicU64::new(1),
             video,
             offer_sent,
+            timeout: opts.timeout,
             tasks,
         })
     }
@@ -535,12 +538,16 @@ impl Viewer {
         self.peer.stats().await
     }
 
-    /// Says bye over MQTT and closes.
+    /// Says bye over MQTT and closes once the broker has the bye (or
+    /// after the viewer's timeout, if the broker never acknowledges it).
     pub async fn bye(self) {
-        self.publisher
-            .publish(&self.topics.bye(&self.client_id), "{}");
-        // Give the publish a moment to leave before the link goes.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(n) = self
+            .publisher
+            .publish_counted(&self.topics.bye(&self.client_id), "{}")
+            && !self.publisher.wait_acked(n, self.timeout).await
+        {
+            tracing::warn!("the broker did not acknowledge the bye");
+        }
         self.close().await;
     }
 

@@ -1,53 +1,41 @@
-//! End to end over loopback: agent (embedded broker, test pattern) ↔
-//! headless viewers speaking the MQTT signaling protocol and WebRTC,
-//! decoding the H.264 they receive. Runs inside a private network
-//! namespace (see `.ci/test`).
+//! End to end over loopback: the `rtcam` binary (embedded broker, test
+//! pattern, started from a config file) ↔ headless viewers speaking the
+//! MQTT signaling protocol and WebRTC, decoding the H.264 they receive.
+//! Runs inside a private network namespace (see `.ci/test`).
 
 mod common;
 
+use common::agent::{TestConfig, start};
 use common::{
-    WAIT, malformed_messages_get_codes, settings, start, viewer, viewer_options, watch,
-    watch_from_now,
+    WAIT, frames, malformed_messages_get_codes, no_error_before_barrier, viewer, viewer_options,
+    watch, watch_from_now,
 };
 use rtcam::probe::{Signal, Viewer};
 use serde_json::json;
-use std::time::{Duration, Instant};
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
-
-/// Waits for a condition that has no event to wait on (the runtime's task count).
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewers_decode_most_frames_and_everything_returns_to_zero() {
-    let mut s = settings("frames");
-    s.webrtc.disconnected_timeout = Duration::from_secs(1);
-    let agent = start(s.clone()).await;
-    let base = agent.stats();
-    let base_tasks = alive_tasks();
+async fn viewers_decode_the_stream_and_everything_returns_to_idle() {
+    let cfg = TestConfig::new("frames").with("webrtc.disconnected_timeout_ms", 1000);
+    let agent = start(&cfg).await;
+    let s = agent.settings().clone();
+    let base = agent.stats().await;
     assert_eq!(base.camera, "idle", "no viewer: the camera is off");
 
     let mut v = viewer(&s, "frames-1", true).await;
-    let (n, first_key, seqs) = watch(&mut v, Duration::from_secs(5)).await;
-    // 5 s at 30 fps is 150 frames; at least 90 % must decode.
-    assert!(n >= 135, "decoded {n} of ~150 frames");
-    assert!(first_key, "the first frame is a keyframe");
+    let run = frames(&mut v, 150).await;
+    assert!(run.first_keyframe, "the first frame is a keyframe");
+    assert!(run.in_order(), "frames arrive in order");
+    assert_eq!(run.seqs.len(), 150, "every picture carries its block code");
+    // Counted, not timed: on loopback almost every captured frame decodes.
     assert!(
-        seqs.windows(2).all(|w| w[1] > w[0]),
-        "frames arrive in order"
+        run.missing() <= 15,
+        "{} of {} captured frames lost",
+        run.missing(),
+        run.missing() + 150
     );
     assert_eq!(v.decode_errors(), 0);
-    let during = agent.stats();
+    let during = agent.stats().await;
     assert_eq!(
         (during.sessions, during.connected, during.subscribers),
         (1, 1, 1)
@@ -55,44 +43,43 @@ async fn viewers_decode_most_frames_and_everything_returns_to_zero() {
 
     // One viewer leaves politely, another vanishes without a bye.
     let ghost = viewer(&s, "frames-ghost", true).await;
+    let mark = agent.log().len();
     v.bye().await;
     ghost.close().await;
+    let after = agent.wait_idle(&base).await;
+    assert_eq!((after.subscribers, after.holds), (0, 0));
+    agent
+        .wait_stats(
+            "the runtime's tasks (the WebRTC stack's included) back to the baseline",
+            |s| s.runtime_tasks <= base.runtime_tasks,
+        )
+        .await;
+    agent
+        .wait_stats("the camera to stop", |s| s.camera == "idle")
+        .await;
+    // Viewers leaving is not an error: nothing above INFO in the log.
+    let left = agent.log().since(mark);
     assert!(
-        agent
-            .wait_sessions(WAIT, |c| c.sessions == 0 && c.tasks == 0)
-            .await,
-        "sessions end: {:?}",
-        agent.stats()
+        left.iter().any(|l| l.contains("session ended")),
+        "the ends are logged: {left:#?}"
     );
-    let after = agent.stats();
-    assert_eq!(
-        (after.subscribers, after.holds),
-        (0, 0),
-        "hub subscriptions released"
-    );
-    // Polled: the session tasks end just after the session count drops,
-    // later under emulation (.ci/cross).
-    eventually("agent tasks to return to the baseline", || {
-        agent.stats().tasks == base.tasks
-    })
-    .await;
-    eventually(
-        "the runtime's tasks (peer drivers included) to return to the baseline",
-        || alive_tasks() <= base_tasks,
-    )
-    .await;
+    let loud: Vec<&String> = left
+        .iter()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    assert!(loud.is_empty(), "logged above INFO: {loud:#?}");
     agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_viewer_joins_mid_stream_with_an_immediate_keyframe() {
-    let mut s = settings("join");
     // No periodic keyframe in sight: a join must cause its own.
-    s.video.keyframe_interval = Duration::from_secs(60);
-    let agent = start(s.clone()).await;
+    let cfg = TestConfig::new("join").with("video.keyframe_interval_ms", 60_000);
+    let agent = start(&cfg).await;
+    let s = agent.settings().clone();
     let mut first = viewer(&s, "join-1", true).await;
-    let (_, _, seqs) = watch(&mut first, Duration::from_secs(1)).await;
-    let stream_at = *seqs.last().expect("frames");
+    let run = frames(&mut first, 30).await;
+    let stream_at = *run.seqs.last().expect("frames");
     let joined = Instant::now();
     let mut second = viewer(&s, "join-2", true).await;
     let f = second
@@ -112,8 +99,7 @@ async fn a_second_viewer_joins_mid_stream_with_an_immediate_keyframe() {
         "the keyframe was made for the join (seq {seq}, stream at {stream_at}), not the 60 s periodic one"
     );
     // The first viewer carried on.
-    let (n, _, _) = watch_from_now(&mut first, Duration::from_secs(1)).await;
-    assert!(n > 0, "first viewer still decodes ({n} frames in 1 s)");
+    frames(&mut first, 10).await;
     first.bye().await;
     second.bye().await;
     agent.shutdown().await;
@@ -121,9 +107,9 @@ async fn a_second_viewer_joins_mid_stream_with_an_immediate_keyframe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pli_produces_a_keyframe() {
-    let mut s = settings("pli");
-    s.video.keyframe_interval = Duration::from_secs(60);
-    let agent = start(s.clone()).await;
+    let cfg = TestConfig::new("pli").with("video.keyframe_interval_ms", 60_000);
+    let agent = start(&cfg).await;
+    let s = agent.settings().clone();
     let mut v = viewer(&s, "pli-1", true).await;
     let first = v.next_frame(WAIT).await.expect("frames");
     assert!(first.keyframe);
@@ -149,9 +135,9 @@ async fn a_pli_produces_a_keyframe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_viewers_refuses_extra_offers_without_disturbing_viewers() {
-    let mut s = settings("max");
-    s.webrtc.max_viewers = 2;
-    let agent = start(s.clone()).await;
+    let cfg = TestConfig::new("max").with("webrtc.max_viewers", 2);
+    let agent = start(&cfg).await;
+    let s = agent.settings().clone();
     let mut a = viewer(&s, "max-a", true).await;
     let mut b = viewer(&s, "max-b", true).await;
     match Viewer::connect(&viewer_options(&s, "max-c", true)).await {
@@ -160,10 +146,10 @@ async fn max_viewers_refuses_extra_offers_without_disturbing_viewers() {
         Ok(_) => panic!("a third viewer must be refused"),
     }
     for v in [&mut a, &mut b] {
-        let (n, _, _) = watch_from_now(v, Duration::from_secs(1)).await;
+        let (n, _, _) = watch_from_now(v, std::time::Duration::from_secs(1)).await;
         assert!(n > 0, "existing viewers keep decoding ({n} frames in 1 s)");
     }
-    assert_eq!(agent.stats().sessions, 2);
+    assert_eq!(agent.stats().await.sessions, 2);
     a.bye().await;
     b.bye().await;
     agent.shutdown().await;
@@ -171,8 +157,8 @@ async fn max_viewers_refuses_extra_offers_without_disturbing_viewers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_channel_only_session_works_without_the_camera() {
-    let s = settings("dconly");
-    let agent = start(s.clone()).await;
+    let agent = start(&TestConfig::new("dconly")).await;
+    let s = agent.settings().clone();
     let v = viewer(&s, "dc-only", false).await;
     let reply = v
         .command(json!({"cmd": "ping"}), WAIT)
@@ -185,7 +171,7 @@ async fn a_data_channel_only_session_works_without_the_camera() {
         .await
         .expect("a reply");
     assert_eq!(status["result"]["viewers"], 1);
-    let st = agent.stats();
+    let st = agent.stats().await;
     assert_eq!(
         (st.subscribers, st.holds, st.camera.as_str()),
         (0, 0, "idle"),
@@ -202,33 +188,39 @@ async fn a_data_channel_only_session_works_without_the_camera() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_malformed_message_gets_its_error_code() {
-    let s = settings("malformed");
-    let agent = start(s.clone()).await;
-    malformed_messages_get_codes(&s).await;
-    assert!(
-        agent
-            .wait_sessions(WAIT, |c| c.sessions == 0 && c.tasks == 0)
-            .await
-    );
+    let agent = start(&TestConfig::new("malformed")).await;
+    let base = agent.stats().await;
+    malformed_messages_get_codes(agent.settings()).await;
+    agent.wait_idle(&base).await;
     agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mqtt_3_1_1_agent_filters_its_own_echoes() {
-    let mut s = settings("v311");
-    s.mqtt.protocol = rtcam::config::settings::MqttProtocol::V311;
-    let agent = start(s.clone()).await;
+async fn an_mqtt_3_1_1_agent_drops_its_own_echoes() {
+    let cfg = TestConfig::new("v311").with("mqtt.protocol", "3.1.1");
+    let agent = start(&cfg).await;
+    let s = agent.settings().clone();
+    assert_eq!(agent.stats().await.echoes_dropped, 0);
     let mut v = viewer(&s, "v311-viewer", true).await;
-    let (n, first_key, _) = watch(&mut v, Duration::from_secs(1)).await;
+    let (n, first_key, _) = watch(&mut v, std::time::Duration::from_secs(1)).await;
     assert!(first_key && n > 0, "{n} frames");
+    // 3.1.1 has no "no local": the broker sent the agent its own answer
+    // and candidates back, and the filter dropped them.
+    let st = agent
+        .wait_stats("the agent's echoes to be dropped", |st| {
+            st.echoes_dropped >= 2
+        })
+        .await;
+    eprintln!("echoes dropped: {}", st.echoes_dropped);
+    no_error_before_barrier(&s, &mut v, "v311-viewer").await;
     v.bye().await;
     agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_says_bye_to_viewers() {
-    let s = settings("shutdown");
-    let agent = start(s.clone()).await;
+    let agent = start(&TestConfig::new("shutdown")).await;
+    let s = agent.settings().clone();
     let mut v = viewer(&s, "shutdown-viewer", true).await;
     v.next_frame(WAIT).await.expect("frames");
     agent.shutdown().await;

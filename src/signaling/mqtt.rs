@@ -188,6 +188,8 @@ enum EventLoop {
 enum Event {
     ConnAck,
     SubAck,
+    /// The broker acknowledged one of our QoS 1 publishes.
+    PubAck,
     Publish(String, Bytes),
     Other,
 }
@@ -247,6 +249,7 @@ impl EventLoop {
             EventLoop::V4(l) => match l.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => Ok(Event::ConnAck),
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => Ok(Event::SubAck),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => Ok(Event::PubAck),
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                     Ok(Event::Publish(p.topic, p.payload))
                 }
@@ -256,6 +259,7 @@ impl EventLoop {
             EventLoop::V5(l) => match l.poll().await {
                 Ok(v5::Event::Incoming(v5::Incoming::ConnAck(_))) => Ok(Event::ConnAck),
                 Ok(v5::Event::Incoming(v5::Incoming::SubAck(_))) => Ok(Event::SubAck),
+                Ok(v5::Event::Incoming(v5::Incoming::PubAck(_))) => Ok(Event::PubAck),
                 Ok(v5::Event::Incoming(v5::Incoming::Publish(p))) => Ok(Event::Publish(
                     String::from_utf8_lossy(&p.topic).into_owned(),
                     p.payload,
@@ -424,6 +428,9 @@ pub struct Connection {
     pub publisher: Publisher,
     /// True while connected to the broker.
     pub connected: watch::Receiver<bool>,
+    /// The agent's own messages the broker echoed back and the filter
+    /// dropped (MQTT 3.1.1 has no "no local" subscriptions).
+    pub echoes_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// The task driving the connection; ends after shutdown.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -447,6 +454,7 @@ pub fn start(
         dropped: Arc::default(),
     };
     let (connected_tx, connected) = watch::channel(false);
+    let echoes_dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let url = opts.url.to_string();
     let task = tokio::spawn(drive(
         client,
@@ -455,15 +463,25 @@ pub fn start(
         retained,
         routes,
         shutdown,
-        echo,
+        Echoes {
+            filter: echo,
+            dropped: echoes_dropped.clone(),
+        },
         connected_tx,
         url,
     ));
     Ok(Connection {
         publisher,
         connected,
+        echoes_dropped,
         task,
     })
+}
+
+/// The echo filter and the count of echoes it dropped.
+struct Echoes {
+    filter: Arc<Mutex<EchoFilter>>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[allow(clippy::too_many_arguments)] // one task's whole state, passed once
@@ -474,7 +492,7 @@ async fn drive(
     mut retained: watch::Receiver<Retained>,
     routes: Routes,
     shutdown: CancellationToken,
-    echo: Arc<Mutex<EchoFilter>>,
+    echoes: Echoes,
     connected: watch::Sender<bool>,
     url: String,
 ) {
@@ -537,12 +555,15 @@ async fn drive(
                 let _ = connected.send(true);
             }
             Ok(Event::Publish(topic, payload)) => {
-                let is_echo = echo.lock().unwrap_or_else(PoisonError::into_inner).is_echo(
-                    &topic,
-                    &payload,
-                    Instant::now(),
-                );
+                let is_echo = echoes
+                    .filter
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_echo(&topic, &payload, Instant::now());
                 if is_echo {
+                    echoes
+                        .dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     continue;
                 }
                 match topics.parse(&topic) {
@@ -571,7 +592,7 @@ async fn drive(
                     }
                 }
             }
-            Ok(Event::Other) => {}
+            Ok(Event::PubAck | Event::Other) => {}
             Err(e) => {
                 let _ = connected.send(false);
                 let delay = backoff.next_delay();
@@ -639,6 +660,7 @@ pub struct Link {
     client: Client,
     events: EventLoop,
     filters: Vec<String>,
+    acks: Arc<Acks>,
 }
 
 /// What a [`Link`] yields.
@@ -650,19 +672,57 @@ pub enum LinkEvent {
     Message(String, Bytes),
 }
 
+/// Publishes queued and acknowledged on one link. A broker acknowledges
+/// QoS 1 publishes in the order it received them, so the n-th publish is
+/// delivered once n acknowledgements came back.
+#[derive(Debug, Default)]
+struct Acks {
+    published: std::sync::atomic::AtomicU64,
+    acked: std::sync::atomic::AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
 /// Publishes on a [`Link`]; cheap to clone.
 #[derive(Clone)]
-pub struct LinkPublisher(Client);
+pub struct LinkPublisher {
+    client: Client,
+    acks: Arc<Acks>,
+}
 
 impl LinkPublisher {
     /// Queues a QoS 1 publish; false if the queue is full.
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> bool {
-        self.0.try_publish(topic, false, payload.into())
+        self.publish_counted(topic, payload).is_some()
+    }
+
+    /// Queues a QoS 1 publish and returns its place in the link's order,
+    /// for [`Self::wait_acked`]; `None` if the queue is full.
+    pub fn publish_counted(&self, topic: &str, payload: impl Into<Bytes>) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let queued = self.client.try_publish(topic, false, payload.into());
+        queued.then(|| self.acks.published.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Waits until the broker has acknowledged the publish numbered `n`
+    /// (while the link is being polled); false after `timeout`.
+    pub async fn wait_acked(&self, n: u64, timeout: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.acks.notify.notified();
+                if self.acks.acked.load(Ordering::Acquire) >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
     }
 
     /// Asks for an orderly disconnect.
     pub fn disconnect(&self) {
-        self.0.try_disconnect();
+        self.client.try_disconnect();
     }
 }
 
@@ -675,12 +735,16 @@ impl Link {
             client,
             events,
             filters,
+            acks: Arc::default(),
         })
     }
 
     /// A publisher for this connection.
     pub fn publisher(&self) -> LinkPublisher {
-        LinkPublisher(self.client.clone())
+        LinkPublisher {
+            client: self.client.clone(),
+            acks: self.acks.clone(),
+        }
     }
 
     /// The next event; errors are returned after a short pause (the caller keeps polling to reconnect).
@@ -692,6 +756,12 @@ impl Link {
                     return Ok(LinkEvent::Connected);
                 }
                 Ok(Event::Publish(t, p)) => return Ok(LinkEvent::Message(t, p)),
+                Ok(Event::PubAck) => {
+                    self.acks
+                        .acked
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    self.acks.notify.notify_waiters();
+                }
                 // A tool's own SUBSCRIBE precedes its PUBLISHes on the one connection.
                 Ok(Event::SubAck | Event::Other) => {}
                 Err(e) => {

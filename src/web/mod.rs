@@ -70,6 +70,10 @@ pub async fn serve(
         .route("/config.json", get(config))
         .route("/stats.json", get(stats_json))
         .route("/assets/{*path}", get(asset))
+        // Browsers ask for an icon on every page load; /favicon.ico too
+        // (some ignore the page's <link>), and both get the same SVG.
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
         .with_state(state);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -87,6 +91,7 @@ fn file(path: &str) -> Response {
                 Some("js") => "text/javascript; charset=utf-8",
                 Some("css") => "text/css; charset=utf-8",
                 Some("md") => "text/markdown; charset=utf-8",
+                Some("svg") => "image/svg+xml",
                 _ => "application/octet-stream",
             };
             (
@@ -104,6 +109,10 @@ fn file(path: &str) -> Response {
 
 async fn index() -> Response {
     file("index.html")
+}
+
+async fn favicon() -> Response {
+    file("favicon.svg")
 }
 
 async fn asset(Path(path): Path<String>) -> Response {
@@ -168,6 +177,7 @@ mod tests {
             "app.js",
             "panel.js",
             "style.css",
+            "favicon.svg",
             "vendor/mqtt.min.js",
         ] {
             assert!(Assets::get(f).is_some(), "{f} missing from the binary");

@@ -85,6 +85,17 @@ impl LineLog {
         self.lock().lines.join("\n")
     }
 
+    /// How many lines were read so far (a mark for [`Self::since`]).
+    pub fn len(&self) -> usize {
+        self.lock().lines.len()
+    }
+
+    /// The lines read after the mark `from`.
+    pub fn since(&self, from: usize) -> Vec<String> {
+        let state = self.lock();
+        state.lines.get(from..).unwrap_or_default().to_vec()
+    }
+
     /// How many lines so far satisfy `pred`.
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.lock().lines.iter().filter(|l| pred(l)).count()

@@ -76,16 +76,35 @@ impl RtcamProcess {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends it `signal`.
+    pub fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pids fit pid_t");
+        // SAFETY: kill(2) with a pid this process started and has not reaped.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "signal {signal} sent"
+        );
+    }
+
+    /// Reaps it once it has exited (its output closed).
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("the child is reaped")
+    }
+
     /// Asks it to stop (SIGTERM, as systemd does) and waits, at most
     /// `timeout`, for it to exit.
     pub async fn stop(&mut self, timeout: Duration) -> ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pids fit pid_t");
-        // SAFETY: kill(2) with a pid this process started and has not reaped.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM sent");
+        self.signal(libc::SIGTERM);
         self.log
             .wait_closed("rtcam to exit after SIGTERM", timeout)
             .await;
-        self.child.wait().expect("the child is reaped")
+        self.wait()
     }
 }
 
