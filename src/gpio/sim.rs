@@ -1,5 +1,7 @@
 //! The simulated GPIO backend: pins live in memory. Tests (and the demo)
 //! drive inputs through a [`SimHandle`] and read back what outputs were set.
+//! Every electrical change is logged at DEBUG (`rtcam::gpio::sim`), so the
+//! levels behind `active_low` and failsafes are visible from outside too.
 
 use super::pins::{PinMode, PinSpec, Pull};
 use super::{Edge, GpioBackend, GpioError};
@@ -22,6 +24,8 @@ pub struct SimPin {
 struct SimState {
     pins: Vec<SimPin>,
     names: HashMap<String, usize>,
+    /// Pin names by index, for the log.
+    labels: Vec<String>,
     edges: Option<mpsc::Sender<Edge>>,
     fail_writes: bool,
 }
@@ -108,6 +112,7 @@ impl GpioBackend for SimBackend {
                 .enumerate()
                 .map(|(i, p)| (p.name.clone(), i))
                 .collect();
+            s.labels = pins.iter().map(|p| p.name.clone()).collect();
             s.edges = Some(edges);
         });
         Ok(())
@@ -123,6 +128,11 @@ impl GpioBackend for SimBackend {
                 .get_mut(index)
                 .ok_or(GpioError::Hardware("no such line".into()))?;
             p.high = high;
+            tracing::debug!(
+                "simulated line {}: {}",
+                s.labels[index],
+                if high { "high" } else { "low" }
+            );
             Ok(())
         })
     }
@@ -146,6 +156,10 @@ impl GpioBackend for SimBackend {
                 .get_mut(index)
                 .ok_or(GpioError::Hardware("no such line".into()))?;
             p.pwm = Some((frequency_hz, duty));
+            tracing::debug!(
+                "simulated line {}: pwm {frequency_hz} Hz duty {duty}",
+                s.labels[index]
+            );
             Ok(())
         })
     }
@@ -165,6 +179,12 @@ impl GpioBackend for SimBackend {
                 .get_mut(index)
                 .ok_or(GpioError::Hardware("no such line".into()))?;
             p.pulse = Some((period, pulse));
+            tracing::debug!(
+                "simulated line {}: pulse {} us every {} us",
+                s.labels[index],
+                pulse.as_micros(),
+                period.as_micros()
+            );
             Ok(())
         })
     }
