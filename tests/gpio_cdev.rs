@@ -1,6 +1,8 @@
 //! The cdev backend against the kernel's GPIO simulator (gpio-sim, through
 //! the `gpiosim` crate). It needs root, configfs and a kernel with
-//! CONFIG_GPIO_SIM; where those are missing the test says so and returns.
+//! CONFIG_GPIO_SIM, which this project's CI host lacks: it is `#[ignore]`d
+//! (reported as such by `cargo test`) and run with `--ignored` where the
+//! driver exists; there it fails, never passes, if gpio-sim cannot be used.
 
 use rtcam::gpio::cdev::CdevBackend;
 use rtcam::gpio::pins::{PinMode, PinRef, PinSpec, Pull};
@@ -8,23 +10,20 @@ use rtcam::gpio::{Actor, Gpio, PinValue};
 use std::time::Duration;
 
 #[tokio::test]
+#[ignore = "needs the kernel's gpio-sim driver (root, configfs): run with --ignored where it exists"]
 async fn cdev_backend_drives_and_reads_simulated_lines() {
     let mut bank = gpiosim::Bank::new(8, "rtcam-test");
     bank.name(3, "RTCAM_DOOR");
-    let sim = match gpiosim::builder()
+    let sim = gpiosim::builder()
         .with_name(gpiosim::unique_name("rtcam", None))
         .with_bank(&bank)
         .live()
-    {
-        Ok(sim) => sim,
-        Err(e) => {
-            // Printed by `.ci/test` too, so CI's log shows whether this ran.
-            eprintln!(
-                "SKIPPED cdev/gpio-sim test: the kernel's GPIO simulator is unavailable ({e}); it needs root, configfs and CONFIG_GPIO_SIM"
-            );
-            return;
-        }
-    };
+        .unwrap_or_else(|e| {
+            panic!(
+                "the kernel's GPIO simulator is unavailable ({e}): this test needs root, \
+                 configfs at /sys/kernel/config and the gpio-sim module"
+            )
+        });
     let chip = &sim.chips()[0];
     let chip_name = chip
         .dev_path()

@@ -82,7 +82,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
         let id = {
             let mut st = self.lock();
-            let (id, ask) = st.policy.subscribe();
+            let (id, ask) = st.policy.subscribe(Instant::now());
             st.queues.insert(id, tx);
             if ask {
                 self.keyframe_requested.store(true, Ordering::Release);
@@ -136,6 +136,7 @@ impl Hub {
         self.published.fetch_add(1, Ordering::Relaxed);
         let mut st = self.lock();
         let State { policy, queues } = &mut *st;
+        policy.frame(frame.keyframe);
         queues.retain(|&id, tx| {
             if policy.route(id, frame.keyframe) == Route::Skip {
                 return true;
@@ -156,13 +157,17 @@ impl Hub {
         });
         drop(st);
         if ask_keyframe {
-            self.request_keyframe();
+            // The policy noted the request already.
+            self.keyframe_requested.store(true, Ordering::Release);
         }
     }
 
-    /// Asks the encoder for a keyframe (coalesced: one IDR serves every request).
+    /// Asks the encoder for a keyframe (coalesced: one IDR serves every
+    /// request made before it).
     pub fn request_keyframe(&self) {
-        self.keyframe_requested.store(true, Ordering::Release);
+        if self.lock().policy.ask_keyframe(Instant::now()) {
+            self.keyframe_requested.store(true, Ordering::Release);
+        }
     }
 
     /// Takes a pending keyframe request (called by the pipeline before each frame).
@@ -195,8 +200,13 @@ impl Hub {
 
     /// The stream restarted: every subscriber waits for the next keyframe.
     pub fn discontinuity(&self) {
-        self.lock().policy.discontinuity();
-        self.request_keyframe();
+        let mut st = self.lock();
+        st.policy.discontinuity();
+        // Forced: a request made before the restart went to the old stream.
+        st.policy.frame(true);
+        st.policy.ask_keyframe(Instant::now());
+        drop(st);
+        self.keyframe_requested.store(true, Ordering::Release);
     }
 
     /// Whether the camera should be running now.

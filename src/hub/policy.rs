@@ -43,7 +43,8 @@ pub struct PolicyConfig {
     pub always_on: bool,
     /// How long the camera keeps running after the last subscriber leaves.
     pub idle_grace: Duration,
-    /// Minimum time between keyframe requests caused by drops.
+    /// Minimum time between keyframe requests caused by drops; also how
+    /// long an unanswered request counts as on its way.
     pub drop_keyframe_gap: Duration,
 }
 
@@ -67,6 +68,9 @@ pub struct HubPolicy {
     next_id: u64,
     idle_since: Option<Instant>,
     last_drop_request: Option<Instant>,
+    /// When a keyframe was last asked for, until one passes through: one
+    /// IDR serves every subscriber waiting at that moment.
+    keyframe_asked: Option<Instant>,
 }
 
 impl HubPolicy {
@@ -79,11 +83,37 @@ impl HubPolicy {
             next_id: 1,
             idle_since: None,
             last_drop_request: None,
+            keyframe_asked: None,
         }
     }
 
-    /// Adds a subscriber. It waits for a keyframe, so one should be requested now (always true).
-    pub fn subscribe(&mut self) -> (SubscriberId, bool) {
+    /// Whether a keyframe asked for recently is still to come.
+    fn keyframe_on_its_way(&self, now: Instant) -> bool {
+        self.keyframe_asked
+            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.drop_keyframe_gap)
+    }
+
+    /// Notes a keyframe request made at `now`; false when one is already on
+    /// its way (the caller need not ask the encoder again).
+    pub fn ask_keyframe(&mut self, now: Instant) -> bool {
+        if self.keyframe_on_its_way(now) {
+            return false;
+        }
+        self.keyframe_asked = Some(now);
+        true
+    }
+
+    /// A frame leaves the encoder; a keyframe answers every request so far.
+    pub fn frame(&mut self, keyframe: bool) {
+        if keyframe {
+            self.keyframe_asked = None;
+        }
+    }
+
+    /// Adds a subscriber, which waits for a keyframe. True when one must be
+    /// requested: not when a keyframe asked for by someone else is already
+    /// on its way (viewers joining together share one IDR).
+    pub fn subscribe(&mut self, now: Instant) -> (SubscriberId, bool) {
         let id = SubscriberId(self.next_id);
         self.next_id += 1;
         self.subs.insert(
@@ -94,7 +124,7 @@ impl HubPolicy {
             },
         );
         self.idle_since = None;
-        (id, true)
+        (id, self.ask_keyframe(now))
     }
 
     /// Removes a subscriber; returns its final counters.
@@ -168,10 +198,11 @@ impl HubPolicy {
         let due = self
             .last_drop_request
             .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.drop_keyframe_gap);
-        if due {
-            self.last_drop_request = Some(now);
+        if !due {
+            return false;
         }
-        due
+        self.last_drop_request = Some(now);
+        self.ask_keyframe(now)
     }
 
     /// The stream restarted (camera reopened): everyone waits for a keyframe.
@@ -215,8 +246,8 @@ mod tests {
 
     #[test]
     fn new_subscriber_waits_for_keyframe_and_asks_for_one() {
-        let (mut p, _) = policy();
-        let (id, ask) = p.subscribe();
+        let (mut p, t0) = policy();
+        let (id, ask) = p.subscribe(t0);
         assert!(ask);
         assert_eq!(p.route(id, false), Route::Skip);
         assert_eq!(p.route(id, true), Route::Deliver);
@@ -225,9 +256,35 @@ mod tests {
     }
 
     #[test]
+    fn viewers_joining_together_share_one_keyframe_request() {
+        let (mut p, t0) = policy();
+        let (a, ask_a) = p.subscribe(t0);
+        let (b, ask_b) = p.subscribe(t0 + Duration::from_millis(100));
+        assert!(ask_a, "the first join asks");
+        assert!(!ask_b, "the second rides on the keyframe already asked for");
+        p.frame(true);
+        assert_eq!(
+            (p.route(a, true), p.route(b, true)),
+            (Route::Deliver, Route::Deliver)
+        );
+        let (_, ask_c) = p.subscribe(t0 + Duration::from_millis(200));
+        assert!(ask_c, "once a keyframe went out, a new join asks again");
+        // A request that got no keyframe within the gap is asked again.
+        let (_, ask_d) = p.subscribe(t0 + Duration::from_millis(1200));
+        assert!(ask_d, "an unanswered request expires");
+        assert!(!p.ask_keyframe(t0 + Duration::from_millis(1300)));
+        p.frame(false);
+        assert!(
+            !p.ask_keyframe(t0 + Duration::from_millis(1400)),
+            "a P-frame answers nothing"
+        );
+    }
+
+    #[test]
     fn drop_gates_until_next_keyframe_and_rate_limits_requests() {
         let (mut p, t0) = policy();
-        let (id, _) = p.subscribe();
+        let (id, _) = p.subscribe(t0);
+        p.frame(true);
         p.route(id, true);
         assert!(p.dropped(id, t0), "first drop asks for a keyframe");
         assert_eq!(
@@ -247,8 +304,8 @@ mod tests {
     #[test]
     fn one_subscribers_drop_does_not_gate_another() {
         let (mut p, t0) = policy();
-        let (slow, _) = p.subscribe();
-        let (fast, _) = p.subscribe();
+        let (slow, _) = p.subscribe(t0);
+        let (fast, _) = p.subscribe(t0);
         p.route(slow, true);
         p.route(fast, true);
         p.dropped(slow, t0);
@@ -260,8 +317,8 @@ mod tests {
     fn source_runs_only_with_subscribers_plus_grace() {
         let (mut p, t0) = policy();
         assert!(!p.wants_source(t0), "idle at start");
-        let (a, _) = p.subscribe();
-        let (b, _) = p.subscribe();
+        let (a, _) = p.subscribe(t0);
+        let (b, _) = p.subscribe(t0);
         assert!(p.wants_source(t0));
         p.unsubscribe(a, t0);
         assert!(
@@ -272,7 +329,7 @@ mod tests {
         assert!(p.wants_source(t0 + Duration::from_millis(499)));
         assert!(!p.wants_source(t0 + Duration::from_millis(500)));
         assert_eq!(p.stop_deadline(), Some(t0 + Duration::from_millis(500)));
-        let (_c, _) = p.subscribe();
+        let (_c, _) = p.subscribe(t0);
         assert!(
             p.wants_source(t0 + Duration::from_secs(5)),
             "restart on demand"
@@ -285,7 +342,7 @@ mod tests {
         let (mut p, t0) = policy();
         p.hold();
         assert!(p.wants_source(t0 + Duration::from_secs(60)));
-        let (a, _) = p.subscribe();
+        let (a, _) = p.subscribe(t0);
         p.release(t0);
         assert!(
             p.wants_source(t0 + Duration::from_secs(60)),
@@ -309,7 +366,7 @@ mod tests {
     #[test]
     fn discontinuity_gates_everyone_and_unknown_ids_are_ignored() {
         let (mut p, t0) = policy();
-        let (a, _) = p.subscribe();
+        let (a, _) = p.subscribe(t0);
         p.route(a, true);
         p.discontinuity();
         assert_eq!(p.route(a, false), Route::Skip);
