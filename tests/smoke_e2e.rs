@@ -1,42 +1,110 @@
 //! A small end-to-end stream that makes no assumption about speed, so it
-//! also runs under emulation (CI runs it for aarch64 under qemu): agent with
-//! its embedded broker and a 320x240 test pattern → MQTT signaling →
-//! WebRTC → a headless viewer that decodes the H.264 and reads each frame's
-//! block code, plus a DataChannel command that moves a simulated GPIO pin.
+//! also runs under emulation (CI runs it for aarch64 under qemu): the
+//! `rtcam` binary, started from a config file, with its embedded broker and
+//! a 320x240 test pattern → MQTT signaling → WebRTC → a headless viewer that
+//! decodes the H.264 and reads each frame's block code, plus a DataChannel
+//! command that moves a simulated GPIO pin, seen in the agent's log (the
+//! simulator logs every electrical change at DEBUG).
 //! Runs inside a private network namespace (see `.ci/test`).
 
 mod common;
 
-use common::{assert_private_netns, gpio_settings, viewer_options};
-use rtcam::agent::{Agent, AgentOptions};
+use common::agent::{AgentProcess, TestConfig};
+use common::viewer_options;
+use rtcam::agent::AgentStats;
 use rtcam::probe::Viewer;
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Emulated ARM runs the whole stack ~20x slower than native: every wait
 /// here is an upper bound on an event, never a rate.
 const SLOW: Duration = Duration::from_secs(120);
 
+/// Four simulated pins, no demo driver: relay1 (output, failsafe off), door
+/// (input, pulled up), dim (PWM, duty at most 0.9), pan (servo).
+const PINS: &str = r#"
+[[gpio.pins]]
+name = "relay1"
+pin = 17
+mode = "output"
+initial = false
+failsafe = false
+
+[[gpio.pins]]
+name = "door"
+pin = 27
+mode = "input"
+pull = "up"
+debounce_ms = 0
+
+[[gpio.pins]]
+name = "dim"
+pin = 18
+mode = "pwm"
+frequency_hz = 1000
+max_duty = 0.9
+
+[[gpio.pins]]
+name = "pan"
+pin = 12
+mode = "servo"
+"#;
+
+/// The simulator's log line for an electrical change of `pin`.
+fn line_of(pin: &str, level: &str) -> String {
+    format!("simulated line {pin}: {level}")
+}
+
+/// Polls `/stats.json` until `pred` holds, for at most [`SLOW`] (the
+/// harness's own wait is sized for native runs).
+async fn wait_stats_slow(
+    agent: &AgentProcess,
+    what: &str,
+    pred: impl Fn(&AgentStats) -> bool,
+) -> AgentStats {
+    let deadline = Instant::now() + SLOW;
+    loop {
+        let st = agent.stats().await;
+        if pred(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {st:?}\nagent log:\n{}",
+            agent.log().tail(40)
+        );
+        // A process boundary has no event to wait on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_stream_reaches_a_viewer_through_the_embedded_broker() {
-    let mut s = gpio_settings("smoke");
-    s.video.width = 320;
-    s.video.height = 240;
-    s.video.fps = 15;
-    s.video.bitrate_kbps = 300;
-    assert_private_netns();
-    let agent = Agent::start(s.clone(), AgentOptions::default())
-        .await
-        .expect("the agent starts");
-    assert!(
-        agent.wait_mqtt_connected(SLOW).await,
-        "the agent connects to its embedded broker"
+    let cfg = TestConfig::new("smoke")
+        .with("video.width", 320)
+        .with("video.height", 240)
+        .with("video.fps", 15)
+        .with("video.bitrate_kbps", 300)
+        .with("gpio.backend", "sim")
+        .with_toml(PINS)
+        .with_env("RTCAM_LOG", "info,rumqttd=off,rtcam::gpio::sim=debug");
+    let agent = AgentProcess::start(&cfg).await;
+    let s = agent.settings().clone();
+    let base = agent.stats().await;
+    assert_eq!(base.camera, "idle", "no viewer: the camera is off");
+    // The relay starts low: its initial value, written at start.
+    agent
+        .log()
+        .wait_line("relay1 driven to its initial low", SLOW, |l| {
+            l.contains(&line_of("relay1", "low"))
+        })
+        .await;
+    let high = line_of("relay1", "high");
+    assert_eq!(
+        agent.log().count(|l| l.contains(&high)),
+        0,
+        "nothing drove relay1 high yet"
     );
-    let sim = agent
-        .gpio()
-        .and_then(|g| g.simulator())
-        .expect("the sim backend is configured")
-        .clone();
 
     let mut opts = viewer_options(&s, "smoke-1", true);
     opts.timeout = SLOW;
@@ -56,8 +124,15 @@ async fn a_small_stream_reaches_a_viewer_through_the_embedded_broker() {
         last = seq;
     }
     assert_eq!(v.decode_errors(), 0);
+    let during = agent.stats().await;
+    assert_eq!(
+        (during.sessions, during.connected, during.subscribers),
+        (1, 1, 1),
+        "one streaming session"
+    );
 
-    // A control command travels over the DataChannel and reaches the pin.
+    // A control command travels over the DataChannel and reaches the pin:
+    // the reply says so, and so does the simulated line.
     let reply = v
         .command(
             json!({"cmd": "gpio.set", "pin": "relay1", "value": true}),
@@ -66,20 +141,40 @@ async fn a_small_stream_reaches_a_viewer_through_the_embedded_broker() {
         .await
         .expect("a reply");
     assert_eq!(reply["ok"], true, "{reply}");
-    assert_eq!(
-        sim.pin("relay1").map(|p| p.high),
-        Some(true),
-        "the simulated pin is high"
-    );
+    let h = high.clone();
+    agent
+        .log()
+        .wait_line("the simulated relay1 line to go high", SLOW, move |l| {
+            l.contains(&h)
+        })
+        .await;
+    let got = v
+        .command(json!({"cmd": "gpio.get", "pin": "relay1"}), SLOW)
+        .await
+        .expect("a reply");
+    assert_eq!(got["result"]["value"], true, "{got}");
 
+    // Leaving ends the session and frees everything; the relay falls back
+    // to its failsafe (off) once the session that drove it has ended.
+    let lows = agent.log().count(|l| l.contains(&line_of("relay1", "low")));
     v.bye().await;
-    assert!(
-        agent
-            .wait_sessions(SLOW, |c| c.sessions == 0 && c.tasks == 0)
-            .await,
-        "the session ends and frees everything: {:?}",
-        agent.stats()
-    );
-    assert_eq!(agent.stats().subscribers, 0, "hub subscription released");
+    let after = wait_stats_slow(&agent, "the session to end and free everything", |st| {
+        st.sessions == 0 && st.subscribers == 0 && st.holds == 0 && st.tasks == base.tasks
+    })
+    .await;
+    assert_eq!(after.subscribers, 0, "hub subscription released");
+    agent
+        .log()
+        .wait_count("relay1 back to its failsafe low", lows + 1, SLOW, |l| {
+            l.contains("simulated line relay1: low")
+        })
+        .await;
+    agent
+        .log()
+        .wait_line("the failsafe logged at the session's end", SLOW, |l| {
+            l.contains("failsafe applied") && l.contains("pin=relay1")
+        })
+        .await;
+    wait_stats_slow(&agent, "the camera to stop", |st| st.camera == "idle").await;
     agent.shutdown().await;
 }
