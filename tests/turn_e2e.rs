@@ -3,12 +3,15 @@
 //! The only path the viewer has is its allocation on coturn, so every frame
 //! it decodes crossed the relay; the test also reads that from the viewer's
 //! selected candidate pair and from coturn's own accounting.
+//! The agent is the `rtcam` binary started from a config file; what it did
+//! is read from `/stats.json`.
 //! Runs inside a private network namespace (see `.ci/test`); needs
 //! `turnserver` (Debian package `coturn`, installed by `.ci/setup`).
 
 mod common;
 
-use common::{WAIT, assert_private_netns, free_port, settings, start, viewer_options};
+use common::agent::{TestConfig, start};
+use common::{WAIT, assert_private_netns, frames, free_port, viewer_options};
 use rtcam::config::settings::IceServer;
 use rtcam::peer::CandidateKind;
 use rtcam::probe::Viewer;
@@ -154,6 +157,7 @@ fn usage(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
+/// Tasks alive in the test's own runtime (the viewer's WebRTC stack).
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
@@ -166,13 +170,10 @@ async fn video_flows_through_a_turn_relay() {
     let turn = Coturn::start();
     // The agent keeps its plain loopback host candidate: the relay is the
     // viewer's only way in, as for a viewer behind a NAT that allows nothing else.
-    let mut s = settings("turn");
-    s.webrtc.disconnected_timeout = Duration::from_secs(1);
-    // No web viewer: axum spawns a task of its own on the server's first
-    // poll, which may come after the idle task count is taken.
-    s.http.listen = None;
-    let agent = start(s.clone()).await;
-    let base = agent.stats();
+    let cfg = TestConfig::new("turn").with("webrtc.disconnected_timeout_ms", 1000);
+    let agent = start(&cfg).await;
+    let s = agent.settings().clone();
+    let base = agent.stats().await;
     let base_tasks = alive_tasks();
 
     let mut opts = viewer_options(&s, "turn-viewer", true);
@@ -196,17 +197,16 @@ async fn video_flows_through_a_turn_relay() {
     turn.wait_log_line(&["ALLOCATE", "success"]).await;
 
     // 30 decoded frames, starting at a keyframe, block codes strictly increasing.
-    let first = v.next_frame(WAIT).await.expect("a first decoded frame");
-    assert!(first.keyframe, "decoding starts at a keyframe");
-    let mut last = first.seq.expect("the block code reads back");
-    let mut frames = 1;
-    while frames < 30 {
-        let f = v.next_frame(WAIT).await.expect("another decoded frame");
-        let seq = f.seq.expect("the block code reads back");
-        assert!(seq > last, "frames arrive in order ({seq} after {last})");
-        last = seq;
-        frames += 1;
-    }
+    let run = frames(&mut v, 30).await;
+    assert!(run.first_keyframe, "decoding starts at a keyframe");
+    assert_eq!(run.seqs.len(), 30, "every picture carries its block code");
+    assert!(run.in_order(), "frames arrive in order: {:?}", run.seqs);
+    let during = agent.stats().await;
+    assert_eq!(
+        (during.sessions, during.connected, during.subscribers),
+        (1, 1, 1),
+        "one streaming session"
+    );
     // Not asserted to be zero: webrtc 0.21.1 drops the RTP packets that
     // arrive through TURN in the same batch as the one opening the remote
     // track (its driver drains media from relayed reads before it handles the
@@ -218,8 +218,10 @@ async fn video_flows_through_a_turn_relay() {
     // The pair ICE selected: the viewer's side is its relay candidate.
     let stats = v.stats().await;
     eprintln!(
-        "viewer: connected {connected_after:?} after its offer, {frames} frames decoded \
-         ({decode_errors} access units undecodable before the first keyframe), {stats:?}"
+        "viewer: connected {connected_after:?} after its offer, 30 frames decoded \
+         ({} lost in between, {decode_errors} access units undecodable before the first keyframe), \
+         {stats:?}",
+        run.missing()
     );
     assert_eq!(
         stats.selected_local,
@@ -235,20 +237,16 @@ async fn video_flows_through_a_turn_relay() {
 
     // Leaving releases the allocation; coturn then reports what it relayed.
     v.bye().await;
-    assert!(
-        agent
-            .wait_sessions(WAIT, |c| c.sessions == 0 && c.tasks == 0)
-            .await,
-        "the session ends: {:?}",
-        agent.stats()
-    );
-    let after = agent.stats();
-    assert_eq!(
-        (after.subscribers, after.holds),
-        (0, 0),
-        "hub subscription released"
-    );
-    assert_eq!(after.tasks, base.tasks, "agent tasks back to the baseline");
+    // Sessions, hub subscriptions and demand holds released, and the
+    // agent's task count back to its baseline (waited for: a session's
+    // tasks end shortly after the session does).
+    agent.wait_idle(&base).await;
+    agent
+        .wait_stats(
+            "the agent's runtime tasks (the WebRTC stack's included) back to the baseline",
+            |st| st.runtime_tasks <= base.runtime_tasks,
+        )
+        .await;
     turn.wait_log_line(&["closed", &format!("user <{TURN_USER}>")])
         .await;
     let log = turn.log_text();
@@ -264,11 +262,12 @@ async fn video_flows_through_a_turn_relay() {
         "coturn relayed the video ({relayed} bytes from the agent; the viewer got {} RTP bytes)",
         stats.bytes_received
     );
+    // The viewer's side (this process) let go of its tasks too.
     let deadline = Instant::now() + WAIT;
     while alive_tasks() > base_tasks {
         assert!(
             Instant::now() < deadline,
-            "the runtime's tasks return to the baseline: {} alive, {base_tasks} before",
+            "the viewer's runtime tasks return to the baseline: {} alive, {base_tasks} before",
             alive_tasks()
         );
         // The runtime's task count has no event to wait on.
