@@ -21,7 +21,7 @@ use crate::signaling::messages::{Info, PROTOCOL_VERSION, PinInfo, VideoInfo};
 use crate::signaling::mqtt::{self, MqttOptions, Retained, TlsFiles};
 use crate::signaling::topics::Topics;
 use crate::signaling::{broker, mqtt::Publisher};
-use crate::systemd::{Heartbeats, Notifier};
+use crate::systemd::{Heartbeats, Notifier, Watchdog};
 use crate::web::{self, PageConfig, WsUrl};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -611,7 +611,7 @@ async fn supervise(stats: StatsSource, heartbeats: Arc<Heartbeats>, stop: Cancel
     let max_age = watchdog.map_or(Duration::from_secs(60), |w| w / 2);
     let mut tick = tokio::time::interval(tick_every);
     let mut last_status = String::new();
-    let mut reported_stale = false;
+    let mut dog = Watchdog::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -633,15 +633,15 @@ async fn supervise(stats: StatsSource, heartbeats: Arc<Heartbeats>, stop: Cancel
             notifier.status(&status);
             last_status = status;
         }
-        let stale = heartbeats.stale(Instant::now(), max_age);
-        if stale.is_empty() {
-            if watchdog.is_some() {
-                notifier.watchdog();
-            }
-            reported_stale = false;
-        } else if !reported_stale {
-            tracing::error!(components = ?stale, "no heartbeat: withholding the watchdog ping so systemd restarts rtcam");
-            reported_stale = true;
+        let step = dog.tick(heartbeats.stale(Instant::now(), max_age));
+        if step.ping && watchdog.is_some() {
+            notifier.watchdog();
+        }
+        if !step.newly_stale.is_empty() {
+            tracing::error!(components = ?step.newly_stale, "no heartbeat: withholding the watchdog ping so systemd restarts rtcam");
+        }
+        if step.recovered {
+            tracing::warn!("every component beats again; watchdog pings resume");
         }
     }
 }

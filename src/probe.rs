@@ -525,6 +525,22 @@ impl Viewer {
         Ok(())
     }
 
+    /// Sends a binary message on the control channel (the protocol is text:
+    /// tests of malformed input).
+    pub async fn send_binary(&self, data: &[u8]) -> Result<(), ProbeError> {
+        let ch = self.channel.as_ref().ok_or(ProbeError::NoChannel)?;
+        self.wait_channel(self.timeout).await?;
+        ch.send_binary(data).await?;
+        Ok(())
+    }
+
+    /// Closes the control channel only; the peer connection stays up.
+    pub async fn close_channel(&self) {
+        if let Some(ch) = &self.channel {
+            ch.close().await;
+        }
+    }
+
     /// The next control event (or id-less reply), or `None` after `timeout`.
     pub async fn next_event(&mut self, timeout: Duration) -> Option<Value> {
         tokio::time::timeout(timeout, self.events.recv())

@@ -118,9 +118,83 @@ impl Heartbeats {
     }
 }
 
+/// What the supervisor does on one watchdog tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogStep {
+    /// Ping systemd's watchdog (every component is fresh).
+    pub ping: bool,
+    /// Components that just went stale, to log once.
+    pub newly_stale: Vec<&'static str>,
+    /// Every component is fresh again after a stale spell.
+    pub recovered: bool,
+}
+
+/// The watchdog's decisions, fed the stale components of each tick: a
+/// wedged component withholds the ping, so systemd restarts rtcam.
+#[derive(Debug, Default)]
+pub struct Watchdog {
+    stale: Vec<&'static str>,
+}
+
+impl Watchdog {
+    /// The step for a tick at which `stale` components missed their beat.
+    pub fn tick(&mut self, stale: Vec<&'static str>) -> WatchdogStep {
+        let newly_stale = stale
+            .iter()
+            .filter(|c| !self.stale.contains(c))
+            .copied()
+            .collect();
+        let recovered = stale.is_empty() && !self.stale.is_empty();
+        let ping = stale.is_empty();
+        self.stale = stale;
+        WatchdogStep {
+            ping,
+            newly_stale,
+            recovered,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wedged_component_withholds_the_ping_until_it_beats_again() {
+        let mut wd = Watchdog::default();
+        let fresh = WatchdogStep {
+            ping: true,
+            newly_stale: vec![],
+            recovered: false,
+        };
+        assert_eq!(wd.tick(vec![]), fresh);
+        // The media thread wedges: no ping, named once.
+        let step = wd.tick(vec!["media"]);
+        assert!(!step.ping, "withheld: systemd will restart rtcam");
+        assert_eq!(step.newly_stale, ["media"]);
+        let step = wd.tick(vec!["media"]);
+        assert!(!step.ping && step.newly_stale.is_empty(), "reported once");
+        // Then signaling too: only the new one is named.
+        assert_eq!(
+            wd.tick(vec!["media", "signaling"]).newly_stale,
+            ["signaling"]
+        );
+        // Both beat again: pings resume, and the recovery is said once.
+        let step = wd.tick(vec![]);
+        assert!(step.ping && step.recovered);
+        assert_eq!(wd.tick(vec![]), fresh);
+    }
+
+    #[test]
+    fn heartbeats_feed_the_watchdog() {
+        let hbs = Heartbeats::new();
+        let _media = hbs.register("media");
+        let mut wd = Watchdog::default();
+        let now = Instant::now();
+        assert!(wd.tick(hbs.stale(now, Duration::from_secs(5))).ping);
+        let step = wd.tick(hbs.stale(now + Duration::from_secs(10), Duration::from_secs(5)));
+        assert_eq!((step.ping, step.newly_stale), (false, vec!["media"]));
+    }
 
     #[test]
     fn stale_components_are_named() {

@@ -808,6 +808,20 @@ impl Channel {
         self.dc.send(BytesMut::from(data)).await.map_err(stack)
     }
 
+    /// Waits until the remote has acknowledged everything sent (SCTP), at
+    /// most `timeout`: closing the connection right after a send loses it.
+    /// The stack has no event for this: its counter is polled.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.dc.outstanding_bytes().await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) if tokio::time::Instant::now() >= deadline => return false,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
     /// Closes the channel.
     pub async fn close(&self) {
         let _ = self.dc.close().await;

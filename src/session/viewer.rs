@@ -33,6 +33,10 @@ pub struct Spec {
 
 type PeerSlot = Arc<Mutex<Option<Arc<Peer>>>>;
 
+/// How long an ending session waits for its DataChannel `bye` to be
+/// delivered before closing the connection.
+const BYE_FLUSH: Duration = Duration::from_millis(500);
+
 /// Runs one session to its end and reports it to the manager.
 pub async fn run(
     ctx: Arc<SessionContext>,
@@ -153,7 +157,15 @@ async fn session(
                         let _ = events.send(SessionEvent::Link(id.clone(), link));
                     }
                     if state == PeerState::Connected {
-                        tracing::info!(client = %id.client, "viewer connected");
+                        // How the viewer was reached: a remote `host` candidate
+                        // behind a browser's .local name means mDNS resolved it.
+                        let path = peer.stats().await;
+                        tracing::info!(
+                            client = %id.client,
+                            local = ?path.selected_local,
+                            remote = ?path.selected_remote,
+                            "viewer connected"
+                        );
                         if ctx.faults.panic_client.as_deref() == Some(id.client.as_str()) {
                             panic!("injected fault for client {}", id.client);
                         }
@@ -187,16 +199,22 @@ async fn session(
             },
         }
     };
-    // Tell the viewer, since closing a peer connection sends nothing on the wire.
+    // Tell the viewer, since closing a peer connection sends nothing on the
+    // wire: on this session's own channels whenever the camera ends it, and
+    // on `P/bye/{id}` unless the client's own new offer replaced it (that
+    // topic is the new session's too, and a bye there would end it).
+    if reason != EndReason::Bye {
+        let said = async {
+            for ch in &channels {
+                if ch.send_text(&bye_event(reason.as_str())).await.is_ok() {
+                    ch.flush(BYE_FLUSH).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(BYE_FLUSH, said).await;
+    }
     if !matches!(reason, EndReason::Bye | EndReason::Replaced) {
         let bye = messages::bye_json(reason.as_str());
-        for ch in &channels {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(200),
-                ch.send_text(&bye_event(reason.as_str())),
-            )
-            .await;
-        }
         ctx.publisher.to_client(ToClient::Bye, &id.client, bye);
     }
     drop(demand);

@@ -752,9 +752,13 @@ impl Link {
         loop {
             match self.events.poll().await {
                 Ok(Event::ConnAck) => {
+                    if self.filters.is_empty() {
+                        return Ok(LinkEvent::Connected);
+                    }
                     self.client.try_subscribe(&self.filters);
-                    return Ok(LinkEvent::Connected);
                 }
+                // Subscribed: replies to what is published from now on arrive.
+                Ok(Event::SubAck) => return Ok(LinkEvent::Connected),
                 Ok(Event::Publish(t, p)) => return Ok(LinkEvent::Message(t, p)),
                 Ok(Event::PubAck) => {
                     self.acks
@@ -762,8 +766,7 @@ impl Link {
                         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     self.acks.notify.notify_waiters();
                 }
-                // A tool's own SUBSCRIBE precedes its PUBLISHes on the one connection.
-                Ok(Event::SubAck | Event::Other) => {}
+                Ok(Event::Other) => {}
                 Err(e) => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     return Err(e);

@@ -282,6 +282,11 @@ impl AgentProcess {
         self.process.stop(WAIT).await
     }
 
+    /// Its exit status, once its output has closed (it exited).
+    pub fn reap(&mut self) -> ExitStatus {
+        self.process.wait()
+    }
+
     /// Sends a signal.
     pub fn signal(&self, signal: i32) {
         self.process.signal(signal);

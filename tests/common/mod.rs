@@ -471,6 +471,91 @@ pub async fn malformed_messages_get_codes(s: &rtcam::config::Settings) {
     watcher.bye().await;
 }
 
+/// An MQTT client subscribed to `filter` (returned once the broker has the
+/// subscription), collecting every message it receives.
+pub struct Watch {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>,
+    task: tokio::task::JoinHandle<()>,
+    publisher: rtcam::signaling::mqtt::LinkPublisher,
+}
+
+impl Watch {
+    /// Subscribes as `client_id` to `filter` on the broker of `s`.
+    pub async fn start(s: &Settings, client_id: &str, filter: &str) -> Watch {
+        let mut link = Link::new(&mqtt_for(s, client_id), vec![filter.to_string()]).expect("link");
+        let publisher = link.publisher();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (up_tx, mut up) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                match link.next().await {
+                    Ok(LinkEvent::Connected) => {
+                        let _ = up_tx.send(true);
+                    }
+                    Ok(LinkEvent::Message(t, p)) => {
+                        let _ = tx.send((t, p));
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, up.wait_for(|c| *c))
+            .await
+            .expect("subscribed in time")
+            .expect("link alive");
+        Watch {
+            rx,
+            task,
+            publisher,
+        }
+    }
+
+    /// The next message, or `None` after [`WAIT`].
+    pub async fn next(&mut self) -> Option<(String, Bytes)> {
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits for a message on `topic` whose payload satisfies `pred`, and
+    /// returns its payload; panics naming `what` after [`WAIT`].
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        topic: &str,
+        pred: impl Fn(&[u8]) -> bool,
+    ) -> Bytes {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = tokio::time::timeout_at(deadline, self.rx.recv()).await;
+            match got {
+                Ok(Some((t, p))) if t == topic && pred(&p) => return p,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => panic!("timed out waiting for {what} on {topic}"),
+            }
+        }
+    }
+
+    /// Publishes through this client (QoS 1), waiting for the broker's ack.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) {
+        let n = self
+            .publisher
+            .publish_counted(topic, payload)
+            .expect("the publish is queued");
+        assert!(
+            self.publisher.wait_acked(n, WAIT).await,
+            "the broker acknowledged {topic}"
+        );
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Settings with four simulated pins (no demo driver): relay1 (output,
 /// failsafe off), door (input, pulled up), dim (pwm, duty ≤ 0.9), pan (servo).
 pub fn gpio_settings(prefix: &str) -> Settings {

@@ -65,6 +65,13 @@ impl Mosquitto {
         assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP sent");
     }
 
+    /// Sends it a signal (SIGSTOP freezes it: connected, but silent).
+    pub fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pids fit pid_t");
+        // SAFETY: kill(2) with a pid this process started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal sent");
+    }
+
     /// Stops the broker now.
     pub fn kill(mut self) {
         let _ = self.child.kill();
