@@ -276,3 +276,141 @@ fn failing_source_is_reopened_and_subscribers_resume_at_a_keyframe() {
     drop(sub);
     pipeline.shutdown();
 }
+
+/// An H.264 camera, as a UVC camera with its own encoder is: the test
+/// pattern encoded inside the "camera", which sends SPS and PPS only with
+/// its first IDR (later IDRs come without them) and makes an IDR when asked.
+struct H264Camera {
+    requests: Arc<AtomicU32>,
+}
+
+struct H264CameraSource {
+    pattern: TestPattern,
+    converter: rtcam::convert::Converter,
+    encoder: rtcam::encode::H264Encoder,
+    au: Vec<u8>,
+    sent_params: bool,
+    requests: Arc<AtomicU32>,
+    epoch: std::time::Instant,
+}
+
+impl Source for H264CameraSource {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            format: rtcam::frame::PixelFormat::H264,
+            ..self.pattern.info()
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<RawFrame<'_>, SourceError> {
+        loop {
+            let raw = self.pattern.next_frame()?;
+            let captured = raw.captured;
+            let pic = self
+                .converter
+                .to_i420(&raw)
+                .map_err(|e| SourceError::Read(e.to_string()))?;
+            let Some(au) = self
+                .encoder
+                .encode(&pic, captured.saturating_duration_since(self.epoch))
+                .map_err(|e| SourceError::Read(e.to_string()))?
+            else {
+                continue;
+            };
+            // Strip the parameter sets from every IDR but the first.
+            self.au.clear();
+            for nal in h264::nal_units(&au.data) {
+                let t = h264::nal_type(nal);
+                if (t == 7 || t == 8) && self.sent_params {
+                    continue;
+                }
+                self.au.extend_from_slice(&[0, 0, 0, 1]);
+                self.au.extend_from_slice(nal);
+            }
+            if au.keyframe {
+                self.sent_params = true;
+            }
+            return Ok(RawFrame {
+                format: rtcam::frame::PixelFormat::H264,
+                width: W as usize,
+                height: H as usize,
+                stride: 0,
+                data: &self.au,
+                captured,
+            });
+        }
+    }
+
+    fn request_keyframe(&mut self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.encoder.request_keyframe();
+    }
+}
+
+impl SourceFactory for H264Camera {
+    fn open(&self) -> Result<Box<dyn Source>, SourceError> {
+        Ok(Box::new(H264CameraSource {
+            pattern: TestPattern::new(W as usize, H as usize, 30),
+            converter: rtcam::convert::Converter::new(),
+            encoder: rtcam::encode::H264Encoder::new(&EncoderSettings {
+                // The camera's own schedule: no periodic IDR in this test's span.
+                keyframe_interval: Duration::from_secs(60),
+                ..options().encoder
+            })
+            .map_err(|e| SourceError::Read(e.to_string()))?,
+            au: Vec::new(),
+            sent_params: false,
+            requests: self.requests.clone(),
+            epoch: std::time::Instant::now(),
+        }))
+    }
+}
+
+#[test]
+fn an_h264_camera_is_passed_through_with_its_parameter_sets_restored() {
+    let rt = runtime();
+    let requests = Arc::new(AtomicU32::new(0));
+    let (hub, pipeline) = start(Box::new(H264Camera {
+        requests: requests.clone(),
+    }));
+    let mut first = hub.subscribe();
+    let mut viewer = Viewer::new();
+    let f = next(&rt, &mut first);
+    assert!(f.keyframe, "the stream starts at an IDR");
+    let (w, h, mut last) = viewer.decode(&f.data);
+    assert_eq!((w, h), (W as usize, H as usize));
+    for _ in 0..20 {
+        let f = next(&rt, &mut first);
+        let (_, _, seq) = viewer.decode(&f.data);
+        assert!(seq > last, "frames pass in order");
+        last = seq;
+    }
+    // A viewer joining now needs an IDR: the hub asks the camera for one,
+    // which comes without SPS/PPS; the pipeline puts them back in front.
+    let asked_before = requests.load(Ordering::SeqCst);
+    let mut late = hub.subscribe();
+    let f = next(&rt, &mut late);
+    assert!(f.keyframe, "a joining subscriber starts at an IDR");
+    assert!(
+        requests.load(Ordering::SeqCst) > asked_before,
+        "the keyframe was asked of the camera itself"
+    );
+    let types = h264::nal_types(&f.data);
+    assert_eq!(
+        &types[..2],
+        &[7, 8],
+        "SPS and PPS restored before the IDR: {types:?}"
+    );
+    let mut fresh = Viewer::new();
+    let (w, h, seq) = fresh.decode(&f.data);
+    assert_eq!(
+        (w, h),
+        (W as usize, H as usize),
+        "a fresh decoder starts here"
+    );
+    assert!(seq > last);
+    // Passed through, not re-encoded: the hub's frames are the camera's.
+    assert!(pipeline.status().frames() >= 22);
+    drop((first, late));
+    pipeline.shutdown();
+}
