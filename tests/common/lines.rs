@@ -157,6 +157,20 @@ impl LineLog {
         })
     }
 
+    /// Blocks until a line after the mark `from` (see [`Self::len`])
+    /// satisfies `pred`, and returns it.
+    pub fn wait_line_after_blocking(
+        &self,
+        what: &str,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_state(what, timeout, |lines, _| {
+            lines.get(from..)?.iter().find(|l| pred(l)).cloned()
+        })
+    }
+
     /// Blocks until `n` lines satisfy `pred`.
     pub fn wait_count_blocking(
         &self,
@@ -184,6 +198,18 @@ impl LineLog {
     ) -> String {
         let (log, what) = (self.clone(), what.to_string());
         unblock(move || log.wait_line_blocking(&what, timeout, pred)).await
+    }
+
+    /// [`Self::wait_line_after_blocking`] off the async runtime's threads.
+    pub async fn wait_line_after(
+        &self,
+        what: &str,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool + Send + 'static,
+    ) -> String {
+        let (log, what) = (self.clone(), what.to_string());
+        unblock(move || log.wait_line_after_blocking(&what, from, timeout, pred)).await
     }
 
     /// [`Self::wait_count_blocking`] off the async runtime's threads.
