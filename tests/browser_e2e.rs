@@ -1,11 +1,16 @@
 //! A real browser: headless Chromium (driven through chromedriver) loads the
-//! built-in page, signals through the embedded broker's WebSocket listener,
-//! and decodes the H.264 stream. Runs inside a private network namespace.
+//! built-in page of the `rtcam` binary (started from a config file),
+//! signals through the embedded broker's WebSocket listener, decodes the
+//! H.264 stream and drives simulated GPIO pins from the control panel; the
+//! pins' levels are read from the agent's log (the simulator logs every
+//! electrical change at DEBUG). Runs inside a private network namespace.
 
 mod common;
 
-use common::{WAIT, free_port, settings, start};
-use fantoccini::{Client, ClientBuilder};
+use common::agent::{AgentProcess, TestConfig, start};
+use common::process::{all_output, rtcam};
+use common::{WAIT, free_port, http_request};
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -29,19 +34,24 @@ impl Browser {
             .expect(
                 "chromedriver is installed (the README's test command installs chromium-driver)",
             );
-        // chromedriver announces when it listens.
+        // chromedriver announces when it listens (read on a thread of its
+        // own, so the wait is bounded).
         let stdout = driver.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("chromedriver started")
-                .expect("readable");
-            if line.contains("started successfully") {
-                break;
+        let (started_tx, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("started successfully") {
+                    let _ = started_tx.send(());
+                }
             }
+        });
+        if started.recv_timeout(WAIT).is_err() {
+            let _ = driver.kill();
+            panic!(
+                "chromedriver did not say it started within {WAIT:?} (exit: {:?})",
+                driver.try_wait()
+            );
         }
-        std::thread::spawn(move || for _ in lines {});
         let profile = tempfile::tempdir().expect("temp dir");
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -92,6 +102,24 @@ impl Browser {
             .expect("the script runs")
     }
 
+    /// Runs `body` (async JavaScript that calls `done(value)`) in the page
+    /// and returns the value.
+    pub async fn run(&self, body: &str) -> Value {
+        let script = format!("const done = arguments[arguments.length - 1];\n{body}");
+        self.client
+            .execute_async(&script, vec![])
+            .await
+            .expect("the script runs")
+    }
+
+    /// The page's message line (where it shows errors).
+    pub async fn message(&self) -> String {
+        let v = self
+            .wait_for("true", "document.getElementById('message').textContent")
+            .await;
+        v["value"].as_str().unwrap_or_default().to_string()
+    }
+
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
@@ -99,16 +127,40 @@ impl Browser {
     }
 }
 
+/// The agent's log filter: rtcam at INFO, the simulated pins' electrical
+/// changes at DEBUG.
+const PIN_LOG: &str = "info,rumqttd=off,rtcam::gpio::sim=debug";
+
+/// The simulator's log line for an electrical change of `pin`.
+fn line_of(pin: &str, level: &str) -> String {
+    format!("simulated line {pin}: {level}")
+}
+
+/// The page's address on the agent.
+fn page_url(agent: &AgentProcess) -> String {
+    format!("http://{}/", agent.http_addr())
+}
+
+/// A header's value (names compared case-insensitively).
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_the_stream_from_the_built_in_page() {
-    let s = settings("browser");
-    let agent = start(s.clone()).await;
-    let url = format!(
-        "http://{}/",
-        agent.http_addr().expect("the web viewer listens")
-    );
+    let cfg = TestConfig::new("browser").with("webrtc.disconnected_timeout_ms", 1000);
+    let agent = start(&cfg).await;
+    let s = agent.settings().clone();
+    let base = agent.stats().await;
     let browser = Browser::start().await;
-    browser.client.goto(&url).await.expect("the page loads");
+    browser
+        .client
+        .goto(&page_url(&agent))
+        .await
+        .expect("the page loads");
     let r = browser
         .wait_for(
             "window.rtcam && window.rtcam.stats.framesDecoded >= 30",
@@ -127,70 +179,348 @@ async fn chromium_plays_the_stream_from_the_built_in_page() {
         )
         .await;
     assert_eq!(device["value"], s.device.name.as_str());
-    assert_eq!(agent.stats().connected, 1);
+    let st = agent.stats().await;
+    assert_eq!(
+        (st.sessions, st.connected, st.subscribers),
+        (1, 1, 1),
+        "the page is one streaming session"
+    );
+    // Closing the browser ends its session (a bye, or ICE noticing).
+    browser.close().await;
+    agent.wait_idle(&base).await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_icon_is_served_and_nothing_on_the_page_is_missing() {
+    let agent = start(&TestConfig::new("browser-icon")).await;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&page_url(&agent))
+        .await
+        .expect("the page loads");
+    let ready = browser
+        .wait_for(
+            "document.readyState === 'complete' && !!window.rtcam \
+             && performance.getEntriesByType('resource').some((e) => e.name.endsWith('/config.json'))",
+            "document.readyState",
+        )
+        .await;
+    assert_eq!(ready["ok"], true, "the page loaded: {ready}");
+    // The icon the page names, fetched by the page itself.
+    let icon = browser
+        .run(
+            "const link = document.querySelector('link[rel~=\"icon\"]');
+             if (!link) { done({ href: null }); return; }
+             fetch(link.href, { cache: 'no-store' })
+               .then((r) => done({ href: link.getAttribute('href'), status: r.status,
+                                   type: r.headers.get('content-type') }))
+               .catch((e) => done({ href: link.getAttribute('href'), error: String(e) }));",
+        )
+        .await;
+    let href = icon["href"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the page has a <link rel=\"icon\">: {icon}"))
+        .to_string();
+    assert_eq!(icon["status"], 200, "the page's icon loads: {icon}");
+    assert!(
+        icon["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("image/")),
+        "the page's icon is an image: {icon}"
+    );
+    // The same from outside, and /favicon.ico, which some browsers ask for
+    // whatever the page says.
+    for path in [href.as_str(), "/favicon.ico"] {
+        let (status, headers, body) = http_request(agent.http_addr(), "GET", path, &[]).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        let kind = header(&headers, "content-type").unwrap_or_default();
+        assert!(
+            kind.starts_with("image/"),
+            "GET {path}: an image, not {kind:?}"
+        );
+        assert!(!body.is_empty(), "GET {path}: a body");
+    }
+    // Every resource the page loaded (style sheet, scripts, /config.json)
+    // came back 200: no 404 on page load.
+    let loaded = browser
+        .run(
+            "done(performance.getEntriesByType('resource')
+                    .map((e) => ({ name: e.name, status: e.responseStatus })));",
+        )
+        .await;
+    let entries = loaded.as_array().expect("a list of resources");
+    for want in [
+        "/assets/style.css",
+        "/assets/app.js",
+        "/assets/panel.js",
+        "/config.json",
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["name"].as_str().is_some_and(|n| n.ends_with(want))),
+            "the page loaded {want}: {loaded}"
+        );
+    }
+    let failed: Vec<&Value> = entries.iter().filter(|e| e["status"] != 200).collect();
+    assert!(failed.is_empty(), "resources not served: {failed:?}");
     browser.close().await;
     agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_panel_drives_outputs_and_shows_inputs() {
-    let s = common::gpio_settings("browser-panel");
-    let agent = start(s.clone()).await;
-    let sim = agent
-        .gpio()
-        .and_then(|g| g.simulator())
-        .expect("simulated pins")
-        .clone();
-    let url = format!(
-        "http://{}/",
-        agent.http_addr().expect("the web viewer listens")
-    );
+    // No pins declared: the demo set on the simulator, whose door opens and
+    // closes by itself (an input edge this test cannot make from outside).
+    let cfg = TestConfig::new("browser-panel").with_env("RTCAM_LOG", PIN_LOG);
+    let agent = start(&cfg).await;
     let browser = Browser::start().await;
-    browser.client.goto(&url).await.expect("the page loads");
+    browser
+        .client
+        .goto(&page_url(&agent))
+        .await
+        .expect("the page loads");
     // The panel is built from P/info and the control channel opens.
     let ready = browser
         .wait_for(
-            "document.getElementById('pin-relay1') && window.rtcam.pc && window.rtcam.stats.framesDecoded > 0",
+            "document.getElementById('pin-relay1') && document.getElementById('led-door') \
+             && window.rtcam.pc && window.rtcam.stats.framesDecoded > 0",
             "true",
         )
         .await;
     assert_eq!(ready["ok"], true, "panel built: {ready}");
-    assert_eq!(sim.pin("relay1").map(|p| p.high), Some(false));
+    let (low, high) = (line_of("relay1", "low"), line_of("relay1", "high"));
+    assert!(
+        agent.log().count(|l| l.contains(&low)) >= 1,
+        "relay1 starts low:\n{}",
+        agent.log().tail(30)
+    );
+    assert_eq!(agent.log().count(|l| l.contains(&high)), 0, "relay1 is low");
     let toggle = browser
         .client
-        .find(fantoccini::Locator::Id("pin-relay1"))
+        .find(Locator::Id("pin-relay1"))
         .await
         .expect("the relay1 toggle");
     toggle.click().await.expect("clicked");
-    let mut gpio_events = agent.gpio().expect("gpio").subscribe();
-    if sim.pin("relay1").map(|p| p.high) != Some(true) {
-        let ev = tokio::time::timeout(common::WAIT, gpio_events.recv())
-            .await
-            .expect("a change")
-            .expect("open");
-        assert_eq!(ev.pin, "relay1");
-    }
+    let h = high.clone();
+    agent
+        .log()
+        .wait_line("the click to drive relay1 high", WAIT, move |l| {
+            l.contains(&h)
+        })
+        .await;
+    let shown = browser
+        .wait_for(
+            "document.getElementById('pin-relay1').checked",
+            "[document.getElementById('pin-relay1').checked, document.getElementById('message').textContent]",
+        )
+        .await;
     assert_eq!(
-        sim.pin("relay1").map(|p| p.high),
-        Some(true),
-        "the click drove the pin"
+        shown["value"],
+        json!([true, ""]),
+        "the toggle shows on, no error: {shown}"
     );
-    // An input edge lights the indicator.
+
+    // An input edge moves the indicator: the demo door flips every 7 s.
     let before = browser
         .wait_for("true", "document.getElementById('led-door').className")
-        .await;
-    let door_high = sim.pin("door").map(|p| p.high).expect("door");
-    assert!(sim.drive("door", !door_high));
-    let want = if door_high { "led" } else { "led on" };
-    let lit = browser
+        .await["value"]
+        .as_str()
+        .expect("a class")
+        .to_string();
+    let flipped = browser
         .wait_for(
-            &format!("document.getElementById('led-door').className === '{want}'"),
+            &format!("document.getElementById('led-door').className !== '{before}'"),
             "document.getElementById('led-door').className",
         )
         .await;
     assert_eq!(
-        lit["ok"], true,
-        "indicator follows the input (was {before}): {lit}"
+        flipped["ok"], true,
+        "the door indicator follows the input within {WAIT:?} (was {before:?}): {flipped}"
+    );
+    // What it shows is the input's value, as the agent reports it.
+    let now = browser
+        .run(
+            "window.rtcam.call('gpio.get', { pin: 'door' }).then((r) =>
+               done({ reply: r, led: document.getElementById('led-door').className }));",
+        )
+        .await;
+    assert_eq!(now["reply"]["ok"], true, "{now}");
+    let lit = if now["reply"]["result"]["value"] == true {
+        "led on"
+    } else {
+        "led"
+    };
+    assert_eq!(
+        now["led"], lit,
+        "the indicator shows the door's value: {now}"
+    );
+    assert_eq!(now["led"], flipped["value"], "{now} after {flipped}");
+    browser.close().await;
+    agent.shutdown().await;
+}
+
+const VIEW_TOKEN: &str = "browser-view-token-0123456789";
+
+/// Mints a signed token with the agent's own config, as an operator does
+/// (`rtcam --config FILE token --role ROLE --ttl 1h`).
+async fn mint(agent: &AgentProcess, role: &str) -> String {
+    let mut command = rtcam();
+    command
+        .arg("--config")
+        .arg(agent.config_path())
+        .args(["token", "--role", role, "--ttl", "1h"]);
+    let out = tokio::process::Command::from(command)
+        .output()
+        .await
+        .expect("rtcam token runs");
+    assert!(out.status.success(), "rtcam token: {}", all_output(&out));
+    let token = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_string();
+    assert!(token.starts_with(&format!("rtcam1.{role}.")), "{token}");
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_takes_its_token_from_its_url() {
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let secret_file = secrets.path().join("token.key");
+    std::fs::write(&secret_file, format!("{}\n", common::random_hex(24))).expect("secret written");
+    let mut view = toml::Table::new();
+    view.insert("token".into(), VIEW_TOKEN.into());
+    view.insert("role".into(), "view".into());
+    let cfg = TestConfig::new("browser-token")
+        .with("auth.mode", "token")
+        .with("auth.secret_file", secret_file.display().to_string())
+        .with("auth.tokens", toml::Value::Array(vec![view.into()]))
+        .with("webrtc.disconnected_timeout_ms", 1000)
+        .with_env("RTCAM_LOG", PIN_LOG);
+    let agent = start(&cfg).await;
+    let control = mint(&agent, "control").await;
+    let url = page_url(&agent);
+    let browser = Browser::start().await;
+
+    // Without a token the camera refuses the page's offer, and the page
+    // says why with the documented code.
+    browser.client.goto(&url).await.expect("the page loads");
+    let refused = browser
+        .wait_for(
+            "document.getElementById('message').textContent.startsWith('unauthorized: ')",
+            "document.getElementById('message').textContent",
+        )
+        .await;
+    assert_eq!(
+        refused["ok"], true,
+        "the page shows unauthorized: {refused}"
+    );
+    agent
+        .log()
+        .wait_line("the refusal in the agent's log", WAIT, |l| {
+            l.contains("unauthorized")
+        })
+        .await;
+    let st = agent.stats().await;
+    assert_eq!(st.sessions, 0, "a refused offer gets no session: {st:?}");
+    let frames = browser
+        .wait_for("true", "window.rtcam.stats.framesDecoded || 0")
+        .await;
+    assert_eq!(frames["value"], 0, "no video without a token");
+
+    // With a control token in its URL the page streams and drives a pin.
+    browser
+        .client
+        .goto(&format!("{url}?token={control}"))
+        .await
+        .expect("the page loads");
+    let ready = browser
+        .wait_for(
+            "document.getElementById('pin-relay1') && window.rtcam.pc \
+             && window.rtcam.pc.connectionState === 'connected' && window.rtcam.stats.framesDecoded > 0",
+            "document.getElementById('message').textContent",
+        )
+        .await;
+    assert_eq!(ready["ok"], true, "the control page streams: {ready}");
+    agent
+        .log()
+        .wait_line("a control session for the page", WAIT, |l| {
+            l.contains("offer accepted") && l.contains("role=\"control\"")
+        })
+        .await;
+    let high = line_of("relay1", "high");
+    assert_eq!(agent.log().count(|l| l.contains(&high)), 0, "relay1 is low");
+    browser
+        .client
+        .find(Locator::Id("pin-relay1"))
+        .await
+        .expect("the relay1 toggle")
+        .click()
+        .await
+        .expect("clicked");
+    let h = high.clone();
+    agent
+        .log()
+        .wait_line("the control page to drive relay1 high", WAIT, move |l| {
+            l.contains(&h)
+        })
+        .await;
+
+    // With a view token it streams, but a state-changing command is
+    // refused (not_allowed) and the pin does not move. The lamp has no
+    // failsafe, so nothing else writes it meanwhile.
+    let lamp_writes = || agent.log().count(|l| l.contains("simulated line lamp:"));
+    assert_eq!(lamp_writes(), 1, "the lamp's initial write only");
+    browser
+        .client
+        .goto(&format!("{url}?token={VIEW_TOKEN}"))
+        .await
+        .expect("the page loads");
+    let ready = browser
+        .wait_for(
+            "document.getElementById('pin-lamp') && window.rtcam.pc \
+             && window.rtcam.pc.connectionState === 'connected' && window.rtcam.stats.framesDecoded > 0",
+            "document.getElementById('pin-lamp').checked",
+        )
+        .await;
+    assert_eq!(ready["ok"], true, "the view page streams: {ready}");
+    agent
+        .log()
+        .wait_line("a view session for the page", WAIT, |l| {
+            l.contains("offer accepted") && l.contains("role=\"view\"")
+        })
+        .await;
+    let was = ready["value"].clone();
+    browser
+        .client
+        .find(Locator::Id("pin-lamp"))
+        .await
+        .expect("the lamp toggle")
+        .click()
+        .await
+        .expect("clicked");
+    let denied = browser
+        .wait_for(
+            "document.getElementById('message').textContent.startsWith('not_allowed: ')",
+            "[document.getElementById('message').textContent, document.getElementById('pin-lamp').checked]",
+        )
+        .await;
+    assert_eq!(denied["ok"], true, "the page shows not_allowed: {denied}");
+    assert_eq!(denied["value"][1], was, "the toggle goes back: {denied}");
+    let reply = browser
+        .run("window.rtcam.call('gpio.get', { pin: 'lamp' }).then((r) => done(r));")
+        .await;
+    assert_eq!(
+        reply["result"]["value"], false,
+        "the lamp stayed off: {reply}"
+    );
+    assert_eq!(lamp_writes(), 1, "nothing wrote the lamp");
+    let st = agent.stats().await;
+    assert!(
+        st.sessions >= 1,
+        "the view page has a session of its own: {st:?}"
     );
     browser.close().await;
     agent.shutdown().await;
