@@ -568,16 +568,19 @@ async fn drive(
                 }
                 match topics.parse(&topic) {
                     Ok((kind, client)) => {
-                        if routes
-                            .inbound
-                            .try_send(Inbound {
-                                kind,
-                                client,
-                                payload,
-                            })
-                            .is_err()
-                        {
-                            tracing::warn!(topic, "signaling backlog full; message dropped");
+                        match routes.inbound.try_send(Inbound {
+                            kind,
+                            client,
+                            payload,
+                        }) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                tracing::warn!(topic, "signaling backlog full; message dropped");
+                            }
+                            // The session manager stopped first (shutdown): nobody to tell.
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                tracing::debug!(topic, "message after the sessions stopped");
+                            }
                         }
                     }
                     Err(TopicError::BadClientId(e)) => {
