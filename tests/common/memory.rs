@@ -1,13 +1,94 @@
-//! The test process's memory, measured the way a leak shows: glibc's
-//! thresholds fixed as the systemd unit fixes them, free pages handed back
-//! before RSS is read.
+//! The agent process's memory and descriptors, read from outside it
+//! (`/proc/<pid>`), with the agent started in the environment the systemd
+//! unit gives it, so the figures are the ones a deployed camera shows.
 
-/// Fixes glibc's mmap and trim thresholds. By default both rise after the
-/// first large block is freed, and from then on the thread arenas keep what
-/// a busy moment freed: RSS at rest wandered between 60 and 130 MB from one
-/// soak round to the next while the memory in use stayed near 30 MB. Fixed,
-/// RSS at rest follows the memory in use, and a leak shows. The systemd unit
-/// sets the same values for the daemon (`GLIBC_TUNABLES`).
+use super::agent::TestConfig;
+use std::path::Path;
+
+/// The `Environment=` settings of the shipped systemd unit
+/// (`systemd/rtcam.service`), in order. Among them `GLIBC_TUNABLES`, which
+/// fixes glibc's mmap and trim thresholds: by default both rise after the
+/// first large block is freed, and from then on the heap keeps what a busy
+/// moment freed (RSS at rest wandered between 60 and 130 MB from one soak
+/// round to the next while the memory in use stayed near 30 MB). Fixed, RSS
+/// follows the memory in use, and a leak shows.
+pub fn service_environment() -> Vec<(String, String)> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/rtcam.service");
+    let text = std::fs::read_to_string(&unit)
+        .unwrap_or_else(|e| panic!("the systemd unit {} is readable: {e}", unit.display()));
+    let env: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("Environment=NAME=value in the unit: {kv:?}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert!(
+        env.iter().any(|(k, _)| k == "GLIBC_TUNABLES"),
+        "the unit pins glibc's malloc thresholds (GLIBC_TUNABLES): {env:?}"
+    );
+    env
+}
+
+/// `cfg` with the systemd unit's environment added ([`service_environment`]);
+/// variables the test sets afterwards (`RTCAM_LOG`) take precedence.
+pub fn as_service(mut cfg: TestConfig) -> TestConfig {
+    for (k, v) in service_environment() {
+        cfg = cfg.with_env(&k, &v);
+    }
+    cfg
+}
+
+/// A `kB` figure from `/proc/<pid>/status`.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path} is readable (is the process alive?): {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in {path}"))
+}
+
+/// The process's resident memory in kB, as the kernel counts it now.
+pub fn rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS")
+}
+
+/// Of which anonymous memory (the heap and the thread stacks, not the
+/// mapped binary), in kB.
+pub fn rss_anon_kb(pid: u32) -> u64 {
+    status_kb(pid, "RssAnon")
+}
+
+/// The process's open file descriptors.
+pub fn open_fds(pid: u32) -> usize {
+    let path = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&path)
+        .unwrap_or_else(|e| panic!("{path} is readable (the test started the process): {e}"))
+        .count()
+}
+
+/// The process's threads.
+pub fn threads(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("Threads in {path}"))
+}
+
+// The test process's own memory: used by the tests not yet moved to the
+// agent process (removed once soak_e2e and security_e2e measure the agent).
+
+/// Fixes glibc's mmap and trim thresholds in the test process.
 pub fn pin_allocator_thresholds() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes the allocator's tuning parameters.
@@ -17,18 +98,18 @@ pub fn pin_allocator_thresholds() {
     }
 }
 
-/// Resident memory in kB once the allocator has handed its free pages back
-/// to the kernel.
+/// The test process's resident memory in kB once the allocator has handed
+/// its free pages back to the kernel.
 pub fn rss_at_rest_kb() -> u64 {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory; it is thread-safe.
     unsafe {
         libc::malloc_trim(0);
     }
-    rss_kb()
+    rss_kb(std::process::id())
 }
 
-/// Bytes the allocator has handed out and not got back, in kB (glibc only).
+/// Bytes the test process's allocator has handed out, in kB (glibc only).
 pub fn heap_in_use_kb() -> Option<usize> {
     #[cfg(target_env = "gnu")]
     {
@@ -38,14 +119,4 @@ pub fn heap_in_use_kb() -> Option<usize> {
     }
     #[cfg(not(target_env = "gnu"))]
     None
-}
-
-/// Resident memory in kB, as the kernel counts it now.
-pub fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("/proc/self/status is readable on Linux")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
 }
