@@ -434,12 +434,13 @@ impl Agent {
             publisher,
             gpio,
         };
-        agent.banner();
         agent.tracker.spawn(supervise(
             agent.stats_source(),
             heartbeats,
             agent.shutdown.clone(),
         ));
+        // Last: once it is printed, every task of an idle agent runs.
+        agent.banner();
         Ok(agent)
     }
 

@@ -2,8 +2,7 @@
 //! happen in the field: a broker that is down, silent or slow, viewers that
 //! vanish or never connect, and a controlling viewer whose connection, bye
 //! or control channel ends its control while commands and a pulse are in
-//! flight (the failsafe must apply, for good; the channel-only case is
-//! ignored until the agent releases pins when it happens). After each,
+//! flight (the failsafe must apply, for good). After each,
 //! sessions, hub subscriptions and tasks
 //! return to idle (from `/stats.json`) and the agent exits cleanly on
 //! SIGTERM. Faults that can only be injected inside the agent (a camera
@@ -736,8 +735,6 @@ async fn failsafe_holds_past_the_pulse(agent: &AgentProcess, panel: &mut Viewer,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product gap: a control channel closed alone (its peer connection up) neither ends \
-            the session nor releases its pins; the pulse's end switches relay1 back on"]
 async fn a_control_channel_closed_mid_command_applies_the_failsafe() {
     let agent = start(&gpio_config("faults-dc")).await;
     let s = agent.settings().clone();

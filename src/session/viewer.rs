@@ -314,7 +314,15 @@ async fn serve_channel(
                         break;
                     }
                 }
-                Some(ChannelEvent::Closed) | None => break,
+                Some(ChannelEvent::Closed) | None => {
+                    // The viewer can no longer control through this channel:
+                    // pins it was the last to drive go to their failsafes now,
+                    // not when its connection (perhaps still watching) ends.
+                    if let Some(g) = ctx.control.gpio() {
+                        g.session_ended(session.key());
+                    }
+                    break;
+                }
                 Some(ChannelEvent::Open) => {}
             },
         }
