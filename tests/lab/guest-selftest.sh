@@ -12,8 +12,11 @@ ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
 ko() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
 # step DESCRIPTION FUNCTION: the function's output is shown only on failure.
 step() {
-	if "$2" >"$W/log" 2>&1; then ok "$1"; else
-		ko "$1"
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	if "$2" >"$W/log" 2>&1; then r=0; else r=1; fi
+	d=$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')
+	if [ $r = 0 ]; then ok "$1 ($d s)"; else
+		ko "$1 ($d s)"
 		sed 's/^/    | /' "$W/log" | tail -n 30
 	fi
 }
@@ -143,10 +146,11 @@ gpio_sim() {
 	echo pull-down >"$sim/sim_gpio3/pull"
 	[ "$(gpioget "$chip" 3)" = 0 ] || return 1
 	# gpioset drives line 1; the simulator sees it while the line is held
-	gpioset --mode=time --sec=2 "$chip" 1=1 &
+	gpioset --mode=time --sec=10 "$chip" 1=1 &
 	i=0
-	while [ "$(cat "$sim/sim_gpio1/value")" != 1 ] && [ "$i" -lt 30 ]; do sleep 0.05; i=$((i + 1)); done
+	while [ "$(cat "$sim/sim_gpio1/value")" != 1 ] && [ "$i" -lt 60 ]; do sleep 0.05; i=$((i + 1)); done
 	v=$(cat "$sim/sim_gpio1/value")
+	kill $! 2>/dev/null
 	wait
 	echo "line 1 driven high by gpioset: sim value $v"
 	[ "$v" = 1 ] || return 1
