@@ -67,7 +67,7 @@ vivid() {
 	grep -q '^vivid' "$W/devs" && grep -q "$cap" "$W/devs" || return 1
 	v4l2-ctl -d "$cap" --list-formats | grep -q "'YUYV'" || return 1
 	# a few real frames
-	v4l2-ctl -d "$cap" --set-fmt-video=width=640,height=480,pixelformat=YUYV \
+	timeout 60 v4l2-ctl -d "$cap" --set-fmt-video=width=640,height=480,pixelformat=YUYV \
 		--stream-mmap --stream-count=3 --stream-to="$W/frames.yuyv" || return 1
 	size=$(wc -c <"$W/frames.yuyv")
 	echo "3 frames: $size bytes"
@@ -84,7 +84,7 @@ vivid_mplane() {
 	# multiplanar only: no single-planar capture cap
 	grep -qx 'Video Capture Multiplanar' "$W/caps" && ! grep -qx 'Video Capture' "$W/caps" || return 1
 	[ "$TOOLS" = 1 ] || return 0
-	v4l2-ctl -d "$cap" --set-fmt-video=width=640,height=480,pixelformat=NV12 \
+	timeout 60 v4l2-ctl -d "$cap" --set-fmt-video=width=640,height=480,pixelformat=NV12 \
 		--stream-mmap --stream-count=2 --stream-to="$W/frames.nv12" || return 1
 	[ "$(wc -c <"$W/frames.nv12")" -eq $((2 * 640 * 480 * 3 / 2)) ]
 }
@@ -100,7 +100,7 @@ vicodec() {
 	[ "$TOOLS" = 1 ] || return 0
 	v4l2-ctl -d "$enc" --list-formats | grep -q "'FWHT'" || return 1
 	# raw YU12 test pattern in, 5 FWHT frames out
-	v4l2-ctl -d "$enc" --set-fmt-video-out=width=640,height=480,pixelformat=YU12 \
+	timeout 60 v4l2-ctl -d "$enc" --set-fmt-video-out=width=640,height=480,pixelformat=YU12 \
 		--set-fmt-video=pixelformat=FWHT --stream-out-mmap --stream-mmap \
 		--stream-count=5 --stream-to="$W/out.fwht" || return 1
 	size=$(wc -c <"$W/out.fwht")
