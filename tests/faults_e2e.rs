@@ -775,8 +775,8 @@ async fn a_connection_closed_mid_command_applies_the_failsafe() {
     let controller = ChannelViewer::connect(&s, "pc-controller").await;
     pulse_with_commands_in_flight(&agent, &controller, &mut panel, LONG_PULSE).await;
     // The controller closes its peer connection, and with it the channel,
-    // replies still pending, without a bye: the agent ends the session when
-    // ICE stays disconnected (webrtc.disconnected_timeout_ms, 1 s here).
+    // replies still pending, without a bye: its DTLS close_notify ends the
+    // session at once (not the ICE disconnection timeout).
     let mark = agent.log().len();
     controller.close().await;
     failsafe_holds_past_the_pulse(&agent, &mut panel, mark).await;
@@ -788,7 +788,7 @@ async fn a_connection_closed_mid_command_applies_the_failsafe() {
         .into_iter()
         .find(|l| is_end(l))
         .expect("just seen");
-    assert!(ended.contains("reason=\"disconnected\""), "{ended}");
+    assert!(ended.contains("reason=\"closed\""), "{ended}");
     panel.bye().await;
     agent.wait_idle(&base).await;
     agent.shutdown().await;

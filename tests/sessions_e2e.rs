@@ -115,3 +115,33 @@ async fn the_camera_ending_a_session_says_bye_on_the_channel_and_over_mqtt() {
     assert!(got_bye, "P/bye/{{id}} says the session ended too");
     v.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_closing_its_connection_ends_its_session_at_once() {
+    // Only the DTLS close can end it in time: the disconnection timeout is
+    // longer than the wait.
+    let cfg = TestConfig::new("dtls-close").with("webrtc.disconnected_timeout_ms", 60_000);
+    let agent = start(&cfg).await;
+    let s = agent.settings().clone();
+    let base = agent.stats().await;
+    let mut v = common::viewer(&s, "closing", true).await;
+    frames(&mut v, 5).await;
+    let mut byes = common::Watch::start(
+        &s,
+        "bye-watch",
+        &format!("{}/bye/closing", s.mqtt.topic_prefix),
+    )
+    .await;
+    v.close().await;
+    let bye = byes
+        .wait_for(
+            "the camera's bye",
+            &format!("{}/bye/closing", s.mqtt.topic_prefix),
+            |p| p.starts_with(b"{"),
+        )
+        .await;
+    let bye: Value = serde_json::from_slice(&bye).expect("JSON");
+    assert_eq!(bye["reason"], "closed", "{bye}");
+    agent.wait_idle(&base).await;
+    agent.shutdown().await;
+}

@@ -284,7 +284,55 @@ pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     handler: Arc<Handler>,
     video: Option<VideoSender>,
-    rtcp_task: Option<tokio::task::JoinHandle<()>>,
+    /// Helper tasks (RTCP, close watch), aborted with the peer.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// How often an answering peer checks whether the remote closed DTLS.
+const CLOSE_POLL: Duration = Duration::from_secs(1);
+
+/// Reports [`PeerState::Closed`] once the remote has closed the DTLS
+/// transport (a browser's `pc.close()` or closed tab sends close_notify).
+/// The standard's connection state stays "connected" then, until ICE
+/// consent times out many seconds later, and the stack raises no event of
+/// its own: the transport's state is polled.
+fn spawn_close_watch(
+    pc: Arc<dyn PeerConnection>,
+    tx: mpsc::UnboundedSender<PeerEvent>,
+) -> tokio::task::JoinHandle<()> {
+    use rtc::peer_connection::transport::RTCDtlsTransportState as Dtls;
+    tokio::spawn(async move {
+        let mut transport = None;
+        // Our own close aborts this task first: a closed transport seen
+        // here was closed by the remote.
+        while !tx.is_closed() {
+            tokio::time::sleep(CLOSE_POLL).await;
+            if transport.is_none() {
+                transport = dtls_transport(pc.as_ref()).await;
+            }
+            let Some(t) = &transport else { continue };
+            match t.state().await {
+                Ok(Dtls::Closed) => {
+                    let _ = tx.send(PeerEvent::State(PeerState::Closed));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+/// The DTLS transport everything of a peer runs over (bundled: one).
+async fn dtls_transport(
+    pc: &dyn PeerConnection,
+) -> Option<Arc<dyn webrtc::peer_connection::transport::DtlsTransport>> {
+    for sender in pc.get_senders().await {
+        if let Ok(Some(t)) = sender.transport().await {
+            return Some(t);
+        }
+    }
+    pc.sctp().await.map(|s| s.transport())
 }
 
 /// Events of one peer; ends after the peer is closed and dropped.
@@ -428,10 +476,14 @@ impl Peer {
             pc,
             handler,
             video: None,
-            rtcp_task: None,
+            tasks: Vec::new(),
         };
         match peer.negotiate_answer(offer_sdp, send_video).await {
-            Ok(answer) => Ok((peer, answer, rx)),
+            Ok(answer) => {
+                let watch = spawn_close_watch(peer.pc.clone(), peer.handler.tx.clone());
+                peer.tasks.push(watch);
+                Ok((peer, answer, rx))
+            }
             Err(e) => {
                 peer.close().await;
                 Err(e)
@@ -497,7 +549,8 @@ impl Peer {
                 .first()
                 .map(|c| c.payload_type)
                 .ok_or(PeerError::NoVideoCodec)?;
-            self.rtcp_task = Some(spawn_rtcp_poll(t.clone(), self.handler.tx.clone()));
+            self.tasks
+                .push(spawn_rtcp_poll(t.clone(), self.handler.tx.clone()));
             self.video = Some(VideoSender { track: t, ssrc, pt });
         }
         Ok(sdp)
@@ -521,7 +574,7 @@ impl Peer {
             pc,
             handler,
             video: None,
-            rtcp_task: None,
+            tasks: Vec::new(),
         };
         let made = async {
             if video {
@@ -641,7 +694,7 @@ impl Peer {
 
     /// Closes the connection and frees its sockets and tasks. Idempotent.
     pub async fn close(&self) {
-        if let Some(t) = &self.rtcp_task {
+        for t in &self.tasks {
             t.abort();
         }
         if let Err(e) = self.pc.close().await {
@@ -652,7 +705,7 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if let Some(t) = self.rtcp_task.take() {
+        for t in self.tasks.drain(..) {
             t.abort();
         }
     }

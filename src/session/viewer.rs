@@ -277,7 +277,7 @@ async fn serve_channel(
         while tokio::select! { _ = stop.cancelled() => None, ev = ch.recv() => ev }.is_some() {}
         return;
     }
-    loop {
+    let closed = loop {
         let gpio_event = async {
             match gpio_events.as_mut() {
                 Some(rx) => rx.recv().await,
@@ -285,11 +285,11 @@ async fn serve_channel(
             }
         };
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => break false,
             ev = gpio_event => match ev {
                 Ok(e) => {
                     if ch.send_text(&protocol::event("gpio.changed", e.fields())).await.is_err() {
-                        break;
+                        break true;
                     }
                 }
                 // A slow channel misses some changes; the next ones still arrive.
@@ -302,7 +302,7 @@ async fn serve_channel(
                 Some(ChannelEvent::Text(text)) => {
                     let reply = ctx.control.handle(&mut session, &text).await;
                     if ch.send_text(&reply).await.is_err() {
-                        break;
+                        break true;
                     }
                 }
                 Some(ChannelEvent::Binary(len)) => {
@@ -311,20 +311,19 @@ async fn serve_channel(
                         format!("binary message of {len} bytes; commands are JSON text"),
                     );
                     if ch.send_text(&protocol::error_reply(&serde_json::Value::Null, &e)).await.is_err() {
-                        break;
+                        break true;
                     }
                 }
-                Some(ChannelEvent::Closed) | None => {
-                    // The viewer can no longer control through this channel:
-                    // pins it was the last to drive go to their failsafes now,
-                    // not when its connection (perhaps still watching) ends.
-                    if let Some(g) = ctx.control.gpio() {
-                        g.session_ended(session.key());
-                    }
-                    break;
-                }
+                Some(ChannelEvent::Closed) | None => break true,
                 Some(ChannelEvent::Open) => {}
             },
         }
+    };
+    // The channel closed (or a reply could not be sent on it): the viewer
+    // can no longer control through it, so pins it was the last to drive go
+    // to their failsafes now, not when its connection (perhaps still
+    // watching) ends.
+    if closed && let Some(g) = ctx.control.gpio() {
+        g.session_ended(session.key());
     }
 }
