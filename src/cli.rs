@@ -48,6 +48,10 @@ pub enum Command {
         /// Output file (`-` for stdout).
         #[arg(short = 'o', long, value_name = "FILE")]
         output: PathBuf,
+        /// Seconds to wait without a frame before giving up: a camera that is
+        /// unplugged and comes back within them is reopened and recorded on.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+        timeout: u32,
     },
     /// Watch the camera like a browser would (through MQTT and WebRTC) and report frames, rate and latency.
     Probe {

@@ -72,7 +72,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn pipeline_for(settings: &Settings) -> Result<(std::sync::Arc<Hub>, Pipeline)> {
+fn pipeline_for(
+    settings: &Settings,
+    backoff: rtcam::backoff::Backoff,
+) -> Result<(std::sync::Arc<Hub>, Pipeline)> {
     let v = &settings.video;
     let hub = Hub::new(
         PolicyConfig {
@@ -92,7 +95,7 @@ fn pipeline_for(settings: &Settings) -> Result<(std::sync::Arc<Hub>, Pipeline)> 
                 bitrate_kbps: v.bitrate_kbps,
                 keyframe_interval: v.keyframe_interval,
             },
-            backoff: rtcam::backoff::Backoff::standard(),
+            backoff,
         },
     )
     .context("cannot start the media thread")?;
@@ -131,11 +134,22 @@ fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
             );
             Ok(())
         }
-        Command::Record { frames, output } => {
-            let (hub, pipeline) = pipeline_for(settings)?;
+        Command::Record {
+            frames,
+            output,
+            timeout,
+        } => {
+            // A camera that comes back is reopened within 2 s: `record`
+            // waits for it (up to --timeout) rather than backing off to 10 s.
+            let backoff = rtcam::backoff::Backoff::new(
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_secs(2),
+            );
+            let (hub, pipeline) = pipeline_for(settings, backoff)?;
+            let timeout = std::time::Duration::from_secs(u64::from(timeout));
             let summary = runtime()?.block_on(async {
                 let mut sub = hub.subscribe();
-                rtcam::record::record(&mut sub, frames, &output).await
+                rtcam::record::record(&mut sub, frames, &output, timeout).await
             });
             pipeline.shutdown();
             let s = summary?;

@@ -1,13 +1,19 @@
 //! `rtcam record`: subscribes to the hub like any viewer and writes what it
 //! receives as an Annex B H.264 file, so anyone can check the stream with ffmpeg.
+//!
+//! A camera that goes away (unplugged, driver reset) is waited for: the
+//! media thread reopens it (every 2 s at most for `record`) and the
+//! recording goes on from its next keyframe. `record` gives up, keeping
+//! what it wrote, once no frame has come for its timeout (`--timeout`,
+//! [`FRAME_TIMEOUT`] by default).
 
 use crate::hub::Subscription;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-/// How long to wait for a frame before declaring the source dead.
-pub const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `record` waits without a frame (camera away or stuck) by default.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,19 +38,23 @@ pub enum RecordError {
         source: std::io::Error,
     },
     /// No frame arrived in time.
-    #[error("no frame within {0:?} (after {1} frames): is the camera working? see `rtcam devices`")]
+    #[error(
+        "no frame within {0:?} (after {1} frames, which were kept): is the camera working? see `rtcam devices`"
+    )]
     Timeout(Duration, u32),
     /// The hub closed (agent shutting down).
     #[error("the stream ended after {0} frames")]
     Ended(u32),
 }
 
-/// Writes `frames` access units from `sub` to `output` (`-` = stdout).
-/// The first one is a keyframe: the hub guarantees it for new subscribers.
+/// Writes `frames` access units from `sub` to `output` (`-` = stdout),
+/// waiting at most `timeout` for each. The first one is a keyframe: the hub
+/// guarantees it for new subscribers, and again after the camera reopens.
 pub async fn record(
     sub: &mut Subscription,
     frames: u32,
     output: &Path,
+    timeout: Duration,
 ) -> Result<RecordSummary, RecordError> {
     let name = output.display().to_string();
     let io = |source| RecordError::Io {
@@ -62,10 +72,17 @@ pub async fn record(
         bytes: 0,
     };
     while summary.frames < frames {
-        let frame = tokio::time::timeout(FRAME_TIMEOUT, sub.recv())
-            .await
-            .map_err(|_| RecordError::Timeout(FRAME_TIMEOUT, summary.frames))?
-            .ok_or(RecordError::Ended(summary.frames))?;
+        let frame = match tokio::time::timeout(timeout, sub.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                out.flush().await.map_err(io)?;
+                return Err(RecordError::Ended(summary.frames));
+            }
+            Err(_) => {
+                out.flush().await.map_err(io)?;
+                return Err(RecordError::Timeout(timeout, summary.frames));
+            }
+        };
         out.write_all(&frame.data).await.map_err(io)?;
         summary.frames += 1;
         summary.keyframes += u32::from(frame.keyframe);

@@ -2,6 +2,7 @@
 //! (`rtcam devices`, and `source = "auto"`).
 
 use super::format_choice::Mode;
+use super::ioctl;
 use crate::frame::PixelFormat;
 use std::fmt::Write as _;
 use std::io;
@@ -23,6 +24,25 @@ pub struct FormatInfo {
     pub sizes: Vec<(u32, u32, Vec<u32>)>,
 }
 
+/// Which V4L2 capture API a camera speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureApi {
+    /// `V4L2_BUF_TYPE_VIDEO_CAPTURE` (USB cameras, most drivers).
+    SinglePlanar,
+    /// `V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE` only (many SoC camera drivers).
+    Multiplanar,
+}
+
+impl CaptureApi {
+    /// The V4L2 buffer type of its capture queue.
+    pub fn buf_type(self) -> u32 {
+        match self {
+            CaptureApi::SinglePlanar => ioctl::BUF_CAPTURE,
+            CaptureApi::Multiplanar => ioctl::BUF_CAPTURE_MPLANE,
+        }
+    }
+}
+
 /// A capture device.
 #[derive(Debug, Clone)]
 pub struct DeviceInfo {
@@ -34,6 +54,8 @@ pub struct DeviceInfo {
     pub driver: String,
     /// Bus info.
     pub bus: String,
+    /// Single-planar or multiplanar.
+    pub api: CaptureApi,
     /// Formats offered.
     pub formats: Vec<FormatInfo>,
 }
@@ -57,6 +79,128 @@ impl DeviceInfo {
         }
         modes
     }
+}
+
+/// Why a video node is not used as the camera.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A memory-to-memory device: a codec, scaler or ISP (vicodec, the
+    /// Raspberry Pi's /dev/video10-31), not a camera.
+    MemToMem,
+    /// A metadata node (UVC's second node, ISP statistics).
+    Metadata,
+    /// Neither kind of video capture (an output, radio, touch or SDR node).
+    NotCapture,
+    /// Only raw Bayer formats (a CSI receiver such as unicam: its pictures
+    /// need an ISP, i.e. libcamera).
+    RawBayerOnly(Vec<String>),
+    /// Formats, but none rtcam can use.
+    NoUsableFormat(Vec<String>),
+    /// A capture queue with no format at all.
+    NoFormats,
+    /// It could not be opened or queried.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::MemToMem => {
+                write!(
+                    f,
+                    "memory-to-memory device (codec, scaler or ISP), not a camera"
+                )
+            }
+            SkipReason::Metadata => write!(f, "metadata node, not a picture"),
+            SkipReason::NotCapture => write!(f, "not a video capture device"),
+            SkipReason::RawBayerOnly(offered) => write!(
+                f,
+                "raw Bayer formats only ({}): a CSI sensor that needs an ISP (libcamera); \
+                 rtcam accepts YUYV, MJPG, NV12, YU12, H264",
+                offered.join(", ")
+            ),
+            SkipReason::NoUsableFormat(offered) => write!(
+                f,
+                "no usable format (offers {}; rtcam accepts YUYV, MJPG, NV12, YU12, H264)",
+                offered.join(", ")
+            ),
+            SkipReason::NoFormats => write!(f, "its capture queue offers no format"),
+            SkipReason::Unreadable(e) => write!(f, "cannot open it: {e}"),
+        }
+    }
+}
+
+/// Whether a FourCC is a raw Bayer sensor format (8 to 16 bits, packed or
+/// not): `BA81`, `RGGB`, `RG10`, `pRAA`, `BYR2`, …
+fn is_bayer(fourcc: &str) -> bool {
+    let b = fourcc.as_bytes();
+    if b.len() != 4 {
+        return false;
+    }
+    let plain = ["BA81", "GBRG", "GRBG", "RGGB", "BYR2"].contains(&fourcc);
+    let deep = ["BG", "GB", "BA", "RG", "GR"].contains(&&fourcc[..2])
+        && ["10", "12", "14", "16"].contains(&&fourcc[2..]);
+    let packed = b[0] == b'p' && b"BGgR".contains(&b[1]) && b"ACE".contains(&b[2]) && b[3] == b[2];
+    plain || deep || packed
+}
+
+/// The capture API of a node with these device caps, or why it is no camera.
+/// Pure: the first half of [`classify`].
+pub fn classify_caps(device_caps: u32) -> Result<CaptureApi, SkipReason> {
+    use ioctl::cap;
+    if device_caps & (cap::VIDEO_M2M | cap::VIDEO_M2M_MPLANE) != 0 {
+        return Err(SkipReason::MemToMem);
+    }
+    if device_caps & cap::VIDEO_CAPTURE != 0 {
+        return Ok(CaptureApi::SinglePlanar);
+    }
+    if device_caps & cap::VIDEO_CAPTURE_MPLANE != 0 {
+        return Ok(CaptureApi::Multiplanar);
+    }
+    if device_caps & cap::META_CAPTURE != 0 {
+        return Err(SkipReason::Metadata);
+    }
+    Err(SkipReason::NotCapture)
+}
+
+/// Whether a node with these caps and these offered FourCCs is a camera
+/// rtcam can use, and through which API. Pure.
+pub fn classify(device_caps: u32, offered: &[String]) -> Result<CaptureApi, SkipReason> {
+    let api = classify_caps(device_caps)?;
+    if offered.is_empty() {
+        return Err(SkipReason::NoFormats);
+    }
+    if offered.iter().any(|f| fourcc_format(f).is_some()) {
+        return Ok(api);
+    }
+    if offered.iter().all(|f| is_bayer(f)) {
+        return Err(SkipReason::RawBayerOnly(offered.to_vec()));
+    }
+    Err(SkipReason::NoUsableFormat(offered.to_vec()))
+}
+
+/// A video node that is not used as the camera, and why.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    /// Device node.
+    pub path: PathBuf,
+    /// Card name.
+    pub card: String,
+    /// Driver name.
+    pub driver: String,
+    /// Why.
+    pub reason: SkipReason,
+}
+
+/// What probing one video node found.
+#[derive(Debug)]
+pub enum Node {
+    /// A camera rtcam can use.
+    Camera(DeviceInfo),
+    /// Some other kind of node.
+    Skipped(Skipped),
+    /// A node that could not be opened or queried.
+    Unreadable(PathBuf, io::Error),
 }
 
 fn fourcc_format(fourcc: &str) -> Option<PixelFormat> {
@@ -106,21 +250,53 @@ fn rates(dev: &v4l::Device, fourcc: v4l::FourCC, w: u32, h: u32, want_fps: u32) 
     out
 }
 
-/// Queries one device node; `Ok(None)` when it is not a video capture device
-/// (UVC also creates metadata nodes).
-pub fn probe_device(path: &Path, want: (u32, u32, u32)) -> io::Result<Option<DeviceInfo>> {
-    let dev = v4l::Device::with_path(path)?;
-    let caps = dev.query_caps()?;
-    let Ok(formats) = dev.enum_formats() else {
-        return Ok(None);
+/// A FourCC code as text (`YUYV`); bytes that are not printable ASCII
+/// (big-endian variants set bit 31) become `?`.
+pub fn fourcc_text(code: u32) -> String {
+    code.to_le_bytes()
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Queries one device node: a camera with its formats, sizes and rates, or
+/// the reason it is not one.
+pub fn probe_node(path: &Path, want: (u32, u32, u32)) -> Node {
+    let dev = match v4l::Device::with_path(path) {
+        Ok(d) => d,
+        Err(e) => return Node::Unreadable(path.to_path_buf(), e),
     };
-    if formats.is_empty() {
-        return Ok(None);
+    let fd = dev.handle().fd();
+    let caps = match ioctl::querycap(fd) {
+        Ok(c) => c,
+        Err(e) => return Node::Unreadable(path.to_path_buf(), e),
+    };
+    let skipped = |reason| {
+        Node::Skipped(Skipped {
+            path: path.to_path_buf(),
+            card: caps.card.clone(),
+            driver: caps.driver.clone(),
+            reason,
+        })
+    };
+    let api = match classify_caps(caps.device_caps) {
+        Ok(api) => api,
+        Err(reason) => return skipped(reason),
+    };
+    let formats = ioctl::enum_formats(fd, api.buf_type());
+    let offered: Vec<String> = formats.iter().map(|(c, _)| fourcc_text(*c)).collect();
+    if let Err(reason) = classify(caps.device_caps, &offered) {
+        return skipped(reason);
     }
     let mut infos = Vec::new();
-    for desc in formats {
-        let fourcc = desc.fourcc;
-        let text = fourcc.str().unwrap_or("????").to_string();
+    for ((code, description), text) in formats.into_iter().zip(offered) {
+        let fourcc = v4l::FourCC::from(code);
         let mut sizes = Vec::new();
         for fs in dev.enum_framesizes(fourcc).unwrap_or_default() {
             let list = match fs.size {
@@ -134,17 +310,18 @@ pub fn probe_device(path: &Path, want: (u32, u32, u32)) -> io::Result<Option<Dev
         infos.push(FormatInfo {
             usable: fourcc_format(&text).is_some(),
             fourcc: text,
-            description: desc.description,
+            description,
             sizes,
         });
     }
-    Ok(Some(DeviceInfo {
+    Node::Camera(DeviceInfo {
         path: path.to_path_buf(),
         card: caps.card,
         driver: caps.driver,
         bus: caps.bus,
+        api,
         formats: infos,
-    }))
+    })
 }
 
 /// `/dev/video*` nodes in numeric order.
@@ -164,34 +341,72 @@ pub fn video_nodes() -> Vec<PathBuf> {
     nodes.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Every capture device; nodes that fail to open are reported as errors.
-pub fn list(want: (u32, u32, u32)) -> Vec<Result<DeviceInfo, (PathBuf, io::Error)>> {
+/// Every video node, probed.
+pub fn list(want: (u32, u32, u32)) -> Vec<Node> {
     video_nodes()
         .into_iter()
-        .filter_map(|p| match probe_device(&p, want) {
-            Ok(Some(info)) => Some(Ok(info)),
-            Ok(None) => None,
-            Err(e) => Some(Err((p, e))),
-        })
+        .map(|p| probe_node(&p, want))
         .collect()
 }
 
+/// The camera `video.source = "auto"` takes: the first node (in numeric
+/// order) that is a capture device with a usable mode. Every node passed
+/// over is returned too, with its reason, for the log.
+pub fn pick_auto(nodes: Vec<Node>) -> (Option<DeviceInfo>, Vec<Skipped>) {
+    let mut skipped = Vec::new();
+    for node in nodes {
+        match node {
+            Node::Camera(d) if !d.modes().is_empty() => return (Some(d), skipped),
+            Node::Camera(d) => skipped.push(Skipped {
+                reason: SkipReason::NoUsableFormat(
+                    d.formats.iter().map(|f| f.fourcc.clone()).collect(),
+                ),
+                path: d.path,
+                card: d.card,
+                driver: d.driver,
+            }),
+            Node::Skipped(s) => skipped.push(s),
+            Node::Unreadable(path, e) => skipped.push(Skipped {
+                path,
+                card: String::new(),
+                driver: String::new(),
+                reason: SkipReason::Unreadable(e.to_string()),
+            }),
+        }
+    }
+    (None, skipped)
+}
+
 /// Human-readable listing for `rtcam devices`.
-pub fn render(list: &[Result<DeviceInfo, (PathBuf, io::Error)>]) -> String {
+pub fn render(list: &[Node]) -> String {
     let mut out = String::new();
     if list.is_empty() {
-        out.push_str("no V4L2 capture devices found (looked for /dev/video*)\n");
+        out.push_str("no V4L2 capture devices found (no /dev/video* node)\n");
         return out;
     }
     for entry in list {
         match entry {
-            Err((path, e)) => {
+            Node::Unreadable(path, e) => {
                 let _ = writeln!(out, "{}: cannot open: {e}", path.display());
             }
-            Ok(d) => {
+            Node::Skipped(s) => {
                 let _ = writeln!(
                     out,
-                    "{}: {} (driver {}, {})",
+                    "{}: {} (driver {}): not used: {}",
+                    s.path.display(),
+                    s.card,
+                    s.driver,
+                    s.reason
+                );
+            }
+            Node::Camera(d) => {
+                let api = match d.api {
+                    CaptureApi::SinglePlanar => "",
+                    CaptureApi::Multiplanar => ", multiplanar",
+                };
+                let _ = writeln!(
+                    out,
+                    "{}: {} (driver {}, {}{api})",
                     d.path.display(),
                     d.card,
                     d.driver,
@@ -211,6 +426,9 @@ pub fn render(list: &[Result<DeviceInfo, (PathBuf, io::Error)>]) -> String {
                 }
             }
         }
+    }
+    if !list.iter().any(|n| matches!(n, Node::Camera(_))) {
+        out.push_str("no usable camera among them\n");
     }
     out
 }
@@ -248,6 +466,107 @@ mod tests {
         assert!(render(&[]).contains("no V4L2 capture devices"));
     }
 
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn nodes_are_classified_by_caps_then_formats() {
+        use ioctl::cap::*;
+        let yuyv = strings(&["YUYV", "MJPG"]);
+        // a USB camera, and its metadata node
+        assert_eq!(classify(VIDEO_CAPTURE, &yuyv), Ok(CaptureApi::SinglePlanar));
+        assert_eq!(classify(META_CAPTURE, &[]), Err(SkipReason::Metadata));
+        // a SoC camera with only the multiplanar API
+        assert_eq!(
+            classify(VIDEO_CAPTURE_MPLANE, &strings(&["NV12"])),
+            Ok(CaptureApi::Multiplanar)
+        );
+        // codecs and ISPs: vicodec, the Pi's bcm2835-codec and -isp, even
+        // when they announce capture caps and offer YU12 on that queue
+        assert_eq!(
+            classify(VIDEO_M2M, &strings(&["YU12"])),
+            Err(SkipReason::MemToMem)
+        );
+        assert_eq!(
+            classify(
+                VIDEO_M2M_MPLANE | VIDEO_CAPTURE_MPLANE | VIDEO_OUTPUT_MPLANE,
+                &yuyv
+            ),
+            Err(SkipReason::MemToMem)
+        );
+        assert_eq!(classify(VIDEO_OUTPUT, &yuyv), Err(SkipReason::NotCapture));
+        // unicam: a CSI receiver with raw Bayer only
+        assert_eq!(
+            classify(
+                VIDEO_CAPTURE,
+                &strings(&["pRAA", "RG10", "BA81", "RGGB", "pgCC"])
+            ),
+            Err(SkipReason::RawBayerOnly(strings(&[
+                "pRAA", "RG10", "BA81", "RGGB", "pgCC"
+            ])))
+        );
+        assert_eq!(
+            classify(VIDEO_CAPTURE, &strings(&["RGB3", "BA24"])),
+            Err(SkipReason::NoUsableFormat(strings(&["RGB3", "BA24"])))
+        );
+        assert_eq!(classify(VIDEO_CAPTURE, &[]), Err(SkipReason::NoFormats));
+        // a loopback device announcing capture and output (no M2M flag) is a camera
+        assert_eq!(
+            classify(VIDEO_CAPTURE | VIDEO_OUTPUT, &yuyv),
+            Ok(CaptureApi::SinglePlanar)
+        );
+        assert!(!is_bayer("RGB3") && !is_bayer("BA24") && !is_bayer("GREY") && !is_bayer("YU12"));
+    }
+
+    #[test]
+    fn auto_takes_the_first_usable_camera_and_says_why_it_skipped_the_rest() {
+        let cam = |path: &str, fourcc: &str, usable: bool| DeviceInfo {
+            path: path.into(),
+            card: "cam".into(),
+            driver: "drv".into(),
+            bus: "platform:x".into(),
+            api: CaptureApi::SinglePlanar,
+            formats: vec![FormatInfo {
+                fourcc: fourcc.into(),
+                description: String::new(),
+                usable,
+                sizes: vec![(640, 480, vec![30])],
+            }],
+        };
+        let skipped = |path: &str, reason| {
+            Node::Skipped(Skipped {
+                path: path.into(),
+                card: "c".into(),
+                driver: "d".into(),
+                reason,
+            })
+        };
+        let nodes = vec![
+            skipped("/dev/video0", SkipReason::RawBayerOnly(strings(&["pRAA"]))),
+            Node::Unreadable("/dev/video1".into(), io::Error::other("busy")),
+            skipped("/dev/video10", SkipReason::MemToMem),
+            Node::Camera(cam("/dev/video20", "YUYV", true)),
+            Node::Camera(cam("/dev/video21", "NV12", true)),
+        ];
+        let (got, passed) = pick_auto(nodes);
+        assert_eq!(got.expect("a camera").path, PathBuf::from("/dev/video20"));
+        let reasons: Vec<String> = passed.iter().map(|s| s.reason.to_string()).collect();
+        assert_eq!(passed.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("raw Bayer") && reasons[0].contains("libcamera"));
+        assert!(reasons[1].contains("busy"));
+        assert!(reasons[2].contains("memory-to-memory"));
+        let (none, passed) = pick_auto(vec![skipped("/dev/video10", SkipReason::MemToMem)]);
+        assert!(none.is_none() && passed.len() == 1);
+    }
+
+    #[test]
+    fn fourcc_text_never_holds_control_bytes() {
+        assert_eq!(fourcc_text(u32::from_le_bytes(*b"YUYV")), "YUYV");
+        assert_eq!(fourcc_text(u32::from_le_bytes(*b"Y16 ") | 1 << 31), "Y16?");
+        assert_eq!(fourcc_text(0), "????");
+    }
+
     #[test]
     fn modes_skip_unsupported_formats() {
         let d = DeviceInfo {
@@ -255,6 +574,7 @@ mod tests {
             card: "cam".into(),
             driver: "uvcvideo".into(),
             bus: "usb".into(),
+            api: CaptureApi::SinglePlanar,
             formats: vec![
                 FormatInfo {
                     fourcc: "RGB3".into(),
@@ -273,6 +593,6 @@ mod tests {
         let modes = d.modes();
         assert_eq!(modes.len(), 1);
         assert_eq!(modes[0].format, PixelFormat::Mjpeg);
-        assert!(render(&[Ok(d)]).contains("RGB3 (RGB)  [not supported by rtcam]"));
+        assert!(render(&[Node::Camera(d)]).contains("RGB3 (RGB)  [not supported by rtcam]"));
     }
 }

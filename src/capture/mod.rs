@@ -4,6 +4,7 @@
 
 pub mod devices;
 pub mod format_choice;
+pub mod ioctl;
 pub mod test_pattern;
 pub mod v4l2;
 
@@ -77,6 +78,17 @@ pub enum SourceError {
     /// No capture device exists (for `auto`).
     #[error("no V4L2 capture device found")]
     NoDevice,
+    /// `auto` found video nodes, none of them a usable camera.
+    #[error("no usable camera among the video nodes: {0}")]
+    NoCamera(String),
+    /// The configured node is not a camera rtcam can use.
+    #[error("{path} is not a usable camera: {reason}")]
+    NotACamera {
+        /// Device path.
+        path: PathBuf,
+        /// Why (memory-to-memory, metadata, raw Bayer, …).
+        reason: devices::SkipReason,
+    },
     /// The device could not be opened or queried.
     #[error("{path}: {source}")]
     Device {

@@ -2,12 +2,14 @@
 //! streaming. Chooses the mode nearest the configured one, and with
 //! `passthrough` forwards the camera's own H.264.
 
-use super::devices::{self, DeviceInfo};
+use super::devices::{self, CaptureApi, DeviceInfo, Node};
 use super::format_choice::{self, Choice};
+use super::ioctl::{self, MplaneStream};
 use super::{ControlInfo, ControlKind, Source, SourceError, SourceFactory, SourceInfo};
 use crate::config::VideoSettings;
 use crate::frame::{PixelFormat, RawFrame};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use v4l::buffer::Type;
 use v4l::control::{Control, Type as CtrlType, Value};
@@ -28,6 +30,9 @@ pub struct V4l2Factory {
     path: Option<PathBuf>,
     want: (u32, u32, u32),
     passthrough: bool,
+    /// Whether `auto` already logged the nodes it passed over at INFO
+    /// (later reopens log them at DEBUG).
+    announced: AtomicBool,
 }
 
 impl V4l2Factory {
@@ -37,28 +42,48 @@ impl V4l2Factory {
             path,
             want: (video.width, video.height, video.fps),
             passthrough: video.passthrough,
+            announced: AtomicBool::new(false),
         }
     }
 
     fn find_device(&self) -> Result<DeviceInfo, SourceError> {
         if let Some(path) = &self.path {
-            return match devices::probe_device(path, self.want) {
-                Ok(Some(info)) => Ok(info),
-                Ok(None) => Err(SourceError::NoUsableFormat {
-                    path: path.clone(),
-                    offered: "nothing (not a video capture device)".into(),
+            return match devices::probe_node(path, self.want) {
+                Node::Camera(info) => Ok(info),
+                Node::Skipped(s) => Err(SourceError::NotACamera {
+                    path: s.path,
+                    reason: s.reason,
                 }),
-                Err(source) => Err(SourceError::Device {
-                    path: path.clone(),
-                    source,
-                }),
+                Node::Unreadable(path, source) => Err(SourceError::Device { path, source }),
             };
         }
-        devices::list(self.want)
-            .into_iter()
-            .filter_map(Result::ok)
-            .find(|d| !d.modes().is_empty())
-            .ok_or(SourceError::NoDevice)
+        let nodes = devices::list(self.want);
+        let found = nodes.len();
+        let (camera, skipped) = devices::pick_auto(nodes);
+        let loud = !self.announced.swap(true, Ordering::Relaxed);
+        for s in &skipped {
+            if loud {
+                tracing::info!(device = %s.path.display(), card = %s.card, driver = %s.driver,
+                    reason = %s.reason, "video.source = auto: skipping this node");
+            } else {
+                tracing::debug!(device = %s.path.display(), reason = %s.reason, "video.source = auto: skipping this node");
+            }
+        }
+        match camera {
+            Some(c) => {
+                tracing::info!(device = %c.path.display(), card = %c.card, driver = %c.driver,
+                    "video.source = auto: using this camera");
+                Ok(c)
+            }
+            None if found == 0 => Err(SourceError::NoDevice),
+            None => Err(SourceError::NoCamera(
+                skipped
+                    .iter()
+                    .map(|s| format!("{} ({}): {}", s.path.display(), s.card, s.reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
     }
 }
 
@@ -82,10 +107,18 @@ impl SourceFactory for V4l2Factory {
     }
 }
 
+/// How frames come off the device.
+enum Streaming {
+    /// The `v4l` crate's mmap stream (single-planar queues).
+    Single(Stream<'static>),
+    /// rtcam's own (multiplanar queues, one memory plane).
+    Multi(MplaneStream),
+}
+
 /// A streaming camera.
 pub struct V4l2Source {
     device: v4l::Device,
-    stream: Stream<'static>,
+    stream: Streaming,
     info: SourceInfo,
     stride: usize,
     path: PathBuf,
@@ -99,33 +132,92 @@ fn dev_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> SourceError
 }
 
 impl V4l2Source {
+    /// Opens `path` in exactly this mode (size, rate and format are still
+    /// the driver's nearest): what [`V4l2Factory`] does once it has chosen.
+    /// Tests use it to capture one device in each of its formats.
+    pub fn open_path(path: &std::path::Path, choice: Choice) -> Result<Self, SourceError> {
+        match devices::probe_node(path, (choice.width, choice.height, choice.fps)) {
+            Node::Camera(info) => Self::open(&info, choice),
+            Node::Skipped(s) => Err(SourceError::NotACamera {
+                path: s.path,
+                reason: s.reason,
+            }),
+            Node::Unreadable(path, source) => Err(SourceError::Device { path, source }),
+        }
+    }
+
     fn open(info: &DeviceInfo, choice: Choice) -> Result<Self, SourceError> {
         let path = info.path.clone();
         let device = v4l::Device::with_path(&path).map_err(dev_err(&path))?;
-        let fourcc = v4l::FourCC::new(&choice.format.fourcc());
-        let fmt = device
-            .set_format(&v4l::Format::new(choice.width, choice.height, fourcc))
-            .map_err(dev_err(&path))?;
-        let format = PixelFormat::from_fourcc(fmt.fourcc.repr).ok_or_else(|| {
+        let code = u32::from_le_bytes(choice.format.fourcc());
+        let (width, height, got, stride, fps, stream) = match info.api {
+            CaptureApi::SinglePlanar => {
+                let fmt = device
+                    .set_format(&v4l::Format::new(
+                        choice.width,
+                        choice.height,
+                        v4l::FourCC::from(code),
+                    ))
+                    .map_err(dev_err(&path))?;
+                // Not every driver supports frame-rate control; the camera's own rate is fine then.
+                let fps = device
+                    .set_params(&v4l::video::capture::Parameters::with_fps(choice.fps))
+                    .ok()
+                    .and_then(|p| {
+                        let (n, d) = (p.interval.numerator, p.interval.denominator);
+                        // 2/25 s is 12.5 fps: rounded as the listing rounds it.
+                        (n > 0).then(|| (d + n / 2) / n)
+                    })
+                    .unwrap_or(choice.fps);
+                let mut stream = Stream::with_buffers(&device, Type::VideoCapture, BUFFERS)
+                    .map_err(dev_err(&path))?;
+                stream.set_timeout(READ_TIMEOUT);
+                (
+                    fmt.width,
+                    fmt.height,
+                    u32::from(fmt.fourcc),
+                    fmt.stride,
+                    fps,
+                    Streaming::Single(stream),
+                )
+            }
+            CaptureApi::Multiplanar => {
+                let fd = device.handle().fd();
+                let fmt = ioctl::set_format_mplane(fd, choice.width, choice.height, code)
+                    .map_err(dev_err(&path))?;
+                if fmt.planes != 1 {
+                    return Err(SourceError::NoUsableFormat {
+                        path: path.clone(),
+                        offered: format!(
+                            "{} in {} memory planes (rtcam reads one)",
+                            devices::fourcc_text(fmt.fourcc),
+                            fmt.planes
+                        ),
+                    });
+                }
+                let fps =
+                    ioctl::set_fps(fd, ioctl::BUF_CAPTURE_MPLANE, choice.fps).unwrap_or(choice.fps);
+                let stream = MplaneStream::start(device.handle(), BUFFERS, READ_TIMEOUT)
+                    .map_err(dev_err(&path))?;
+                (
+                    fmt.width,
+                    fmt.height,
+                    fmt.fourcc,
+                    fmt.stride,
+                    fps,
+                    Streaming::Multi(stream),
+                )
+            }
+        };
+        let format = PixelFormat::from_fourcc(got.to_le_bytes()).ok_or_else(|| {
             SourceError::NoUsableFormat {
                 path: path.clone(),
-                offered: format!("{} after negotiation", fmt.fourcc),
+                offered: format!("{} after negotiation", devices::fourcc_text(got)),
             }
         })?;
-        // Not every driver supports frame-rate control; the camera's own rate is fine then.
-        let fps = device
-            .set_params(&v4l::video::capture::Parameters::with_fps(choice.fps))
-            .ok()
-            .and_then(|p| {
-                (p.interval.numerator > 0).then(|| p.interval.denominator / p.interval.numerator)
-            })
-            .unwrap_or(choice.fps);
-        let mut stream =
-            Stream::with_buffers(&device, Type::VideoCapture, BUFFERS).map_err(dev_err(&path))?;
-        stream.set_timeout(READ_TIMEOUT);
         tracing::info!(
             device = %path.display(), card = %info.card, format = %format,
-            width = fmt.width, height = fmt.height, fps, "camera opened"
+            width, height, fps, multiplanar = info.api == CaptureApi::Multiplanar, "camera opened"
         );
         Ok(Self {
             device,
@@ -133,13 +225,28 @@ impl V4l2Source {
             info: SourceInfo {
                 name: format!("{} ({})", path.display(), info.card),
                 format,
-                width: fmt.width as usize,
-                height: fmt.height as usize,
+                width: width as usize,
+                height: height as usize,
                 fps,
             },
-            stride: fmt.stride as usize,
+            stride: stride as usize,
             path,
         })
+    }
+}
+
+impl V4l2Source {
+    /// The device's controls. The `v4l` crate panics on control types and
+    /// strings it does not know: a driver's oddity becomes an error here.
+    fn query_controls(&self) -> Result<Vec<v4l::control::Description>, SourceError> {
+        let device = &self.device;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.query_controls())) {
+            Ok(r) => r.map_err(dev_err(&self.path)),
+            Err(_) => Err(SourceError::Read(format!(
+                "{}: the driver lists a control rtcam cannot read",
+                self.path.display()
+            ))),
+        }
     }
 }
 
@@ -164,17 +271,22 @@ impl Source for V4l2Source {
     }
 
     fn next_frame(&mut self) -> Result<RawFrame<'_>, SourceError> {
-        let (buf, meta) = self
-            .stream
-            .next()
-            .map_err(|e| SourceError::Read(format!("{}: {e}", self.path.display())))?;
-        let used = (meta.bytesused as usize).min(buf.len());
+        let path = &self.path;
+        let read = |e: std::io::Error| SourceError::Read(format!("{}: {e}", path.display()));
+        let data = match &mut self.stream {
+            Streaming::Single(stream) => {
+                let (buf, meta) = stream.next().map_err(read)?;
+                let used = (meta.bytesused as usize).min(buf.len());
+                &buf[..used]
+            }
+            Streaming::Multi(stream) => stream.next_frame().map_err(read)?,
+        };
         Ok(RawFrame {
             format: self.info.format,
             width: self.info.width,
             height: self.info.height,
             stride: self.stride,
-            data: &buf[..used],
+            data,
             captured: Instant::now(),
         })
     }
@@ -192,7 +304,7 @@ impl Source for V4l2Source {
     }
 
     fn controls(&mut self) -> Result<Vec<ControlInfo>, SourceError> {
-        let descs = self.device.query_controls().map_err(dev_err(&self.path))?;
+        let descs = self.query_controls()?;
         let mut out = Vec::new();
         for d in descs {
             let kind = match d.typ {
@@ -231,7 +343,7 @@ impl Source for V4l2Source {
     }
 
     fn set_control(&mut self, name: &str, value: i64) -> Result<i64, SourceError> {
-        let descs = self.device.query_controls().map_err(dev_err(&self.path))?;
+        let descs = self.query_controls()?;
         let d = descs
             .into_iter()
             .find(|d| control_name(&d.name) == name)
@@ -260,7 +372,12 @@ impl Source for V4l2Source {
                 name: name.to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(value)
+        // The driver may round to its step: report what it holds now.
+        match self.device.control(d.id).map(|c| c.value) {
+            Ok(Value::Integer(v)) => Ok(v),
+            Ok(Value::Boolean(b)) => Ok(i64::from(b)),
+            _ => Ok(value),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod browser;
+pub mod lab;
 pub mod lines;
 pub mod memory;
 pub mod mosquitto;
