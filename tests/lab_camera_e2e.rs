@@ -11,7 +11,7 @@ mod common;
 
 use common::WAIT;
 use common::agent::{AgentProcess, TestConfig};
-use common::lab::{require_lab, sh, unload, unload_media, wait_nodes};
+use common::lab::{require_lab, set_ctrl, sh, unload, unload_media, wait_nodes};
 use common::viewer;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -147,10 +147,7 @@ async fn a_camera_unplugged_during_run_comes_back_to_the_same_viewer_at_a_keyfra
     assert!(run.first_keyframe);
 
     let mark = agent.log().len();
-    sh(&format!(
-        "v4l2-ctl -d {} --set-ctrl disconnect=1",
-        node.display()
-    ));
+    set_ctrl(&node, "disconnect", 1);
     agent
         .log()
         .wait_line_after("the camera's failure", mark, WAIT, |l| {

@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::lab::{Planes, diff, require_lab, sh, unload_media, wait_nodes};
+use common::lab::{Planes, diff, require_lab, set_ctrl, sh, unload_media, wait_nodes};
 use common::process::{all_output, rtcam};
 use rtcam::capture::format_choice::Choice;
 use rtcam::capture::v4l2::V4l2Source;
@@ -73,10 +73,7 @@ fn load_vivid_both_apis() -> (PathBuf, PathBuf) {
         n.starts_with("vivid-") && n.ends_with("-vid-cap")
     });
     for c in &caps {
-        sh(&format!(
-            "v4l2-ctl -d {} --set-ctrl osd_text_mode=2",
-            c.display()
-        ));
+        set_ctrl(c, "osd_text_mode", 2);
     }
     (caps[0].clone(), caps[1].clone())
 }
@@ -477,7 +474,7 @@ fn record_goes_on_across_a_camera_unplugged_for_ten_seconds() {
     let mut log = Vec::new();
     let wait_for = |what: &str, log: &mut Vec<String>| loop {
         let line = rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("no `{what}` in record's log:\n{}", log.join("\n")));
         log.push(line.clone());
         if line.contains(what) {
@@ -487,10 +484,7 @@ fn record_goes_on_across_a_camera_unplugged_for_ten_seconds() {
     wait_for("camera running", &mut log);
     std::thread::sleep(Duration::from_secs(2));
     // Unplugged: the driver reports the device gone, then goes away.
-    sh(&format!(
-        "v4l2-ctl -d {} --set-ctrl disconnect=1",
-        cap.display()
-    ));
+    set_ctrl(&cap, "disconnect", 1);
     wait_for("camera failed; reopening", &mut log);
     common::lab::unload("vivid");
     std::thread::sleep(Duration::from_secs(10));

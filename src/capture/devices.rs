@@ -87,6 +87,10 @@ pub enum SkipReason {
     /// A memory-to-memory device: a codec, scaler or ISP (vicodec, the
     /// Raspberry Pi's /dev/video10-31), not a camera.
     MemToMem,
+    /// A node of an image signal processor whose capture queues deliver
+    /// only what its input queue is fed (the Pi 4's bcm2835-isp, the Pi 5's
+    /// PiSP back end): not a camera, though they offer YUV formats.
+    IspNode(String),
     /// A metadata node (UVC's second node, ISP statistics).
     Metadata,
     /// Neither kind of video capture (an output, radio, touch or SDR node).
@@ -111,6 +115,10 @@ impl std::fmt::Display for SkipReason {
                     "memory-to-memory device (codec, scaler or ISP), not a camera"
                 )
             }
+            SkipReason::IspNode(driver) => write!(
+                f,
+                "a node of the {driver} image signal processor (fed by a camera through libcamera), not a camera"
+            ),
             SkipReason::Metadata => write!(f, "metadata node, not a picture"),
             SkipReason::NotCapture => write!(f, "not a video capture device"),
             SkipReason::RawBayerOnly(offered) => write!(
@@ -142,6 +150,16 @@ fn is_bayer(fourcc: &str) -> bool {
         && ["10", "12", "14", "16"].contains(&&fourcc[2..]);
     let packed = b[0] == b'p' && b"BGgR".contains(&b[1]) && b"ACE".contains(&b[2]) && b[3] == b[2];
     plain || deep || packed
+}
+
+/// Drivers of image signal processors whose nodes are not flagged
+/// memory-to-memory but are no cameras: their capture nodes offer YUV and
+/// deliver only what libcamera feeds them.
+const ISP_DRIVERS: [&str; 4] = ["bcm2835-isp", "pispbe", "rkisp1", "mali-c55"];
+
+/// Whether `driver` is an image signal processor's (see [`ISP_DRIVERS`]). Pure.
+pub fn is_isp_driver(driver: &str) -> bool {
+    ISP_DRIVERS.contains(&driver)
 }
 
 /// The capture API of a node with these device caps, or why it is no camera.
@@ -285,6 +303,9 @@ pub fn probe_node(path: &Path, want: (u32, u32, u32)) -> Node {
             reason,
         })
     };
+    if is_isp_driver(&caps.driver) {
+        return skipped(SkipReason::IspNode(caps.driver.clone()));
+    }
     let api = match classify_caps(caps.device_caps) {
         Ok(api) => api,
         Err(reason) => return skipped(reason),
@@ -517,6 +538,14 @@ mod tests {
             Ok(CaptureApi::SinglePlanar)
         );
         assert!(!is_bayer("RGB3") && !is_bayer("BA24") && !is_bayer("GREY") && !is_bayer("YU12"));
+        // ISP nodes are refused by driver whatever their caps.
+        assert!(is_isp_driver("bcm2835-isp") && is_isp_driver("pispbe"));
+        assert!(!is_isp_driver("uvcvideo") && !is_isp_driver("unicam") && !is_isp_driver("vivid"));
+        assert!(
+            SkipReason::IspNode("pispbe".into())
+                .to_string()
+                .contains("image signal processor")
+        );
     }
 
     #[test]

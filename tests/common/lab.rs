@@ -189,3 +189,33 @@ pub fn diff(a: &Planes, b: &Planes) -> Diff {
         far,
     }
 }
+
+/// Sets V4L2 control `name` (as `v4l2-ctl` spells it: `osd_text_mode`,
+/// `disconnect`) on `node` through the `v4l` crate, so it works in the
+/// arm64 guest too (which cannot run the host's x86 `v4l2-ctl`). A button
+/// control is pressed whatever `value` is.
+pub fn set_ctrl(node: &std::path::Path, name: &str, value: i64) {
+    use v4l::control::{Control, Type, Value};
+    let dev = v4l::Device::with_path(node).expect("the node opens");
+    let snake = |label: &str| {
+        label
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join("_")
+    };
+    let d = dev
+        .query_controls()
+        .expect("the controls list")
+        .into_iter()
+        .find(|d| snake(&d.name) == name)
+        .unwrap_or_else(|| panic!("{} has no control {name}", node.display()));
+    let v = match d.typ {
+        Type::Button => Value::None,
+        Type::Boolean => Value::Boolean(value != 0),
+        _ => Value::Integer(value),
+    };
+    dev.set_control(Control { id: d.id, value: v })
+        .unwrap_or_else(|e| panic!("{name} = {value} on {}: {e}", node.display()));
+}
