@@ -11,7 +11,7 @@ mod common;
 
 use common::WAIT;
 use common::agent::{AgentProcess, TestConfig};
-use common::lab::{require_lab, set_ctrl, sh, unload, unload_media, wait_nodes};
+use common::lab::{require_lab, sh, unload, unload_media, wait_nodes};
 use common::viewer;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -147,7 +147,7 @@ async fn a_camera_unplugged_during_run_comes_back_to_the_same_viewer_at_a_keyfra
     assert!(run.first_keyframe);
 
     let mark = agent.log().len();
-    set_ctrl(&node, "disconnect", 1);
+    let aside = common::lab::unplug(&node);
     agent
         .log()
         .wait_line_after("the camera's failure", mark, WAIT, |l| {
@@ -163,6 +163,7 @@ async fn a_camera_unplugged_during_run_comes_back_to_the_same_viewer_at_a_keyfra
     if !matches!(unloaded, Ok(Ok(()))) {
         panic!("vivid stays loaded; agent log:\n{}", log.tail(30));
     }
+    common::lab::replug_cleanup(&aside);
     tokio::time::sleep(Duration::from_secs(12)).await;
     v.drain_frames();
     sh("modprobe vivid n_devs=1 node_types=0x1");

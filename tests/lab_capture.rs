@@ -483,10 +483,12 @@ fn record_goes_on_across_a_camera_unplugged_for_ten_seconds() {
     };
     wait_for("camera running", &mut log);
     std::thread::sleep(Duration::from_secs(2));
-    // Unplugged: the driver reports the device gone, then goes away.
-    set_ctrl(&cap, "disconnect", 1);
+    // Unplugged: the node disappears, the driver fails the open handle,
+    // then goes away.
+    let aside = common::lab::unplug(&cap);
     wait_for("camera failed; reopening", &mut log);
     common::lab::unload("vivid");
+    common::lab::replug_cleanup(&aside);
     std::thread::sleep(Duration::from_secs(10));
     sh("modprobe vivid n_devs=1 node_types=0x1");
     let status = child.wait().expect("record ends");

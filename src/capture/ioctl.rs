@@ -1,10 +1,12 @@
 //! The few V4L2 calls the `v4l` crate does not make, through its own ioctl
 //! entry point and the kernel-header bindings it generates (`v4l::v4l_sys`):
 //! `VIDIOC_QUERYCAP` that never panics on a driver's strings, format
-//! enumeration on the multiplanar queue, and multiplanar mmap streaming
-//! (`v4l` 0.14 streams single-planar queues only; many SoC camera drivers
-//! offer only the multiplanar API). Every `unsafe` block of the capture code
-//! is in this file.
+//! enumeration on the multiplanar queue, and mmap streaming on either queue
+//! type: `v4l` 0.14 streams single-planar queues only (many SoC camera
+//! drivers offer only the multiplanar API), and its stream panics when it is
+//! dropped after any error but ENODEV (what an unplugged camera's driver
+//! may answer to STREAMOFF), which would end the media thread. Every
+//! `unsafe` block of the capture code is in this file.
 
 use std::io;
 use std::os::raw::c_void;
@@ -177,10 +179,13 @@ struct Mapping {
     len: usize,
 }
 
-/// mmap streaming on a multiplanar capture queue whose format has one
-/// memory plane. Buffers are mapped once, queued back one call later.
-pub struct MplaneStream {
+/// mmap streaming on a capture queue (`buf_type`: [`BUF_CAPTURE`] or
+/// [`BUF_CAPTURE_MPLANE`], whose format must have one memory plane).
+/// Buffers are mapped once and queued back one call later; dropping it
+/// stops the queue and unmaps, ignoring errors (the device may be gone).
+pub struct MmapStream {
     handle: Arc<v4l::device::Handle>,
+    buf_type: u32,
     maps: Vec<Mapping>,
     dequeued: Option<u32>,
     timeout: Duration,
@@ -188,47 +193,57 @@ pub struct MplaneStream {
 
 // SAFETY: the mappings are owned by this value alone and only read through
 // `&mut self`; the kernel writes them only while they are queued.
-unsafe impl Send for MplaneStream {}
+unsafe impl Send for MmapStream {}
 
-fn mplane_buffer(index: u32, planes: &mut [v4l2_plane; 1]) -> v4l2_buffer {
-    let mut b: v4l2_buffer = zeroed();
-    b.index = index;
-    b.type_ = BUF_CAPTURE_MPLANE;
-    b.memory = MEMORY_MMAP;
-    b.m.planes = planes.as_mut_ptr();
-    b.length = 1;
-    b
-}
+impl MmapStream {
+    fn buffer(&self, index: u32, planes: &mut [v4l2_plane; 1]) -> v4l2_buffer {
+        let mut b: v4l2_buffer = zeroed();
+        b.index = index;
+        b.type_ = self.buf_type;
+        b.memory = MEMORY_MMAP;
+        if self.buf_type == BUF_CAPTURE_MPLANE {
+            b.m.planes = planes.as_mut_ptr();
+            b.length = 1;
+        }
+        b
+    }
 
-impl MplaneStream {
     /// Requests `count` buffers, maps and queues them, starts streaming.
     pub fn start(
         handle: Arc<v4l::device::Handle>,
+        buf_type: u32,
         count: u32,
         timeout: Duration,
     ) -> io::Result<Self> {
         let fd = handle.fd();
         let mut req: v4l2_requestbuffers = zeroed();
         req.count = count;
-        req.type_ = BUF_CAPTURE_MPLANE;
+        req.type_ = buf_type;
         req.memory = MEMORY_MMAP;
         call(fd, vidioc::VIDIOC_REQBUFS, &mut req)?;
         if req.count == 0 {
             return Err(io::Error::other("the driver granted no buffers"));
         }
-        let mut s = MplaneStream {
+        let mut s = MmapStream {
             handle,
+            buf_type,
             maps: Vec::new(),
             dequeued: None,
             timeout,
         };
         for index in 0..req.count {
             let mut planes: [v4l2_plane; 1] = zeroed();
-            let mut b = mplane_buffer(index, &mut planes);
+            let mut b = s.buffer(index, &mut planes);
             call(fd, vidioc::VIDIOC_QUERYBUF, &mut b)?;
-            let len = planes[0].length as usize;
-            // SAFETY: `mem_offset` is the member the kernel fills for MMAP buffers.
-            let offset = unsafe { planes[0].m.mem_offset };
+            // SAFETY: `mem_offset` / `offset` are the members the kernel
+            // fills for MMAP buffers of each queue type.
+            let (len, offset) = unsafe {
+                if buf_type == BUF_CAPTURE_MPLANE {
+                    (planes[0].length as usize, planes[0].m.mem_offset)
+                } else {
+                    (b.length as usize, b.m.offset)
+                }
+            };
             // SAFETY: maps the driver's buffer as the V4L2 API documents it;
             // the result is checked and unmapped in Drop.
             let ptr = unsafe {
@@ -249,20 +264,21 @@ impl MplaneStream {
             s.maps.push(Mapping { ptr, len });
             s.queue(index)?;
         }
-        let mut t = BUF_CAPTURE_MPLANE as i32;
+        let mut t = buf_type as i32;
         call(fd, vidioc::VIDIOC_STREAMON, &mut t)?;
         Ok(s)
     }
 
     fn queue(&mut self, index: u32) -> io::Result<()> {
         let mut planes: [v4l2_plane; 1] = zeroed();
-        let mut b = mplane_buffer(index, &mut planes);
+        let mut b = self.buffer(index, &mut planes);
         call(self.handle.fd(), vidioc::VIDIOC_QBUF, &mut b)
     }
 
-    /// The next filled buffer's payload (plane 0 from its data offset),
-    /// valid until the next call. Buffers the driver marks as errored are
-    /// queued back and skipped; none within the timeout is `TimedOut`.
+    /// The next filled buffer's payload (for multiplanar queues, plane 0
+    /// from its data offset), valid until the next call. Buffers the driver
+    /// marks as errored are queued back and skipped; none within the
+    /// timeout is `TimedOut`.
     pub fn next_frame(&mut self) -> io::Result<&[u8]> {
         if let Some(i) = self.dequeued.take() {
             self.queue(i)?;
@@ -273,19 +289,24 @@ impl MplaneStream {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "no frame in time"));
             }
             let mut planes: [v4l2_plane; 1] = zeroed();
-            let mut b = mplane_buffer(0, &mut planes);
+            let mut b = self.buffer(0, &mut planes);
             call(self.handle.fd(), vidioc::VIDIOC_DQBUF, &mut b)?;
             if b.flags & BUF_FLAG_ERROR != 0 {
                 self.queue(b.index)?;
                 continue;
             }
+            let (used, start) = if self.buf_type == BUF_CAPTURE_MPLANE {
+                (planes[0].bytesused as usize, planes[0].data_offset as usize)
+            } else {
+                (b.bytesused as usize, 0)
+            };
             let map = self
                 .maps
                 .get(b.index as usize)
                 .ok_or_else(|| io::Error::other("the driver returned an unknown buffer"))?;
             self.dequeued = Some(b.index);
-            let used = (planes[0].bytesused as usize).min(map.len);
-            let start = (planes[0].data_offset as usize).min(used);
+            let used = used.min(map.len);
+            let start = start.min(used);
             // SAFETY: the mapping is `map.len` bytes long and stays mapped
             // until Drop; the buffer stays dequeued (not written by the
             // driver) until the next call, which the borrow of `self` orders.
@@ -296,17 +317,17 @@ impl MplaneStream {
     }
 }
 
-impl Drop for MplaneStream {
+impl Drop for MmapStream {
     fn drop(&mut self) {
         let fd = self.handle.fd();
-        let mut t = BUF_CAPTURE_MPLANE as i32;
+        let mut t = self.buf_type as i32;
         let _ = call(fd, vidioc::VIDIOC_STREAMOFF, &mut t);
         for m in self.maps.drain(..) {
             // SAFETY: each mapping came from mmap with this length.
             unsafe { libc::munmap(m.ptr, m.len) };
         }
         let mut req: v4l2_requestbuffers = zeroed();
-        req.type_ = BUF_CAPTURE_MPLANE;
+        req.type_ = self.buf_type;
         req.memory = MEMORY_MMAP;
         let _ = call(fd, vidioc::VIDIOC_REQBUFS, &mut req);
     }

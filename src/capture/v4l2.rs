@@ -1,20 +1,20 @@
-//! The `v4l2` source: a USB/CSI camera through the `v4l` crate with mmap
-//! streaming. Chooses the mode nearest the configured one, and with
-//! `passthrough` forwards the camera's own H.264.
+//! The `v4l2` source: a USB/CSI camera, single- or multiplanar. The `v4l`
+//! crate sets formats, rates and controls; frames come through rtcam's own
+//! mmap stream ([`super::ioctl::MmapStream`]: `v4l`'s streams only
+//! single-planar queues and panics when dropped after a driver error).
+//! Chooses the mode nearest the configured one, and with `passthrough`
+//! forwards the camera's own H.264.
 
 use super::devices::{self, CaptureApi, DeviceInfo, Node};
 use super::format_choice::{self, Choice};
-use super::ioctl::{self, MplaneStream};
+use super::ioctl::{self, MmapStream};
 use super::{ControlInfo, ControlKind, Source, SourceError, SourceFactory, SourceInfo};
 use crate::config::VideoSettings;
 use crate::frame::{PixelFormat, RawFrame};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use v4l::buffer::Type;
 use v4l::control::{Control, Type as CtrlType, Value};
-use v4l::io::mmap::Stream;
-use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 
 /// `V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME`: asks an encoding camera for an
@@ -107,18 +107,11 @@ impl SourceFactory for V4l2Factory {
     }
 }
 
-/// How frames come off the device.
-enum Streaming {
-    /// The `v4l` crate's mmap stream (single-planar queues).
-    Single(Stream<'static>),
-    /// rtcam's own (multiplanar queues, one memory plane).
-    Multi(MplaneStream),
-}
-
 /// A streaming camera.
 pub struct V4l2Source {
+    /// Declared before the device: the stream stops and unmaps first.
+    stream: MmapStream,
     device: v4l::Device,
-    stream: Streaming,
     info: SourceInfo,
     stride: usize,
     path: PathBuf,
@@ -169,16 +162,16 @@ impl V4l2Source {
                         (n > 0).then(|| (d + n / 2) / n)
                     })
                     .unwrap_or(choice.fps);
-                let mut stream = Stream::with_buffers(&device, Type::VideoCapture, BUFFERS)
-                    .map_err(dev_err(&path))?;
-                stream.set_timeout(READ_TIMEOUT);
+                let stream =
+                    MmapStream::start(device.handle(), ioctl::BUF_CAPTURE, BUFFERS, READ_TIMEOUT)
+                        .map_err(dev_err(&path))?;
                 (
                     fmt.width,
                     fmt.height,
                     u32::from(fmt.fourcc),
                     fmt.stride,
                     fps,
-                    Streaming::Single(stream),
+                    stream,
                 )
             }
             CaptureApi::Multiplanar => {
@@ -197,16 +190,14 @@ impl V4l2Source {
                 }
                 let fps =
                     ioctl::set_fps(fd, ioctl::BUF_CAPTURE_MPLANE, choice.fps).unwrap_or(choice.fps);
-                let stream = MplaneStream::start(device.handle(), BUFFERS, READ_TIMEOUT)
-                    .map_err(dev_err(&path))?;
-                (
-                    fmt.width,
-                    fmt.height,
-                    fmt.fourcc,
-                    fmt.stride,
-                    fps,
-                    Streaming::Multi(stream),
+                let stream = MmapStream::start(
+                    device.handle(),
+                    ioctl::BUF_CAPTURE_MPLANE,
+                    BUFFERS,
+                    READ_TIMEOUT,
                 )
+                .map_err(dev_err(&path))?;
+                (fmt.width, fmt.height, fmt.fourcc, fmt.stride, fps, stream)
             }
         };
         let format = PixelFormat::from_fourcc(got.to_le_bytes()).ok_or_else(|| {
@@ -273,14 +264,7 @@ impl Source for V4l2Source {
     fn next_frame(&mut self) -> Result<RawFrame<'_>, SourceError> {
         let path = &self.path;
         let read = |e: std::io::Error| SourceError::Read(format!("{}: {e}", path.display()));
-        let data = match &mut self.stream {
-            Streaming::Single(stream) => {
-                let (buf, meta) = stream.next().map_err(read)?;
-                let used = (meta.bytesused as usize).min(buf.len());
-                &buf[..used]
-            }
-            Streaming::Multi(stream) => stream.next_frame().map_err(read)?,
-        };
+        let data = self.stream.next_frame().map_err(read)?;
         Ok(RawFrame {
             format: self.info.format,
             width: self.info.width,

@@ -219,3 +219,20 @@ pub fn set_ctrl(node: &std::path::Path, name: &str, value: i64) {
     dev.set_control(Control { id: d.id, value: v })
         .unwrap_or_else(|e| panic!("{name} = {value} on {}: {e}", node.display()));
 }
+
+/// Unplugs vivid's camera at `node` as a USB camera is unplugged: its node
+/// disappears from /dev (renamed aside, so nothing reopens it) and the
+/// driver fails every open handle (vivid's Disconnect control). Then
+/// [`unload`] the driver once the agent has let go, and
+/// [`replug_cleanup`] before loading it again.
+pub fn unplug(node: &std::path::Path) -> PathBuf {
+    let aside = node.with_extension("unplugged");
+    std::fs::rename(node, &aside).expect("the node is renamed aside");
+    set_ctrl(&aside, "disconnect", 1);
+    aside
+}
+
+/// Removes the node [`unplug`] put aside (the driver is gone by now).
+pub fn replug_cleanup(aside: &std::path::Path) {
+    let _ = std::fs::remove_file(aside);
+}
