@@ -99,6 +99,10 @@ pub struct AgentStats {
     pub echoes_dropped: u64,
     /// Signaling publishes dropped while the broker was away.
     pub publishes_dropped: u64,
+    /// Viewer signaling messages handed to the session manager.
+    pub signaling_received: u64,
+    /// Viewer signaling messages dropped because the manager was behind (a flood).
+    pub signaling_dropped: u64,
     /// Tasks alive in the async runtime (the WebRTC stack's included).
     pub runtime_tasks: usize,
 }
@@ -116,6 +120,7 @@ pub struct Agent {
     counts: watch::Receiver<Counts>,
     mqtt_connected: watch::Receiver<bool>,
     echoes_dropped: Arc<std::sync::atomic::AtomicU64>,
+    inbound: Arc<mqtt::InboundCounts>,
     http_addr: Option<SocketAddr>,
     info: watch::Sender<Retained>,
     publisher: Publisher,
@@ -346,6 +351,7 @@ impl Agent {
             rate_limit: settings.control.rate_limit,
             max_message: settings.control.max_message_bytes,
         }));
+        let (error_replies, refusal_log) = SessionContext::throttles();
         let ctx = Arc::new(SessionContext {
             hub: hub.clone(),
             publisher: publisher.clone(),
@@ -355,6 +361,8 @@ impl Agent {
             auth: settings.auth.authorizer(),
             max_payload: settings.mqtt.max_payload_bytes,
             faults: opts.faults,
+            error_replies,
+            refusal_log,
         });
         let limits = Limits {
             max_viewers: settings.webrtc.max_viewers,
@@ -407,6 +415,7 @@ impl Agent {
                 counts: counts.clone(),
                 mqtt: conn.connected.clone(),
                 echoes_dropped: conn.echoes_dropped.clone(),
+                inbound: conn.inbound.clone(),
                 publisher: publisher.clone(),
                 tracker: tracker.clone(),
             };
@@ -429,6 +438,7 @@ impl Agent {
             counts,
             mqtt_connected: conn.connected,
             echoes_dropped: conn.echoes_dropped,
+            inbound: conn.inbound,
             http_addr,
             info,
             publisher,
@@ -513,6 +523,7 @@ impl Agent {
             counts: self.counts.clone(),
             mqtt: self.mqtt_connected.clone(),
             echoes_dropped: self.echoes_dropped.clone(),
+            inbound: self.inbound.clone(),
             publisher: self.publisher.clone(),
             tracker: self.tracker.clone(),
         }
@@ -654,6 +665,7 @@ struct StatsSource {
     counts: watch::Receiver<Counts>,
     mqtt: watch::Receiver<bool>,
     echoes_dropped: Arc<std::sync::atomic::AtomicU64>,
+    inbound: Arc<mqtt::InboundCounts>,
     publisher: Publisher,
     tracker: TaskTracker,
 }
@@ -682,6 +694,14 @@ impl StatsSource {
                 .echoes_dropped
                 .load(std::sync::atomic::Ordering::Relaxed),
             publishes_dropped: self.publisher.dropped(),
+            signaling_received: self
+                .inbound
+                .received
+                .load(std::sync::atomic::Ordering::Relaxed),
+            signaling_dropped: self
+                .inbound
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
             runtime_tasks: tokio::runtime::Handle::try_current()
                 .map_or(0, |h| h.metrics().num_alive_tasks()),
         }

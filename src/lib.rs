@@ -56,6 +56,7 @@
 //! - [`gpio`]: named pins behind the `GpioBackend` trait (simulated, Linux cdev, rppal), failsafes, MQTT bridge.
 //! - [`web`]: the built-in web viewer and its JSON endpoints.
 //! - [`systemd`]: readiness, status, stopping and the watchdog, in one place.
+//! - [`throttle`]: budgets per time window, so floods are cut and reported once.
 //! - [`agent`]: the running agent and its shutdown path.
 //! - [`probe`]: `rtcam probe`, a headless viewer that decodes and checks the stream.
 //! - [`cli`]: the command line.
@@ -86,4 +87,5 @@ pub mod record;
 pub mod session;
 pub mod signaling;
 pub mod systemd;
+pub mod throttle;
 pub mod web;

@@ -170,6 +170,14 @@ fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
                 "no signing secret: create one (e.g. `head -c 32 /dev/urandom | base64 > /etc/rtcam/token.key`) \
                  and set [auth] secret_file to its path",
             )?;
+            let max = settings.auth.max_token_ttl;
+            if ttl > max {
+                anyhow::bail!(
+                    "--ttl {} is longer than auth.max_token_ttl ({}): the camera would refuse the token",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(max)
+                );
+            }
             let expires = std::time::SystemTime::now() + ttl;
             let unix = expires
                 .duration_since(std::time::UNIX_EPOCH)
@@ -177,11 +185,17 @@ fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
                 .as_secs();
             println!(
                 "{}",
-                rtcam::auth::mint(secret.expose().as_bytes(), role, unix)
+                rtcam::auth::mint(
+                    secret.expose().as_bytes(),
+                    role,
+                    &settings.auth.audience,
+                    unix
+                )
             );
             eprintln!(
-                "{} token valid until {} (accepted when [auth] mode = \"token\")",
+                "{} token for {} valid until {} (accepted when [auth] mode = \"token\")",
                 role.as_str(),
+                settings.auth.audience,
                 humantime::format_rfc3339_seconds(expires)
             );
             Ok(())

@@ -31,7 +31,8 @@ pub struct ViewerOptions {
     pub video: bool,
     /// Open the `control` DataChannel.
     pub control: bool,
-    /// Token sent with the offer.
+    /// Token to prove in the offer (never sent itself); also the MQTT
+    /// password when none is set (the embedded broker checks it).
     pub token: Option<String>,
     /// WebRTC options (tests use loopback only).
     pub peer: PeerOptions,
@@ -111,6 +112,8 @@ pub struct Viewer {
     offer_sent: Instant,
     /// Bound on waits that have no caller-given timeout (the bye's ack).
     timeout: Duration,
+    /// The session's secret from the answer: a bye presents it.
+    session: Option<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -187,8 +190,14 @@ impl Viewer {
     pub async fn connect(opts: &ViewerOptions) -> Result<Viewer, ProbeError> {
         let topics = Topics::new(&opts.topic_prefix);
         let cid = opts.client_id.clone();
+        let mut mqtt = opts.mqtt.clone();
+        if let (Some(token), None) = (&opts.token, &mqtt.password) {
+            mqtt.username
+                .get_or_insert_with(|| cid.as_str().to_string());
+            mqtt.password = Some(crate::config::settings::Secret::new(token));
+        }
         let mut link = Link::new(
-            &opts.mqtt,
+            &mqtt,
             vec![
                 topics.answer(&cid),
                 topics.ice(&cid),
@@ -231,7 +240,9 @@ impl Viewer {
         let peer = Arc::new(peer);
         let mut offer_msg = serde_json::json!({ "type": "offer", "sdp": offer });
         if let Some(t) = &opts.token {
-            offer_msg["token"] = Value::String(t.clone());
+            let fingerprint = crate::auth::sdp_fingerprint(&offer).unwrap_or_default();
+            let proof = crate::auth::prove(t, cid.as_str(), fingerprint, wall_clock_ms());
+            offer_msg["auth"] = serde_json::to_value(&proof).expect("a proof is plain data");
         }
         publisher.publish(&topics.offer(&cid), offer_msg.to_string());
         let offer_sent = Instant::now();
@@ -250,6 +261,7 @@ impl Viewer {
         let error_topic = topics.error(&cid);
         let bye_topic = topics.bye(&cid);
         let mut answered = false;
+        let mut session: Option<String> = None;
         while !answered {
             let (t, p) = tokio::select! {
                 m = msgs.recv() => m.ok_or(ProbeError::Timeout("MQTT link ended"))?,
@@ -265,6 +277,7 @@ impl Viewer {
             };
             if t == answer_topic {
                 let v: Value = serde_json::from_slice(&p).unwrap_or(Value::Null);
+                session = v["session"].as_str().map(str::to_string);
                 if let Some(sdp) = v["sdp"].as_str() {
                     peer.accept_answer(sdp).await?;
                     for c in pending.drain(..) {
@@ -403,6 +416,7 @@ impl Viewer {
             video,
             offer_sent,
             timeout: opts.timeout,
+            session,
             tasks,
         })
     }
@@ -549,6 +563,11 @@ impl Viewer {
             .flatten()
     }
 
+    /// The session's secret, as the answer gave it.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
     /// Transport statistics of the viewer's side.
     pub async fn stats(&self) -> crate::peer::PeerStats {
         self.peer.stats().await
@@ -557,9 +576,10 @@ impl Viewer {
     /// Says bye over MQTT and closes once the broker has the bye (or
     /// after the viewer's timeout, if the broker never acknowledges it).
     pub async fn bye(self) {
+        let bye = serde_json::json!({ "session": self.session }).to_string();
         if let Some(n) = self
             .publisher
-            .publish_counted(&self.topics.bye(&self.client_id), "{}")
+            .publish_counted(&self.topics.bye(&self.client_id), bye)
             && !self.publisher.wait_acked(n, self.timeout).await
         {
             tracing::warn!("the broker did not acknowledge the bye");

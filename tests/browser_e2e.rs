@@ -381,7 +381,7 @@ async fn mint(agent: &AgentProcess, role: &str) -> String {
         .expect("UTF-8")
         .trim()
         .to_string();
-    assert!(token.starts_with(&format!("rtcam1.{role}.")), "{token}");
+    assert!(token.starts_with(&format!("rtcam2.{role}.")), "{token}");
     token
 }
 

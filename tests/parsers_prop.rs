@@ -382,6 +382,8 @@ proptest! {
     fn offers_round_trip(
         sdp in ".{0,300}".prop_filter("not blank", |s| !s.trim().is_empty()),
         token in option::of(".{0,40}"),
+        proof in option::of(("[!-~]{0,40}", any::<u64>(), "[A-Za-z0-9_-]{0,43}")),
+        session in option::of("[!-~]{0,64}"),
         extra in json_object(true),
     ) {
         let mut m = extra;
@@ -391,8 +393,18 @@ proptest! {
             Some(t) => m.insert("token".into(), t.clone().into()),
             None => m.remove("token"),
         };
+        let auth = proof.map(|(token_id, ts, proof)| rtcam::auth::Proof { token_id, ts, proof });
+        match &auth {
+            Some(a) => m.insert("auth".into(), serde_json::to_value(a).expect("plain data")),
+            None => m.remove("auth"),
+        };
+        match &session {
+            Some(s) => m.insert("session".into(), s.clone().into()),
+            None => m.remove("session"),
+        };
         let payload = Value::Object(m).to_string();
-        prop_assert_eq!(parse_offer(payload.as_bytes()), Ok(Offer { sdp, token }));
+        let want = Offer { sdp, auth, bearer_token: token.is_some(), session };
+        prop_assert_eq!(parse_offer(payload.as_bytes()), Ok(want));
     }
 
     #[test]
@@ -509,8 +521,10 @@ proptest! {
         end.remove("sdpMid");
         end.remove("sdpMLineIndex");
         prop_assert!(parse_candidate(Value::Object(end).to_string().as_bytes()).is_ok_and(|c| c.is_end()));
-        prop_assert_eq!(parse_bye(Value::Object(m).to_string().as_bytes()), Ok(()));
-        prop_assert_eq!(parse_bye(ws.as_bytes()), Ok(()));
+        let mut bye = m;
+        bye.remove("session");
+        prop_assert_eq!(parse_bye(Value::Object(bye).to_string().as_bytes()), Ok(None));
+        prop_assert_eq!(parse_bye(ws.as_bytes()), Ok(None));
     }
 }
 
@@ -714,7 +728,7 @@ proptest! {
             && o.video.as_ref().is_some_and(|(_, _, pts)| pts.iter().any(h264_usable));
         let has_data_channel = o.data == Some(true);
         let want = if wants_video || has_data_channel {
-            Ok(OfferSummary { wants_video, video_h264, has_data_channel })
+            Ok(OfferSummary { wants_video, video_h264, has_data_channel, candidates: 0, fingerprint: None })
         } else {
             Err(SdpError::NothingToNegotiate)
         };
@@ -1813,6 +1827,15 @@ proptest! {
 // ------------------------------------------------------------------- tokens
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+/// The camera the tokens are for.
+const AUD: &str = "rtcam/garage";
+/// No lifetime limit: the properties below are about signatures and expiry.
+const FOREVER: std::time::Duration = std::time::Duration::from_secs(u64::MAX);
+
+/// An authoriser for signed tokens only, or with `statics`.
+fn authorizer(statics: Vec<StaticToken>, secret: Option<&[u8]>) -> Authorizer {
+    Authorizer::with_tokens(statics, secret, AUD, FOREVER)
+}
 
 fn role() -> impl Strategy<Value = Role> {
     prop_oneof![Just(Role::View), Just(Role::Control)]
@@ -1822,7 +1845,7 @@ fn role() -> impl Strategy<Value = Role> {
 fn token_text() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
-        "rtcam1\\.(view|control|admin|)\\.[0-9]{0,12}\\.[A-Za-z0-9_=+/-]{0,50}",
+        "rtcam2\\.(view|control|admin|)\\.cnRjYW0vZ2FyYWdl\\.[0-9]{0,12}\\.[A-Za-z0-9_=+/-]{0,50}",
         (
             role(),
             any::<u64>(),
@@ -1830,7 +1853,7 @@ fn token_text() -> impl Strategy<Value = String> {
             any::<char>()
         )
             .prop_map(|(role, exp, at, c)| {
-                let mut chars: Vec<char> = mint(SECRET, role, exp).chars().collect();
+                let mut chars: Vec<char> = mint(SECRET, role, AUD, exp).chars().collect();
                 let i = at.index(chars.len());
                 chars[i] = c;
                 chars.into_iter().collect()
@@ -1846,37 +1869,66 @@ proptest! {
         now in prop_oneof![any::<u64>(), Just(0u64)],
         delta in -3i64..3,
     ) {
-        let token = mint(SECRET, role, expires);
-        let a = Authorizer::with_tokens(Vec::new(), Some(SECRET));
+        let token = mint(SECRET, role, AUD, expires);
+        let a = authorizer(Vec::new(), Some(SECRET));
         for now in [now, expires.saturating_add_signed(delta)] {
             let want = if now < expires { Ok(role) } else { Err(AuthError::Expired { expired_at: expires }) };
             prop_assert_eq!(a.authorize(Some(&token), now), want);
         }
         // Another secret, no secret, or tokens not required.
-        let other = Authorizer::with_tokens(Vec::new(), Some(b"another secret of 32 bytes......"));
-        prop_assert_eq!(other.authorize(Some(&token), 0), Err(AuthError::Invalid));
-        prop_assert_eq!(Authorizer::with_tokens(Vec::new(), None).authorize(Some(&token), 0), Err(AuthError::Invalid));
+        let other = authorizer(Vec::new(), Some(b"another secret of 32 bytes......"));
+        if expires > 0 {
+            prop_assert_eq!(other.authorize(Some(&token), 0), Err(AuthError::Invalid));
+            prop_assert_eq!(authorizer(Vec::new(), None).authorize(Some(&token), 0), Err(AuthError::Invalid));
+        }
         prop_assert_eq!(Authorizer::open().authorize(Some(&token), 0), Ok(Role::Control));
     }
 
     #[test]
     fn only_authentic_tokens_are_accepted(text in token_text(), now in any::<u64>()) {
-        let a = Authorizer::with_tokens(Vec::new(), Some(SECRET));
+        let a = authorizer(Vec::new(), Some(SECRET));
         match a.authorize(Some(&text), now) {
             // Whatever is accepted is exactly a token minted with the secret.
             Ok(role) => {
-                let expires: u64 = text.split('.').nth(2).and_then(|e| e.parse().ok()).unwrap_or_default();
-                prop_assert_eq!(mint(SECRET, role, expires), text);
+                let expires: u64 = text.split('.').nth(3).and_then(|e| e.parse().ok()).unwrap_or_default();
+                prop_assert_eq!(mint(SECRET, role, AUD, expires), text);
                 prop_assert!(now < expires);
             }
-            Err(AuthError::Expired { expired_at }) => {
-                prop_assert!(now >= expired_at);
-                let role = text.split('.').nth(1).and_then(Role::parse).expect("authentic role");
-                prop_assert_eq!(mint(SECRET, role, expired_at), text);
-            }
+            // Expiry is only reported once the claims name this camera.
+            Err(AuthError::Expired { expired_at }) => prop_assert!(now >= expired_at),
             Err(AuthError::Missing) => prop_assert!(text.is_empty()),
-            Err(AuthError::Invalid) => {}
+            Err(_) => {}
         }
+    }
+
+    #[test]
+    fn only_the_tokens_holder_can_prove_an_offer(
+        role in role(),
+        client in "[a-z0-9-]{1,20}",
+        fp in "sha-256 [0-9A-F:]{2,20}",
+        skew in -400_000i64..400_000,
+        tamper in any::<prop::sample::Index>(),
+    ) {
+        let now_ms: u64 = 1_800_000_000_000;
+        let token = mint(SECRET, role, AUD, now_ms / 1000 + 3600);
+        let a = authorizer(Vec::new(), Some(SECRET));
+        let proof = rtcam::auth::prove(&token, &client, &fp, now_ms.saturating_add_signed(skew));
+        let got = a.verify_proof(Some(&proof), &client, &fp, now_ms);
+        if skew.unsigned_abs() <= rtcam::auth::PROOF_WINDOW_MS {
+            prop_assert_eq!(got.map(|g| g.role), Ok(role));
+        } else {
+            let stale = matches!(got, Err(AuthError::Stale { .. }));
+            prop_assert!(stale);
+        }
+        // One character of the proof changed: refused.
+        let mut chars: Vec<char> = proof.proof.chars().collect();
+        let i = tamper.index(chars.len());
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let forged = rtcam::auth::Proof { proof: chars.into_iter().collect(), ..proof.clone() };
+        prop_assert!(a.verify_proof(Some(&forged), &client, &fp, proof.ts).is_err());
+        // Another client id: refused.
+        let other = format!("{client}x");
+        prop_assert!(a.verify_proof(Some(&proof), &other, &fp, proof.ts).is_err());
     }
 
     #[test]
@@ -1887,7 +1939,7 @@ proptest! {
         long in any::<bool>(),
     ) {
         let statics = tokens.iter().map(|(t, r)| StaticToken::new(t, *r)).collect();
-        let a = Authorizer::with_tokens(statics, None);
+        let a = authorizer(statics, None);
         let (token, role) = &tokens[pick.index(tokens.len())];
         // The last static token with this text decides (duplicates are allowed).
         let want = tokens.iter().rev().find(|(t, _)| t == token).map(|(_, r)| *r).unwrap_or(*role);
@@ -1905,7 +1957,7 @@ proptest! {
         if long {
             // Over the length limit, even a configured token is refused unread.
             let huge = "x".repeat(MAX_TOKEN_LEN + 1);
-            let a = Authorizer::with_tokens(vec![StaticToken::new(&huge, Role::Control)], None);
+            let a = authorizer(vec![StaticToken::new(&huge, Role::Control)], None);
             prop_assert_eq!(a.authorize(Some(&huge), 0), Err(AuthError::Invalid));
         }
         prop_assert_eq!(a.authorize(None, 0), Err(AuthError::Missing));

@@ -43,15 +43,16 @@ fn unix_now() -> u64 {
 }
 
 impl Secrets {
-    fn new() -> Secrets {
+    /// Secrets for the camera whose topic prefix (tokens' audience) is `camera`.
+    fn new(camera: &str) -> Secrets {
         let signing_secret = format!("sign-{}", random_hex(24));
         let now = unix_now();
         Secrets {
             mqtt_password: format!("mqttpw-{}", random_hex(16)),
             view_token: format!("view-{}", random_hex(16)),
             control_token: format!("control-{}", random_hex(16)),
-            signed_token: mint(signing_secret.as_bytes(), Role::Control, now + 3600),
-            expired_token: mint(signing_secret.as_bytes(), Role::Control, now - 60),
+            signed_token: mint(signing_secret.as_bytes(), Role::Control, camera, now + 3600),
+            expired_token: mint(signing_secret.as_bytes(), Role::Control, camera, now - 60),
             signing_secret,
         }
     }
@@ -103,9 +104,9 @@ fn viewer(broker: &TlsBroker, s: &Settings, who: &str, token: &str) -> ViewerOpt
 /// The whole round: configuration output, an agent serving three offers,
 /// a probe; nothing anyone wrote holds a secret.
 async fn secrets_stay_out_of_every_log(prefix: &str, password_in_env: bool) {
-    let secrets = Secrets::new();
-    let broker = TlsBroker::start(&[(CAMERA, &secrets.mqtt_password)]);
     let s = settings(prefix);
+    let secrets = Secrets::new(&s.mqtt.topic_prefix);
+    let broker = TlsBroker::start(&[(CAMERA, &secrets.mqtt_password)]);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = |name: &str| dir.path().join(name).display().to_string();
     std::fs::write(path("token.key"), format!("{}\n", secrets.signing_secret))
@@ -261,8 +262,8 @@ async fn with_the_mqtt_password_from_a_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_errors_name_the_key_not_the_secret() {
-    let secrets = Secrets::new();
     let s = settings("secrets-errors");
+    let secrets = Secrets::new(&s.mqtt.topic_prefix);
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("rtcam.toml");
     let short = &secrets.signing_secret[..12];

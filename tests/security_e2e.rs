@@ -105,7 +105,7 @@ async fn mint_cli(agent: &AgentProcess, role: &str) -> String {
         .expect("UTF-8")
         .trim()
         .to_string();
-    assert!(token.starts_with(&format!("rtcam1.{role}.")), "{token}");
+    assert!(token.starts_with(&format!("rtcam2.{role}.")), "{token}");
     token
 }
 
@@ -170,11 +170,17 @@ async fn tokens_decide_who_may_watch_and_who_may_control() {
         refused(&s, "wrong-token", Some("view-token-0123456780")).await,
         "unauthorized"
     );
-    let expired = mint(SECRET.as_bytes(), Role::Control, now_unix() - 1);
+    let expired = mint(
+        SECRET.as_bytes(),
+        Role::Control,
+        &s.mqtt.topic_prefix,
+        now_unix() - 1,
+    );
     assert_eq!(refused(&s, "expired", Some(&expired)).await, "unauthorized");
     let forged = mint(
         b"not the camera's secret at all!!",
         Role::Control,
+        &s.mqtt.topic_prefix,
         now_unix() + 60,
     );
     assert_eq!(refused(&s, "forged", Some(&forged)).await, "unauthorized");
@@ -249,15 +255,16 @@ async fn limits_answer_with_their_codes_and_spare_the_streaming_viewer() {
     let before = still_streaming(&mut watcher, 5, None).await;
     let mut raw = Raw::connect(&s).await;
 
-    // Offers per client id per minute (counted before anything else).
+    // Offers per viewer per minute (counted once the offer is read: junk
+    // costs its sender a reply, not anyone's budget).
     let junk = json!({"type": "offer", "sdp": "hello"}).to_string();
-    for _ in 0..3 {
+    for _ in 0..5 {
         assert_eq!(raw.code("offer", "eager", junk.clone()).await, "bad_sdp");
     }
-    assert_eq!(
-        raw.code("offer", "eager", junk.clone()).await,
-        "rate_limited"
-    );
+    for _ in 0..3 {
+        connect(&s, "eager", false, None).await.bye().await;
+    }
+    assert_eq!(refused(&s, "eager", None).await, "rate_limited");
     // Payload size.
     let big = json!({"type": "offer", "sdp": "a".repeat(3000)}).to_string();
     assert_eq!(raw.code("offer", "big", big).await, "too_large");
@@ -374,8 +381,13 @@ async fn an_attack_gets_error_codes_while_video_flows() {
     let (rss_before, anon_before) = agent_memory(&agent);
     let fds_before = open_fds(agent.pid());
 
-    let wrong =
-        json!({"type": "offer", "sdp": "v=0", "token": "not-a-valid-token-at-all"}).to_string();
+    let wrong = json!({
+        "type": "offer",
+        "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\na=fingerprint:sha-256 AA\r\n\
+                m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
+        "auth": {"token_id": "s.0000000000000000", "ts": 0, "proof": "AAAA"},
+    })
+    .to_string();
     let oversized = Bytes::from(vec![b'{'; 70 * 1024]);
     // What came back: MQTT error replies by code, DataChannel replies by code.
     let mut mqtt_codes = BTreeMap::<String, usize>::new();
@@ -408,17 +420,14 @@ async fn an_attack_gets_error_codes_while_video_flows() {
                 *mqtt_codes.entry(got).or_default() += 1;
             }
         }
-        // Rate-limit busting: one client id offering over and over.
+        // One client id offering bad proofs over and over: each is
+        // refused on its own (checking a proof is cheap), and none counts
+        // against any viewer's offer budget, so nobody is locked out.
         for k in 0..10 {
             let got = raw
                 .code("offer", &format!("buster{round}"), wrong.clone())
                 .await;
-            let want = if k < 5 {
-                "unauthorized"
-            } else {
-                "rate_limited"
-            };
-            assert_eq!(got, want, "offer {k} of buster{round}");
+            assert_eq!(got, "unauthorized", "offer {k} of buster{round}");
             *mqtt_codes.entry(got).or_default() += 1;
         }
         for (c, k) in dc_attack(&mut attacker, 40).await {
@@ -451,9 +460,8 @@ async fn an_attack_gets_error_codes_while_video_flows() {
     let expected_mqtt: BTreeMap<String, usize> = [
         ("bad_json", rounds * 100),
         ("too_large", rounds * 100),
-        ("unauthorized", rounds * (100 + 5)),
+        ("unauthorized", rounds * (100 + 10)),
         ("bad_candidate", rounds * 100),
-        ("rate_limited", rounds * 5),
     ]
     .into_iter()
     .map(|(c, n)| (c.to_string(), n))

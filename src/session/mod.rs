@@ -6,6 +6,7 @@
 pub mod table;
 pub mod viewer;
 
+use crate::auth::AuthError;
 use crate::control::Controller;
 use crate::hub::Hub;
 use crate::peer::PeerOptions;
@@ -13,10 +14,11 @@ use crate::peer::sdp::{SdpError, summarize_offer};
 use crate::signaling::messages::{self, ErrorCode, SignalError};
 use crate::signaling::mqtt::{Inbound, Publisher, ToClient};
 use crate::signaling::topics::{ClientId, Kind};
+use crate::throttle::Verdict;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use table::{Counts, EndReason, LinkState, SessionId, SessionTable};
+use table::{Counts, EndReason, LinkState, OfferRequest, SessionId, SessionTable};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,6 +46,28 @@ pub struct SessionContext {
     pub max_payload: usize,
     /// Test-only fault injection.
     pub faults: Faults,
+    /// How often a flood's unsent error replies are reported.
+    pub error_replies: std::sync::Mutex<crate::throttle::Throttle>,
+    /// Log lines about refused offers: a flood is one line with a count.
+    pub refusal_log: std::sync::Mutex<crate::throttle::Throttle>,
+}
+
+/// Error replies are not sent while this many publishes await the broker's
+/// acknowledgement: a flood of bad messages must not fill the link that
+/// answers go out on (answers are always sent).
+pub const ERROR_REPLY_BACKLOG: u64 = 64;
+
+impl SessionContext {
+    /// The throttles a new context starts with.
+    pub fn throttles() -> (
+        std::sync::Mutex<crate::throttle::Throttle>,
+        std::sync::Mutex<crate::throttle::Throttle>,
+    ) {
+        (
+            std::sync::Mutex::new(crate::throttle::Throttle::new(1, Duration::from_secs(10))),
+            std::sync::Mutex::new(crate::throttle::Throttle::new(10, Duration::from_secs(10))),
+        )
+    }
 }
 
 /// Faults a test can inject to prove isolation (never set in production).
@@ -87,6 +111,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut table = SessionTable::new(limits);
+    let mut replay = crate::auth::ReplayCache::new(REPLAY_CACHE);
     let mut handles: BTreeMap<SessionId, Handle> = BTreeMap::new();
     let (events_tx, mut events) = mpsc::unbounded_channel::<SessionEvent>();
     let mut tick = tokio::time::interval(TICK);
@@ -95,7 +120,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(msg) = inbound.recv() => {
-                handle_inbound(&ctx, &mut table, &mut handles, &events_tx, &tracker, msg);
+                handle_inbound(&ctx, &mut table, &mut replay, &mut handles, &events_tx, &tracker, msg);
             }
             Some(ev) = events.recv() => match ev {
                 SessionEvent::Link(id, state) => {
@@ -147,11 +172,31 @@ pub async fn run(
     let _ = counts.send(Counts::default());
 }
 
-/// Wall-clock seconds, for token expiry (tokens carry Unix times).
-fn unix_now() -> u64 {
+/// Wall-clock milliseconds, for token expiry and proof times (Unix time).
+fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Candidates an offer may list; more are refused before the WebRTC stack
+/// sees them (each one costs connectivity checks).
+pub const MAX_OFFER_CANDIDATES: usize = 64;
+
+/// Proofs remembered against replay (each could be replayed only within
+/// the proof window).
+const REPLAY_CACHE: usize = 4096;
+
+/// A new session's secret: 128 random bits, base64url.
+fn session_secret() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 16];
+    // The OS generator does not fail on Linux once booted; an error would
+    // leave zeros, so it is logged.
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        tracing::error!(error = %e, "no randomness for a session secret");
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn end(handles: &mut BTreeMap<SessionId, Handle>, id: &SessionId, reason: EndReason) {
@@ -162,13 +207,42 @@ fn end(handles: &mut BTreeMap<SessionId, Handle>, id: &SessionId, reason: EndRea
 
 fn reply_error(ctx: &SessionContext, client: &ClientId, e: &SignalError) {
     tracing::debug!(client = %client, code = e.code.as_str(), message = %e.message, "signaling message rejected");
-    ctx.publisher
-        .to_client(ToClient::Error, client, messages::error_json(e));
+    if ctx.publisher.backlog() < ERROR_REPLY_BACKLOG {
+        ctx.publisher
+            .to_client(ToClient::Error, client, messages::error_json(e));
+        return;
+    }
+    // Counted, and said at most every 10 s.
+    let verdict = ctx
+        .error_replies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .check(Instant::now());
+    if let Verdict::Pass { suppressed } = verdict {
+        tracing::warn!(
+            more_since_last = suppressed,
+            "a flood of bad signaling messages: error replies are not sent while the broker link is busy"
+        );
+    }
 }
 
+/// Logs a refused offer, once per flood.
+fn log_refusal(ctx: &SessionContext, client: &ClientId, e: &AuthError) {
+    let verdict = ctx
+        .refusal_log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .check(Instant::now());
+    if let Verdict::Pass { suppressed } = verdict {
+        tracing::info!(client = %client, reason = %e, suppressed, "offer refused: unauthorized");
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the manager's state, lent for one message
 fn handle_inbound(
     ctx: &Arc<SessionContext>,
     table: &mut SessionTable,
+    replay: &mut crate::auth::ReplayCache,
     handles: &mut BTreeMap<SessionId, Handle>,
     events: &mpsc::UnboundedSender<SessionEvent>,
     tracker: &TaskTracker,
@@ -189,64 +263,20 @@ fn handle_inbound(
     }
     match msg.kind {
         Kind::Offer => {
-            if let Err(e) = table.note_offer(&client, now) {
-                return reply_error(ctx, &client, &e);
+            if let Err(e) = offer(
+                ctx,
+                table,
+                replay,
+                handles,
+                events,
+                tracker,
+                &client,
+                &msg.payload,
+                now,
+            ) {
+                table.refused(&client, now);
+                reply_error(ctx, &client, &e);
             }
-            let offer = match messages::parse_offer(&msg.payload) {
-                Ok(o) => o,
-                Err(e) => return reply_error(ctx, &client, &e),
-            };
-            let role = match ctx.auth.authorize(offer.token.as_deref(), unix_now()) {
-                Ok(role) => role,
-                Err(e) => {
-                    tracing::info!(client = %client, reason = %e, "offer refused: unauthorized");
-                    return reply_error(
-                        ctx,
-                        &client,
-                        &SignalError::new(ErrorCode::Unauthorized, e.to_string()),
-                    );
-                }
-            };
-            let summary = match summarize_offer(&offer.sdp) {
-                Ok(s) => s,
-                Err(e @ (SdpError::NotSdp | SdpError::NothingToNegotiate)) => {
-                    return reply_error(
-                        ctx,
-                        &client,
-                        &SignalError::new(ErrorCode::BadSdp, e.to_string()),
-                    );
-                }
-            };
-            if summary.wants_video && !summary.video_h264 {
-                return reply_error(
-                    ctx,
-                    &client,
-                    &SignalError::new(
-                        ErrorCode::NoVideoCodec,
-                        "the offer's video lists no H.264 with packetization-mode=1 and profile 42e0xx",
-                    ),
-                );
-            }
-            let accepted = match table.offer(&client, now) {
-                Ok(a) => a,
-                Err(e) => return reply_error(ctx, &client, &e),
-            };
-            if let Some(old) = &accepted.replaces {
-                end(handles, old, EndReason::Replaced);
-            }
-            let (tx, rx) = mpsc::unbounded_channel();
-            for c in accepted.early_candidates {
-                let _ = tx.send(SessionCommand::Candidate(c));
-            }
-            handles.insert(accepted.id.clone(), Handle { commands: tx });
-            tracing::info!(client = %client, video = summary.wants_video, data = summary.has_data_channel, role = role.as_str(), "offer accepted");
-            let spec = viewer::Spec {
-                id: accepted.id,
-                offer_sdp: offer.sdp,
-                video: summary.wants_video,
-                role,
-            };
-            tracker.spawn(viewer::run(ctx.clone(), spec, rx, events.clone()));
         }
         Kind::Ice => {
             let c = match messages::parse_candidate(&msg.payload) {
@@ -264,13 +294,116 @@ fn handle_inbound(
             }
         }
         Kind::Bye => {
-            if let Err(e) = messages::parse_bye(&msg.payload) {
-                return reply_error(ctx, &client, &e);
-            }
-            match table.bye(&client) {
+            let presented = match messages::parse_bye(&msg.payload) {
+                Ok(p) => p,
+                Err(e) => return reply_error(ctx, &client, &e),
+            };
+            match table.bye(&client, presented.as_deref()) {
                 Ok(id) => end(handles, &id, EndReason::Bye),
                 Err(e) => reply_error(ctx, &client, &e),
             }
         }
     }
+}
+
+/// Takes an offer: cheap checks first, then the token, then per-principal
+/// budgets, so nothing unauthenticated can use up anyone else's budget.
+#[allow(clippy::too_many_arguments)] // the manager's state, lent for one offer
+fn offer(
+    ctx: &Arc<SessionContext>,
+    table: &mut SessionTable,
+    replay: &mut crate::auth::ReplayCache,
+    handles: &mut BTreeMap<SessionId, Handle>,
+    events: &mpsc::UnboundedSender<SessionEvent>,
+    tracker: &TaskTracker,
+    client: &ClientId,
+    payload: &[u8],
+    now: Instant,
+) -> Result<(), SignalError> {
+    let offer = messages::parse_offer(payload)?;
+    let summary = match summarize_offer(&offer.sdp) {
+        Ok(s) => s,
+        Err(e @ (SdpError::NotSdp | SdpError::NothingToNegotiate)) => {
+            return Err(SignalError::new(ErrorCode::BadSdp, e.to_string()));
+        }
+    };
+    if summary.wants_video && !summary.video_h264 {
+        return Err(SignalError::new(
+            ErrorCode::NoVideoCodec,
+            "the offer's video lists no H.264 with packetization-mode=1 and profile 42e0xx",
+        ));
+    }
+    if summary.candidates > MAX_OFFER_CANDIDATES {
+        return Err(SignalError::new(
+            ErrorCode::TooManyCandidates,
+            format!(
+                "the offer lists {} candidates; at most {MAX_OFFER_CANDIDATES} are taken",
+                summary.candidates
+            ),
+        ));
+    }
+    let Some(fingerprint) = summary.fingerprint.as_deref() else {
+        return Err(SignalError::new(
+            ErrorCode::BadSdp,
+            "the offer has no a=fingerprint (DTLS)",
+        ));
+    };
+    let grant = if offer.bearer_token {
+        Err(AuthError::BearerInOffer)
+    } else {
+        let now_ms = unix_now_ms();
+        ctx.auth
+            .verify_proof(offer.auth.as_ref(), client.as_str(), fingerprint, now_ms)
+            .and_then(|g| match (&offer.auth, ctx.auth.required()) {
+                (Some(p), true) => replay.check(p, now_ms).map(|()| g),
+                _ => Ok(g),
+            })
+    };
+    let grant = match grant {
+        Ok(g) => g,
+        Err(e) => {
+            log_refusal(ctx, client, &e);
+            return Err(SignalError::new(ErrorCode::Unauthorized, e.to_string()));
+        }
+    };
+    // Without authentication every viewer is "anonymous": its client
+    // id is what tells viewers apart.
+    let principal = if ctx.auth.required() {
+        grant.principal.clone()
+    } else {
+        format!("client:{client}")
+    };
+    table.note_offer(&principal, now)?;
+    let secret = session_secret();
+    let accepted = table.offer(
+        OfferRequest {
+            client,
+            principal: &principal,
+            presented: offer.session.as_deref(),
+            secret: secret.clone(),
+        },
+        now,
+    )?;
+    if let Some(old) = &accepted.replaces {
+        end(handles, old, EndReason::Replaced);
+    }
+    if let Some(evicted) = &accepted.evicts {
+        tracing::info!(client = %evicted.client, "negotiation slot taken back for another viewer");
+        end(handles, evicted, EndReason::NegotiationTimeout);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    for c in accepted.early_candidates {
+        let _ = tx.send(SessionCommand::Candidate(c));
+    }
+    handles.insert(accepted.id.clone(), Handle { commands: tx });
+    tracing::info!(client = %client, video = summary.wants_video, data = summary.has_data_channel, role = grant.role.as_str(), "offer accepted");
+    let spec = viewer::Spec {
+        id: accepted.id,
+        offer_sdp: offer.sdp,
+        video: summary.wants_video,
+        role: grant.role,
+        secret,
+    };
+    tracker.spawn(viewer::run(ctx.clone(), spec, rx, events.clone()));
+    Ok(())
 }

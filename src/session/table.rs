@@ -11,8 +11,16 @@ use std::time::{Duration, Instant};
 
 /// The window `offers_per_minute` counts in.
 const OFFER_WINDOW: Duration = Duration::from_secs(60);
-/// Client ids whose recent offers are remembered; beyond it new ids are refused.
-const OFFER_LOG_CLIENTS: usize = 4096;
+/// Principals whose recent offers are remembered; past it the one quiet
+/// longest is forgotten (never a reason to refuse someone new).
+const OFFER_LOG_PRINCIPALS: usize = 4096;
+/// Candidates a viewer may trickle into one session; more are refused.
+pub const MAX_SESSION_CANDIDATES: usize = 64;
+/// How long the candidates of a refused offer are dropped.
+const REFUSED_FOR: Duration = Duration::from_secs(10);
+/// A negotiating session at least this old may be ended to make room for
+/// another principal's offer when every negotiation slot is taken.
+pub const EVICT_AFTER: Duration = Duration::from_secs(3);
 
 /// Limits and timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -31,8 +39,10 @@ pub struct Limits {
     pub early_ice_clients: usize,
     /// How long early candidates are kept waiting for an offer.
     pub early_ice_ttl: Duration,
-    /// Offers accepted from one client id per minute.
+    /// Offers accepted from one principal per minute.
     pub offers_per_minute: usize,
+    /// Sessions one principal may have negotiating at once.
+    pub max_negotiating_per_principal: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +56,7 @@ impl Default for Limits {
             early_ice_clients: 64,
             early_ice_ttl: Duration::from_secs(30),
             offers_per_minute: 20,
+            max_negotiating_per_principal: 2,
         }
     }
 }
@@ -123,6 +134,36 @@ enum Phase {
 struct Entry {
     generation: u64,
     phase: Phase,
+    /// Given in the answer; a bye or a replacing offer must present it.
+    secret: String,
+    /// Who opened it (token id, or the client id without authentication).
+    principal: String,
+    /// Candidates trickled into it.
+    candidates: usize,
+    /// The viewer was told it sent too many candidates.
+    told_too_many: bool,
+}
+
+/// An offer, as far as the table needs to know it.
+#[derive(Debug, Clone)]
+pub struct OfferRequest<'a> {
+    /// The viewer.
+    pub client: &'a ClientId,
+    /// Who it is (budgets and negotiation slots are per principal).
+    pub principal: &'a str,
+    /// The live session's secret, when the offer presents one.
+    pub presented: Option<&'a str>,
+    /// The new session's secret.
+    pub secret: String,
+}
+
+/// Compares secrets without an early exit.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// A new session, as decided by [`SessionTable::offer`].
@@ -132,6 +173,8 @@ pub struct Accepted {
     pub id: SessionId,
     /// The client's previous session, to end.
     pub replaces: Option<SessionId>,
+    /// A negotiating session of another principal ended to make room.
+    pub evicts: Option<SessionId>,
     /// Candidates that arrived before the offer, to apply after it.
     pub early_candidates: Vec<IceCandidate>,
 }
@@ -158,7 +201,10 @@ pub struct SessionTable {
     limits: Limits,
     sessions: BTreeMap<ClientId, Entry>,
     early: BTreeMap<ClientId, (Instant, Vec<IceCandidate>)>,
-    offer_log: BTreeMap<ClientId, VecDeque<Instant>>,
+    /// Clients whose last offer was refused, and when: the candidates that
+    /// offer still trickles are dropped, not kept for the next one.
+    refused: BTreeMap<ClientId, Instant>,
+    offer_log: BTreeMap<String, VecDeque<Instant>>,
     next_generation: u64,
 }
 
@@ -169,6 +215,7 @@ impl SessionTable {
             limits,
             sessions: BTreeMap::new(),
             early: BTreeMap::new(),
+            refused: BTreeMap::new(),
             offer_log: BTreeMap::new(),
             next_generation: 1,
         }
@@ -212,22 +259,28 @@ impl SessionTable {
         self.sessions.iter().map(|(c, e)| Self::id(c, e)).collect()
     }
 
-    /// Counts an offer attempt against the client's per-minute budget (before
-    /// anything else is looked at, so token guessing is throttled too).
-    pub fn note_offer(&mut self, client: &ClientId, now: Instant) -> Result<(), SignalError> {
+    /// Counts an offer against its principal's per-minute budget (after the
+    /// offer was read and its token checked: an unauthenticated flood costs
+    /// its senders, not everyone).
+    pub fn note_offer(&mut self, principal: &str, now: Instant) -> Result<(), SignalError> {
         self.expire_offer_log(now);
-        if !self.offer_log.contains_key(client) && self.offer_log.len() >= OFFER_LOG_CLIENTS {
-            return Err(SignalError::new(
-                ErrorCode::RateLimited,
-                "too many client ids are sending offers; try again in a minute",
-            ));
+        if !self.offer_log.contains_key(principal) && self.offer_log.len() >= OFFER_LOG_PRINCIPALS {
+            // Forget the principal whose last offer is oldest.
+            if let Some(quietest) = self
+                .offer_log
+                .iter()
+                .min_by_key(|(_, log)| log.back().copied())
+                .map(|(k, _)| k.clone())
+            {
+                self.offer_log.remove(&quietest);
+            }
         }
-        let log = self.offer_log.entry(client.clone()).or_default();
+        let log = self.offer_log.entry(principal.to_string()).or_default();
         if log.len() >= self.limits.offers_per_minute {
             return Err(SignalError::new(
                 ErrorCode::RateLimited,
                 format!(
-                    "more than {} offers from this client id in a minute",
+                    "more than {} offers from this viewer in a minute",
                     self.limits.offers_per_minute
                 ),
             ));
@@ -248,13 +301,55 @@ impl SessionTable {
         });
     }
 
-    /// An offer arrived. A client's new offer replaces its old session and
-    /// does not count against the limits; otherwise the limits apply.
-    pub fn offer(&mut self, client: &ClientId, now: Instant) -> Result<Accepted, SignalError> {
-        let existing = self
-            .sessions
-            .get(client)
-            .map(|e| (Self::id(client, e), e.phase));
+    /// The client's offer was refused: its early candidates belonged to it,
+    /// and those it still trickles are dropped for a while.
+    pub fn refused(&mut self, client: &ClientId, now: Instant) {
+        self.early.remove(client);
+        if self.refused.len() >= self.limits.early_ice_clients {
+            // Bounded: the oldest refusal is forgotten first.
+            if let Some(oldest) = self
+                .refused
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(c, _)| c.clone())
+            {
+                self.refused.remove(&oldest);
+            }
+        }
+        self.refused.insert(client.clone(), now);
+    }
+
+    /// Negotiating sessions per principal.
+    fn negotiating_by_principal(&self, except: Option<&ClientId>) -> BTreeMap<&str, usize> {
+        let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+        for (c, e) in &self.sessions {
+            if Some(c) != except && matches!(e.phase, Phase::Negotiating { .. }) {
+                *by.entry(e.principal.as_str()).or_default() += 1;
+            }
+        }
+        by
+    }
+
+    /// An offer arrived. A client's new offer replaces its live session only
+    /// when it presents that session's secret (so nobody else can take a
+    /// client id over), and does not count against the limits; otherwise
+    /// the limits apply. When every negotiation slot is taken, the oldest
+    /// negotiating session (at least [`EVICT_AFTER`] old) of the principal
+    /// holding the most slots is ended to make room for a principal holding
+    /// fewer, so nobody can hold the slots with offers that never connect.
+    pub fn offer(&mut self, req: OfferRequest<'_>, now: Instant) -> Result<Accepted, SignalError> {
+        let client = req.client;
+        let existing = self.sessions.get(client);
+        if let Some(e) = existing
+            && !req.presented.is_some_and(|p| same_secret(p, &e.secret))
+        {
+            return Err(SignalError::new(
+                ErrorCode::ClientIdInUse,
+                "this client id has a live session: send its \"session\" (from the answer) to \
+                 replace it, or use another client id",
+            ));
+        }
+        let existing = existing.map(|e| (Self::id(client, e), e.phase));
         let others = self.sessions.len() - usize::from(existing.is_some());
         if others >= self.limits.max_viewers {
             return Err(SignalError::new(
@@ -265,13 +360,46 @@ impl SessionTable {
                 ),
             ));
         }
-        let negotiating = self.counts().negotiating
-            - usize::from(matches!(existing, Some((_, Phase::Negotiating { .. }))));
-        if negotiating >= self.limits.max_negotiating {
+        let by = self.negotiating_by_principal(Some(client));
+        let mine = by.get(req.principal).copied().unwrap_or(0);
+        if mine >= self.limits.max_negotiating_per_principal {
             return Err(SignalError::new(
                 ErrorCode::Busy,
-                format!("{negotiating} viewers are connecting; try again shortly"),
+                format!("{mine} of your sessions are still connecting; wait for them"),
             ));
+        }
+        let negotiating: usize = by.values().sum();
+        let mut evicts = None;
+        if negotiating >= self.limits.max_negotiating {
+            let victim = self
+                .sessions
+                .iter()
+                .filter(|(c, e)| {
+                    *c != client
+                        && by.get(e.principal.as_str()).copied().unwrap_or(0) > mine
+                        && matches!(e.phase, Phase::Negotiating { since }
+                            if now.saturating_duration_since(since) >= EVICT_AFTER)
+                })
+                .max_by_key(|(_, e)| {
+                    let since = match e.phase {
+                        Phase::Negotiating { since } => since,
+                        _ => now,
+                    };
+                    // Ties: the earliest offer goes first.
+                    (
+                        by.get(e.principal.as_str()).copied().unwrap_or(0),
+                        now - since,
+                        std::cmp::Reverse(e.generation),
+                    )
+                })
+                .map(|(c, _)| c.clone());
+            let Some(victim) = victim else {
+                return Err(SignalError::new(
+                    ErrorCode::Busy,
+                    format!("{negotiating} viewers are connecting; try again shortly"),
+                ));
+            };
+            evicts = self.sessions.remove(&victim).map(|e| Self::id(&victim, &e));
         }
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -280,8 +408,13 @@ impl SessionTable {
             Entry {
                 generation,
                 phase: Phase::Negotiating { since: now },
+                secret: req.secret,
+                principal: req.principal.to_string(),
+                candidates: 0,
+                told_too_many: false,
             },
         );
+        self.refused.remove(client);
         let early_candidates = self
             .early
             .remove(client)
@@ -293,6 +426,7 @@ impl SessionTable {
                 generation,
             },
             replaces: existing.map(|(id, _)| id),
+            evicts,
             early_candidates,
         })
     }
@@ -305,10 +439,26 @@ impl SessionTable {
         c: IceCandidate,
         now: Instant,
     ) -> Result<Option<SessionId>, SignalError> {
-        if let Some(e) = self.sessions.get(client) {
+        if let Some(e) = self.sessions.get_mut(client) {
+            e.candidates += 1;
+            if e.candidates > MAX_SESSION_CANDIDATES {
+                // Said once; the rest are dropped without a reply.
+                if std::mem::replace(&mut e.told_too_many, true) {
+                    return Ok(None);
+                }
+                return Err(SignalError::new(
+                    ErrorCode::TooManyCandidates,
+                    format!(
+                        "a session takes at most {MAX_SESSION_CANDIDATES} candidates; the rest are ignored"
+                    ),
+                ));
+            }
             return Ok(Some(Self::id(client, e)));
         }
         self.expire_early(now);
+        if self.refused.contains_key(client) {
+            return Ok(None);
+        }
         if !self.early.contains_key(client) && self.early.len() >= self.limits.early_ice_clients {
             return Err(SignalError::new(
                 ErrorCode::TooManyCandidates,
@@ -332,12 +482,26 @@ impl SessionTable {
         Ok(None)
     }
 
-    /// The viewer said bye: the session to end.
-    pub fn bye(&mut self, client: &ClientId) -> Result<SessionId, SignalError> {
+    /// The viewer said bye, presenting its session's secret: the session
+    /// to end. Without the right secret nothing ends (anyone on the broker
+    /// could otherwise end anyone's session).
+    pub fn bye(
+        &mut self,
+        client: &ClientId,
+        presented: Option<&str>,
+    ) -> Result<SessionId, SignalError> {
         self.early.remove(client);
-        let e = self.sessions.remove(client).ok_or_else(|| {
-            SignalError::new(ErrorCode::UnknownSession, "no session for this client id")
-        })?;
+        let owned = self
+            .sessions
+            .get(client)
+            .is_some_and(|e| presented.is_some_and(|p| same_secret(p, &e.secret)));
+        if !owned {
+            return Err(SignalError::new(
+                ErrorCode::UnknownSession,
+                "no session with this secret for this client id (a bye carries the \"session\" of the answer)",
+            ));
+        }
+        let e = self.sessions.remove(client).expect("checked just above");
         Ok(Self::id(client, &e))
     }
 
@@ -412,6 +576,7 @@ impl SessionTable {
         let all = self.all();
         self.sessions.clear();
         self.early.clear();
+        self.refused.clear();
         self.offer_log.clear();
         all
     }
@@ -420,6 +585,8 @@ impl SessionTable {
         let ttl = self.limits.early_ice_ttl;
         self.early
             .retain(|_, (since, _)| now.saturating_duration_since(*since) < ttl);
+        self.refused
+            .retain(|_, at| now.saturating_duration_since(*at) < REFUSED_FOR);
     }
 }
 
@@ -468,6 +635,29 @@ mod tests {
         }
     }
 
+    /// An offer from client `id` (its own principal), its secret `s-<id>`.
+    fn offer_as(t: &mut SessionTable, id: &str, now: Instant) -> Result<Accepted, SignalError> {
+        offer_full(t, id, &format!("client:{id}"), None, now)
+    }
+
+    fn offer_full(
+        t: &mut SessionTable,
+        id: &str,
+        principal: &str,
+        presented: Option<&str>,
+        now: Instant,
+    ) -> Result<Accepted, SignalError> {
+        t.offer(
+            OfferRequest {
+                client: &cid(id),
+                principal,
+                presented,
+                secret: format!("s-{id}"),
+            },
+            now,
+        )
+    }
+
     fn table(max_viewers: usize) -> (SessionTable, Instant) {
         (
             SessionTable::new(Limits {
@@ -482,11 +672,15 @@ mod tests {
     #[test]
     fn max_viewers_rejects_new_clients_but_not_renegotiation() {
         let (mut t, now) = table(2);
-        t.offer(&cid("a"), now).expect("first");
-        t.offer(&cid("b"), now).expect("second");
-        let e = t.offer(&cid("c"), now).expect_err("third");
+        offer_as(&mut t, "a", now).expect("first");
+        offer_as(&mut t, "b", now).expect("second");
+        let e = offer_as(&mut t, "c", now).expect_err("third");
         assert_eq!(e.code, ErrorCode::MaxViewers);
-        let again = t.offer(&cid("a"), now).expect("a re-offers");
+        assert_eq!(
+            offer_as(&mut t, "a", now).expect_err("no secret").code,
+            ErrorCode::ClientIdInUse
+        );
+        let again = offer_full(&mut t, "a", "client:a", Some("s-a"), now).expect("a re-offers");
         assert_eq!(again.replaces.map(|r| r.generation), Some(1));
         assert_eq!(t.counts().sessions, 2);
     }
@@ -499,13 +693,13 @@ mod tests {
             ..Limits::default()
         });
         let now = Instant::now();
-        let a = t.offer(&cid("a"), now).expect("first");
+        let a = offer_as(&mut t, "a", now).expect("first");
         assert_eq!(
-            t.offer(&cid("b"), now).expect_err("busy").code,
+            offer_as(&mut t, "b", now).expect_err("busy").code,
             ErrorCode::Busy
         );
         t.link(&a.id, LinkState::Connected, now);
-        t.offer(&cid("b"), now).expect("a connected: room again");
+        offer_as(&mut t, "b", now).expect("a connected: room again");
     }
 
     #[test]
@@ -513,7 +707,7 @@ mod tests {
         let (mut t, now) = table(8);
         assert_eq!(t.candidate(&cid("a"), cand(1), now), Ok(None));
         assert_eq!(t.candidate(&cid("a"), cand(2), now), Ok(None));
-        let acc = t.offer(&cid("a"), now).expect("offer");
+        let acc = offer_as(&mut t, "a", now).expect("offer");
         assert_eq!(acc.early_candidates, vec![cand(1), cand(2)]);
         assert_eq!(t.candidate(&cid("a"), cand(3), now), Ok(Some(acc.id)));
         for n in 0..32 {
@@ -536,6 +730,24 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_offers_candidates_do_not_pile_up_for_the_next() {
+        let (mut t, now) = table(8);
+        t.candidate(&cid("a"), cand(1), now).expect("early");
+        t.refused(&cid("a"), now);
+        assert_eq!(t.counts().early_clients, 0, "its early candidates are gone");
+        for n in 0..100 {
+            assert_eq!(t.candidate(&cid("a"), cand(n), now), Ok(None), "dropped");
+        }
+        assert_eq!(t.counts().early_clients, 0);
+        let acc = offer_as(&mut t, "a", now).expect("the next offer");
+        assert!(acc.early_candidates.is_empty());
+        t.bye(&cid("a"), Some("s-a")).expect("bye");
+        t.candidate(&cid("a"), cand(1), now)
+            .expect("kept again after a new offer");
+        assert_eq!(t.counts().early_clients, 1);
+    }
+
+    #[test]
     fn early_candidate_clients_are_bounded() {
         let mut t = SessionTable::new(Limits {
             early_ice_clients: 2,
@@ -554,8 +766,8 @@ mod tests {
     #[test]
     fn negotiation_times_out_and_disconnection_lingers() {
         let (mut t, t0) = table(8);
-        let a = t.offer(&cid("a"), t0).expect("a").id;
-        let b = t.offer(&cid("b"), t0).expect("b").id;
+        let a = offer_as(&mut t, "a", t0).expect("a").id;
+        let b = offer_as(&mut t, "b", t0).expect("b").id;
         t.link(&b, LinkState::Connected, t0 + Duration::from_secs(1));
         assert!(t.tick(t0 + Duration::from_secs(29)).is_empty());
         assert_eq!(
@@ -580,8 +792,10 @@ mod tests {
     #[test]
     fn failure_closes_and_stale_generations_are_ignored() {
         let (mut t, now) = table(8);
-        let old = t.offer(&cid("a"), now).expect("a").id;
-        let new = t.offer(&cid("a"), now).expect("a again").id;
+        let old = offer_as(&mut t, "a", now).expect("a").id;
+        let new = offer_full(&mut t, "a", "client:a", Some("s-a"), now)
+            .expect("a again")
+            .id;
         assert_eq!(
             t.link(&old, LinkState::Failed, now),
             None,
@@ -596,42 +810,115 @@ mod tests {
     }
 
     #[test]
-    fn bye_ends_known_sessions_only() {
+    fn bye_ends_known_sessions_only_with_their_secret() {
         let (mut t, now) = table(8);
         assert_eq!(
-            t.bye(&cid("a")).expect_err("unknown").code,
+            t.bye(&cid("a"), Some("s-a")).expect_err("unknown").code,
             ErrorCode::UnknownSession
         );
-        let a = t.offer(&cid("a"), now).expect("a").id;
-        assert_eq!(t.bye(&cid("a")), Ok(a));
+        let a = offer_as(&mut t, "a", now).expect("a").id;
+        for wrong in [None, Some(""), Some("s-b"), Some("s-a ")] {
+            assert_eq!(
+                t.bye(&cid("a"), wrong).expect_err("not the owner").code,
+                ErrorCode::UnknownSession,
+                "{wrong:?}"
+            );
+        }
+        assert_eq!(t.counts().sessions, 1, "nobody else ended it");
+        assert_eq!(t.bye(&cid("a"), Some("s-a")), Ok(a));
         assert_eq!(t.counts().sessions, 0);
     }
 
     #[test]
-    fn offers_per_client_are_limited_per_minute() {
+    fn nobody_else_can_take_a_live_client_id_over() {
+        let (mut t, now) = table(8);
+        let a = offer_full(&mut t, "a", "token-1", None, now).expect("a");
+        let e = offer_full(&mut t, "a", "token-2", Some("guess"), now).expect_err("not the owner");
+        assert_eq!(e.code, ErrorCode::ClientIdInUse);
+        let again = offer_full(&mut t, "a", "token-1", Some("s-a"), now).expect("the owner");
+        assert_eq!(again.replaces, Some(a.id));
+    }
+
+    #[test]
+    fn trickled_candidates_are_capped_per_session_and_said_once() {
+        let (mut t, now) = table(8);
+        let a = offer_as(&mut t, "a", now).expect("a").id;
+        for n in 0..MAX_SESSION_CANDIDATES as u32 {
+            assert_eq!(t.candidate(&cid("a"), cand(n), now), Ok(Some(a.clone())));
+        }
+        let e = t
+            .candidate(&cid("a"), cand(999), now)
+            .expect_err("over the cap");
+        assert_eq!(e.code, ErrorCode::TooManyCandidates);
+        assert_eq!(
+            t.candidate(&cid("a"), cand(1000), now),
+            Ok(None),
+            "dropped quietly"
+        );
+    }
+
+    #[test]
+    fn slots_held_by_offers_that_never_connect_are_taken_back() {
+        let mut t = SessionTable::new(Limits {
+            max_negotiating: 3,
+            max_negotiating_per_principal: 2,
+            ..Limits::default()
+        });
+        let t0 = Instant::now();
+        // One principal may hold only two slots.
+        offer_full(&mut t, "x1", "attacker", None, t0).expect("1");
+        offer_full(&mut t, "x2", "attacker", None, t0).expect("2");
+        let e = offer_full(&mut t, "x3", "attacker", None, t0).expect_err("per principal");
+        assert_eq!(e.code, ErrorCode::Busy);
+        offer_full(&mut t, "y1", "other", None, t0).expect("another principal");
+        // All slots taken: a fresh slot is not taken back...
+        let e = offer_full(&mut t, "z1", "third", None, t0 + Duration::from_secs(1))
+            .expect_err("too young to evict");
+        assert_eq!(e.code, ErrorCode::Busy);
+        // ...but once old enough, the biggest holder's oldest is.
+        let later = t0 + EVICT_AFTER;
+        let ok = offer_full(&mut t, "z1", "third", None, later).expect("room made");
+        assert_eq!(ok.evicts.map(|e| e.client), Some(cid("x1")));
+        assert_eq!(t.counts().negotiating, 3);
+    }
+
+    #[test]
+    fn a_flood_of_new_principals_never_locks_anyone_out() {
+        let now = Instant::now();
+        let mut t = SessionTable::new(Limits {
+            offers_per_minute: 3,
+            ..Limits::default()
+        });
+        for i in 0..(OFFER_LOG_PRINCIPALS + 200) {
+            t.note_offer(&format!("flood-{i}"), now)
+                .expect("each new one is counted, not refused");
+        }
+        assert!(t.offer_log.len() <= OFFER_LOG_PRINCIPALS);
+        t.note_offer("legit", now).expect("a real viewer gets in");
+    }
+
+    #[test]
+    fn offers_per_principal_are_limited_per_minute() {
         let now = Instant::now();
         let mut t = SessionTable::new(Limits {
             offers_per_minute: 3,
             ..Limits::default()
         });
         for i in 0..3 {
-            t.note_offer(&cid("a"), now + Duration::from_secs(i))
+            t.note_offer("a", now + Duration::from_secs(i))
                 .expect("within budget");
         }
         let e = t
-            .note_offer(&cid("a"), now + Duration::from_secs(10))
+            .note_offer("a", now + Duration::from_secs(10))
             .expect_err("fourth in a minute");
         assert_eq!(e.code, ErrorCode::RateLimited);
-        // Other clients have their own budget.
-        t.note_offer(&cid("b"), now + Duration::from_secs(10))
+        // Other principals have their own budget.
+        t.note_offer("b", now + Duration::from_secs(10))
             .expect("b is within budget");
         // The window slides: a minute after the first offer, one more fits.
-        t.note_offer(&cid("a"), now + Duration::from_secs(60))
+        t.note_offer("a", now + Duration::from_secs(60))
             .expect("the first offer left the window");
-        assert!(
-            t.note_offer(&cid("a"), now + Duration::from_secs(60))
-                .is_err()
-        );
+        assert!(t.note_offer("a", now + Duration::from_secs(60)).is_err());
         // Forgotten entirely once quiet for a minute.
         t.tick(now + Duration::from_secs(200));
         assert!(t.offer_log.is_empty());

@@ -29,6 +29,8 @@ pub struct Spec {
     pub video: bool,
     /// What the viewer may do over the control channel.
     pub role: Role,
+    /// The secret the answer carries; a bye or replacing offer presents it.
+    pub secret: String,
 }
 
 type PeerSlot = Arc<Mutex<Option<Arc<Peer>>>>;
@@ -126,8 +128,11 @@ async fn session(
     // as open on its side before ours learns of it, and a change made in that
     // gap must still reach this viewer's panel.
     let mut first_gpio_events = ctx.control.gpio().map(|g| g.subscribe());
-    ctx.publisher
-        .to_client(ToClient::Answer, &id.client, messages::answer_json(&answer));
+    ctx.publisher.to_client(
+        ToClient::Answer,
+        &id.client,
+        messages::answer_json(&answer, &spec.secret),
+    );
     let mut keyframes = KeyframeGate::new(Duration::from_secs(1));
     let mut channels: Vec<Arc<Channel>> = Vec::new();
     let mut pump_started = false;

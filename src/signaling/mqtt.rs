@@ -7,6 +7,7 @@ use super::echo::EchoFilter;
 use super::topics::{ClientId, Kind, TopicError, Topics};
 use crate::backoff::Backoff;
 use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl, Secret};
+use crate::throttle::{Throttle, Verdict};
 use bytes::Bytes;
 use rumqttc::{Transport, v5};
 use std::path::PathBuf;
@@ -346,6 +347,14 @@ pub struct Publisher {
     echo: Arc<Mutex<EchoFilter>>,
     topics: Topics,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    flow: Arc<Flow>,
+}
+
+/// QoS 1 publishes queued and acknowledged, to see a backlog building.
+#[derive(Debug, Default)]
+struct Flow {
+    queued: std::sync::atomic::AtomicU64,
+    acked: std::sync::atomic::AtomicU64,
 }
 
 impl Publisher {
@@ -362,7 +371,11 @@ impl Publisher {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .sent(topic, &payload, Instant::now());
-        if !self.client.try_publish(topic, false, payload) {
+        if self.client.try_publish(topic, false, payload) {
+            self.flow
+                .queued
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
             self.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(
@@ -372,9 +385,24 @@ impl Publisher {
         }
     }
 
+    /// Publishes queued but not yet acknowledged by the broker: a growing
+    /// backlog means the link is busy (a flood to answer, a slow broker).
+    pub fn backlog(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let acked = self.flow.acked.load(Ordering::Relaxed);
+        self.flow
+            .queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(acked)
+    }
+
     /// Queues a retained QoS 1 publish (state that late subscribers need).
     pub fn publish_retained(&self, topic: &str, payload: impl Into<Bytes>) {
-        if !self.client.try_publish(topic, true, payload.into()) {
+        if self.client.try_publish(topic, true, payload.into()) {
+            self.flow
+                .queued
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
             self.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -431,6 +459,8 @@ pub struct Connection {
     /// The agent's own messages the broker echoed back and the filter
     /// dropped (MQTT 3.1.1 has no "no local" subscriptions).
     pub echoes_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Viewer messages handed to the session manager or dropped.
+    pub inbound: Arc<InboundCounts>,
     /// The task driving the connection; ends after shutdown.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -447,14 +477,17 @@ pub fn start(
 ) -> Result<Connection, MqttError> {
     let (client, event_loop) = connect(opts, Some(topics.status()))?;
     let echo = Arc::new(Mutex::new(EchoFilter::new(1024, Duration::from_secs(60))));
+    let flow = Arc::new(Flow::default());
     let publisher = Publisher {
         client: client.clone(),
         echo: echo.clone(),
         topics: topics.clone(),
         dropped: Arc::default(),
+        flow: flow.clone(),
     };
     let (connected_tx, connected) = watch::channel(false);
     let echoes_dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let inbound = Arc::new(InboundCounts::default());
     let url = opts.url.to_string();
     let task = tokio::spawn(drive(
         client,
@@ -466,7 +499,10 @@ pub fn start(
         Echoes {
             filter: echo,
             dropped: echoes_dropped.clone(),
+            inbound: inbound.clone(),
+            backlog_log: Throttle::new(1, Duration::from_secs(10)),
         },
+        flow,
         connected_tx,
         url,
     ));
@@ -474,14 +510,28 @@ pub fn start(
         publisher,
         connected,
         echoes_dropped,
+        inbound,
         task,
     })
 }
 
-/// The echo filter and the count of echoes it dropped.
+/// The echo filter and the count of echoes it dropped; the inbound
+/// backlog's drops, and their log throttle.
 struct Echoes {
     filter: Arc<Mutex<EchoFilter>>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    inbound: Arc<InboundCounts>,
+    backlog_log: Throttle,
+}
+
+/// Viewer messages handed to the session manager, and dropped because it
+/// was behind (a flood).
+#[derive(Debug, Default)]
+pub struct InboundCounts {
+    /// Handed over.
+    pub received: std::sync::atomic::AtomicU64,
+    /// Dropped: the manager's queue was full.
+    pub dropped: std::sync::atomic::AtomicU64,
 }
 
 #[allow(clippy::too_many_arguments)] // one task's whole state, passed once
@@ -492,7 +542,8 @@ async fn drive(
     mut retained: watch::Receiver<Retained>,
     routes: Routes,
     shutdown: CancellationToken,
-    echoes: Echoes,
+    mut echoes: Echoes,
+    flow: Arc<Flow>,
     connected: watch::Sender<bool>,
     url: String,
 ) {
@@ -573,9 +624,26 @@ async fn drive(
                             client,
                             payload,
                         }) {
-                            Ok(()) => {}
+                            Ok(()) => {
+                                echoes
+                                    .inbound
+                                    .received
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             Err(mpsc::error::TrySendError::Full(_)) => {
-                                tracing::warn!(topic, "signaling backlog full; message dropped");
+                                echoes
+                                    .inbound
+                                    .dropped
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                if let Verdict::Pass { suppressed } =
+                                    echoes.backlog_log.check(Instant::now())
+                                {
+                                    tracing::warn!(
+                                        topic,
+                                        more_since_last = suppressed,
+                                        "signaling backlog full (a flood?); messages dropped"
+                                    );
+                                }
                             }
                             // The session manager stopped first (shutdown): nobody to tell.
                             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -589,15 +657,29 @@ async fn drive(
                     Err(TopicError::NotOurs) => {
                         if let Some(extra) = &routes.extra
                             && extra.try_send((topic, payload)).is_err()
+                            && let Verdict::Pass { suppressed } =
+                                echoes.backlog_log.check(Instant::now())
                         {
-                            tracing::warn!("MQTT backlog full; message dropped");
+                            tracing::warn!(
+                                more_since_last = suppressed,
+                                "MQTT backlog full (a flood?); messages dropped"
+                            );
                         }
                     }
                 }
             }
-            Ok(Event::PubAck | Event::Other) => {}
+            Ok(Event::PubAck) => {
+                flow.acked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(Event::Other) => {}
             Err(e) => {
                 let _ = connected.send(false);
+                // What was in flight is resent or lost: start counting afresh.
+                flow.acked.store(
+                    flow.queued.load(std::sync::atomic::Ordering::Relaxed),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let delay = backoff.next_delay();
                 // Log a new failure once, not every retry.
                 if last_error.as_deref() != Some(e.as_str()) {

@@ -179,6 +179,7 @@ mod tests {
             "style.css",
             "favicon.svg",
             "vendor/mqtt.min.js",
+            "vendor/sha256.min.js",
         ] {
             assert!(Assets::get(f).is_some(), "{f} missing from the binary");
         }

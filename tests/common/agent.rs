@@ -13,14 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port is available")
-}
-
 /// A config file under construction: TOML keys set by path, plus verbatim
 /// TOML (arrays of tables such as `[[gpio.pins]]`) appended at the end.
 #[derive(Debug, Clone)]
@@ -50,8 +42,16 @@ impl TestConfig {
         c.set("webrtc.loopback", true);
         c.set("mqtt.topic_prefix", format!("rtcam-test/{prefix}"));
         c.set("mqtt.client_id", format!("rtcam-agent-{prefix}"));
-        for key in ["broker.listen", "broker.v5_listen", "broker.ws_listen"] {
-            c.set(key, format!("127.0.0.1:{}", free_port()));
+        // Held together while chosen, so the three ports differ.
+        let held: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("an ephemeral port is available"))
+            .collect();
+        for (key, l) in ["broker.listen", "broker.v5_listen", "broker.ws_listen"]
+            .into_iter()
+            .zip(&held)
+        {
+            let port = l.local_addr().expect("bound").port();
+            c.set(key, format!("127.0.0.1:{port}"));
         }
         c.set("http.listen", "127.0.0.1:0");
         c

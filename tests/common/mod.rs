@@ -308,6 +308,8 @@ pub async fn watch(v: &mut Viewer, window: Duration) -> (usize, bool, Vec<u32>) 
 /// A raw MQTT client that sends malformed messages and collects error replies.
 pub struct Raw {
     link_pub: rtcam::signaling::mqtt::LinkPublisher,
+    /// The number of the last publish queued.
+    queued: std::sync::atomic::AtomicU64,
     rx: tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>,
     task: tokio::task::JoinHandle<()>,
     topics: Topics,
@@ -353,6 +355,7 @@ impl Raw {
             .expect("link alive");
         Raw {
             link_pub,
+            queued: std::sync::atomic::AtomicU64::new(0),
             rx,
             task,
             topics,
@@ -363,6 +366,54 @@ impl Raw {
     pub fn send(&self, kind: &str, client: &str, payload: impl Into<Bytes>) {
         let topic = format!("{}/{kind}/{client}", self.topics.prefix());
         assert!(self.link_pub.publish(&topic, payload));
+    }
+
+    /// Like [`Self::send`] for floods: when the client's queue is full,
+    /// waits for the broker to acknowledge what was queued.
+    pub async fn send_flood(&self, kind: &str, client: &str, payload: impl Into<Bytes>) {
+        let topic = format!("{}/{kind}/{client}", self.topics.prefix());
+        let payload = payload.into();
+        let mut last = None;
+        loop {
+            if let Some(n) = self.link_pub.publish_counted(&topic, payload.clone()) {
+                self.queued.store(n, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            let n = self.queued.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(last != Some(n), "the broker acknowledges nothing");
+            last = Some(n);
+            assert!(
+                self.link_pub.wait_acked(n, WAIT).await,
+                "the broker acknowledges the flood"
+            );
+        }
+    }
+
+    /// Sends `payload` to `P/{kind}/{client}`; `None` when the agent
+    /// answered it (`P/answer/{client}`), else the error code replied.
+    pub async fn answer_or_code(
+        &mut self,
+        kind: &str,
+        client: &str,
+        payload: impl Into<Bytes>,
+    ) -> Option<String> {
+        let topic = format!("{}/{kind}/{client}", self.topics.prefix());
+        assert!(self.link_pub.publish(&topic, payload));
+        let id = ClientId::parse(client).expect("valid");
+        let (error, answer) = (self.topics.error(&id), self.topics.answer(&id));
+        loop {
+            let (t, p) = tokio::time::timeout(WAIT, self.rx.recv())
+                .await
+                .expect("an answer or an error")
+                .expect("link alive");
+            if t == answer {
+                return None;
+            }
+            if t == error {
+                let v: Value = serde_json::from_slice(&p).expect("error replies are JSON");
+                return Some(v["code"].as_str().expect("a code").to_string());
+            }
+        }
     }
 
     /// Sends `payload` to `P/{kind}/{client}` and returns the error code replied on `P/error/{client}`.

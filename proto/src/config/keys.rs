@@ -329,6 +329,11 @@ pub const KEYS: &[Key] = &[
         help: "File with the secret (>= 16 bytes) that signs expiring tokens (rtcam token)",
     },
     Key {
+        path: "auth.max_token_ttl",
+        kind: Kind::Str,
+        help: "Longest a signed token may live from now, e.g. \"30d\" (rtcam token refuses longer ones)",
+    },
+    Key {
         path: "auth.tokens",
         kind: Kind::Array(Entry::Token),
         help: "Static tokens: [{ token = \"…\", role = \"view\" | \"control\" }, …]",

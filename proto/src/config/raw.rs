@@ -294,6 +294,9 @@ pub struct RawAuth {
     /// `auth.tokens`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<RawToken>>,
+    /// `auth.max_token_ttl`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_token_ttl: Option<String>,
 }
 
 /// One `[[auth.tokens]]` entry.

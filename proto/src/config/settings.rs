@@ -333,7 +333,14 @@ pub struct AuthSettings {
     pub secret: Option<Secret>,
     /// Static tokens.
     pub tokens: Vec<TokenSpec>,
+    /// The longest a signed token may live from now (`auth.max_token_ttl`).
+    pub max_token_ttl: Duration,
+    /// The camera signed tokens must name: its topic prefix (`mqtt.topic_prefix`).
+    pub audience: String,
 }
+
+/// Default of `auth.max_token_ttl`.
+pub const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl AuthSettings {
     /// The authoriser these settings describe.
@@ -346,6 +353,8 @@ impl AuthSettings {
                     .map(|t| crate::auth::StaticToken::new(t.token.expose(), t.role))
                     .collect(),
                 self.secret.as_ref().map(|s| s.expose().as_bytes()),
+                &self.audience,
+                self.max_token_ttl,
             ),
         }
     }
@@ -408,15 +417,29 @@ fn auth(raw: &RawAuth, origin: OriginOf<'_>) -> Result<AuthSettings, ConfigError
             origin,
         ));
     }
+    let max_token_ttl = match raw.max_token_ttl.as_deref() {
+        None => DEFAULT_MAX_TOKEN_TTL,
+        Some(text) => crate::auth::parse_ttl(text)
+            .map_err(|why| invalid("auth.max_token_ttl", format!("{text:?}"), why, origin))?,
+    };
     Ok(AuthSettings {
         mode,
         secret_file,
         secret: None,
         tokens,
+        max_token_ttl,
+        // Set by `validate` once the topic prefix is known.
+        audience: String::new(),
     })
 }
 
 impl Settings {
+    /// Signed tokens name the camera by its topic prefix.
+    fn with_audience(mut self) -> Self {
+        self.auth.audience = self.mqtt.topic_prefix.clone();
+        self
+    }
+
     /// Whether the agent runs its own broker (no `mqtt.url`).
     pub fn embedded_broker(&self) -> bool {
         self.mqtt.url.is_none()
@@ -1094,7 +1117,8 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
             )? as usize,
         },
         auth: auth(&raw.auth, origin)?,
-    })
+    }
+    .with_audience())
 }
 
 fn pin_value_bool(key: &str, v: &toml::Value, origin: OriginOf<'_>) -> Result<bool, ConfigError> {
@@ -1606,6 +1630,9 @@ impl Settings {
                     .secret_file
                     .as_ref()
                     .map(|p| p.display().to_string()),
+                max_token_ttl: Some(
+                    humantime::format_duration(self.auth.max_token_ttl).to_string(),
+                ),
                 // Static tokens are secrets, like the password: never printed
                 // (`render_effective` says how many there are, as a comment).
                 tokens: None,

@@ -11,6 +11,10 @@ pub struct OfferSummary {
     pub video_h264: bool,
     /// The offer has an `m=application` (DataChannel) section.
     pub has_data_channel: bool,
+    /// `a=candidate:` lines in the offer (each costs the camera checks).
+    pub candidates: usize,
+    /// The first `a=fingerprint:` value (the offerer's DTLS key).
+    pub fingerprint: Option<String>,
 }
 
 /// Why the text is not an SDP offer rtcam can use.
@@ -76,6 +80,13 @@ pub fn summarize_offer(sdp: &str) -> Result<OfferSummary, SdpError> {
         fmtp.clear();
     };
     for line in &lines {
+        if line.starts_with("a=candidate:") {
+            summary.candidates += 1;
+        } else if summary.fingerprint.is_none()
+            && let Some(fp) = line.strip_prefix("a=fingerprint:")
+        {
+            summary.fingerprint = Some(fp.trim().to_string());
+        }
         if let Some(m) = line.strip_prefix("m=") {
             if in_video {
                 finish_video(&mut h264_pts, &mut fmtp, video_inactive, &mut summary);
@@ -137,9 +148,22 @@ a=rtpmap:104 H264/90000\r\na=fmtp:104 level-asymmetry-allowed=1;packetization-mo
             OfferSummary {
                 wants_video: true,
                 video_h264: true,
-                has_data_channel: true
+                has_data_channel: true,
+                candidates: 0,
+                fingerprint: None,
             }
         );
+    }
+
+    #[test]
+    fn candidates_and_the_fingerprint_are_counted_and_read() {
+        let body = format!(
+            "a=fingerprint:sha-256 AB:CD\r\n{CHROME_VIDEO}a=candidate:1 1 udp 2 127.0.0.1 9 typ host\r\n\
+             a=candidate:2 1 udp 2 127.0.0.1 10 typ host\r\n{DATA}a=fingerprint:sha-256 FF\r\n"
+        );
+        let s = summarize_offer(&offer(&body)).expect("valid");
+        assert_eq!(s.candidates, 2);
+        assert_eq!(s.fingerprint.as_deref(), Some("sha-256 AB:CD"));
     }
 
     #[test]

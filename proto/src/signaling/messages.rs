@@ -40,6 +40,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// Too many offers from this client id.
     RateLimited,
+    /// The client id has a live session and the offer did not present its secret.
+    ClientIdInUse,
     /// Something failed inside the agent.
     Internal,
 }
@@ -61,6 +63,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ClientIdInUse => "client_id_in_use",
             ErrorCode::Internal => "internal",
         }
     }
@@ -124,9 +127,17 @@ impl IceCandidate {
 pub struct Offer {
     /// The SDP.
     pub sdp: String,
-    /// Optional access token.
-    pub token: Option<String>,
+    /// Proof of holding a token (`"auth"`), when the camera needs one.
+    pub auth: Option<crate::auth::Proof>,
+    /// The offer carried a token itself (`"token"`): refused, since everyone
+    /// on the broker could read it.
+    pub bearer_token: bool,
+    /// The secret of the client's live session (`"session"`), to replace it.
+    pub session: Option<String>,
 }
+
+/// Longest session secret looked at.
+pub const MAX_SESSION_SECRET: usize = 128;
 
 /// Refuses a payload over [`MAX_PAYLOAD`] before anything else reads it.
 fn check_size(payload: &[u8], what: &str) -> Result<(), SignalError> {
@@ -165,10 +176,15 @@ struct RawOffer {
     kind: String,
     sdp: String,
     #[serde(default)]
-    token: Option<String>,
+    token: Option<serde_json::Value>,
+    #[serde(default)]
+    auth: Option<crate::auth::Proof>,
+    #[serde(default)]
+    session: Option<String>,
 }
 
-/// Parses `{"type":"offer","sdp":"…"}` (with optional `"token"`).
+/// Parses `{"type":"offer","sdp":"…"}` with optional `"auth"` (a
+/// [`crate::auth::Proof`]) and `"session"`.
 pub fn parse_offer(payload: &[u8]) -> Result<Offer, SignalError> {
     let raw: RawOffer = json(payload, "offer")?;
     if raw.kind != "offer" {
@@ -180,9 +196,21 @@ pub fn parse_offer(payload: &[u8]) -> Result<Offer, SignalError> {
     if raw.sdp.trim().is_empty() {
         return Err(SignalError::new(ErrorCode::BadSdp, "sdp is empty"));
     }
+    if raw
+        .session
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_SESSION_SECRET)
+    {
+        return Err(SignalError::new(
+            ErrorCode::BadMessage,
+            "session is too long",
+        ));
+    }
     Ok(Offer {
         sdp: raw.sdp,
-        token: raw.token,
+        auth: raw.auth,
+        bearer_token: raw.token.is_some(),
+        session: raw.session,
     })
 }
 
@@ -220,19 +248,35 @@ pub fn parse_candidate(payload: &[u8]) -> Result<IceCandidate, SignalError> {
     })
 }
 
-/// Parses a bye: `{}` (an empty payload is accepted too).
-pub fn parse_bye(payload: &[u8]) -> Result<(), SignalError> {
+#[derive(Deserialize)]
+struct RawBye {
+    #[serde(default)]
+    session: Option<serde_json::Value>,
+}
+
+/// Parses a bye: `{"session":"…"}` naming the session it ends (`{}` or an
+/// empty payload name none, which ends nothing). Returns the session secret.
+pub fn parse_bye(payload: &[u8]) -> Result<Option<String>, SignalError> {
     // The size first: an oversized payload is too_large whatever it holds.
     check_size(payload, "bye")?;
     if payload.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
+        return Ok(None);
     }
-    json::<serde_json::Map<String, serde_json::Value>>(payload, "bye").map(|_| ())
+    let raw: RawBye = json(payload, "bye")?;
+    match raw.session {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.len() <= MAX_SESSION_SECRET => Ok(Some(s)),
+        Some(_) => Err(SignalError::new(
+            ErrorCode::BadMessage,
+            "session must be the string the answer carried",
+        )),
+    }
 }
 
-/// `{"type":"answer","sdp":"…"}`
-pub fn answer_json(sdp: &str) -> String {
-    serde_json::json!({ "type": "answer", "sdp": sdp }).to_string()
+/// `{"type":"answer","sdp":"…","session":"…"}`: `session` is the secret a
+/// later bye or replacing offer of this client must present.
+pub fn answer_json(sdp: &str, session: &str) -> String {
+    serde_json::json!({ "type": "answer", "sdp": sdp, "session": session }).to_string()
 }
 
 /// A candidate message.
@@ -313,7 +357,21 @@ mod tests {
     #[test]
     fn offers_parse_and_bad_ones_get_codes() {
         let o = parse_offer(br#"{"type":"offer","sdp":"v=0\r\n","token":"t"}"#).expect("valid");
-        assert_eq!((o.sdp.as_str(), o.token.as_deref()), ("v=0\r\n", Some("t")));
+        assert_eq!(o.sdp, "v=0\r\n");
+        assert!(o.bearer_token && o.auth.is_none() && o.session.is_none());
+        let o = parse_offer(
+            br#"{"type":"offer","sdp":"v=0","auth":{"token_id":"s.00","ts":5,"proof":"x"},"session":"abc"}"#,
+        )
+        .expect("valid");
+        assert_eq!(o.auth.map(|a| a.ts), Some(5));
+        assert_eq!(o.session.as_deref(), Some("abc"));
+        assert!(!o.bearer_token);
+        assert_eq!(
+            code(parse_offer(
+                br#"{"type":"offer","sdp":"v=0","auth":{"ts":"x"}}"#
+            )),
+            ErrorCode::BadMessage
+        );
         assert_eq!(code(parse_offer(b"{not json")), ErrorCode::BadJson);
         assert_eq!(code(parse_offer(&[0xff, 0xfe])), ErrorCode::BadJson);
         assert_eq!(code(parse_offer(b"[1,2]")), ErrorCode::BadMessage);
@@ -373,9 +431,11 @@ mod tests {
 
     #[test]
     fn bye_is_lenient_but_not_garbage() {
-        assert!(parse_bye(b"{}").is_ok());
-        assert!(parse_bye(b"").is_ok());
-        assert!(parse_bye(br#"{"reason":"done"}"#).is_ok());
+        assert_eq!(parse_bye(b"{}"), Ok(None));
+        assert_eq!(parse_bye(b""), Ok(None));
+        assert_eq!(parse_bye(br#"{"reason":"done"}"#), Ok(None));
+        assert_eq!(parse_bye(br#"{"session":"s1"}"#), Ok(Some("s1".into())));
+        assert_eq!(code(parse_bye(br#"{"session":5}"#)), ErrorCode::BadMessage);
         assert_eq!(code(parse_bye(b"bye!")), ErrorCode::BadJson);
         assert_eq!(code(parse_bye(b"[]")), ErrorCode::BadMessage);
     }
@@ -395,10 +455,10 @@ mod tests {
         let e = SignalError::new(ErrorCode::MaxViewers, "8 viewers already");
         let v: serde_json::Value = serde_json::from_str(&error_json(&e)).expect("json");
         assert_eq!(v["code"], "max_viewers");
-        let a: serde_json::Value = serde_json::from_str(&answer_json("v=0")).expect("json");
+        let a: serde_json::Value = serde_json::from_str(&answer_json("v=0", "s1")).expect("json");
         assert_eq!(
-            (a["type"].as_str(), a["sdp"].as_str()),
-            (Some("answer"), Some("v=0"))
+            (a["type"].as_str(), a["sdp"].as_str(), a["session"].as_str()),
+            (Some("answer"), Some("v=0"), Some("s1"))
         );
         assert_eq!(candidate_json(&IceCandidate::end()), r#"{"candidate":""}"#);
     }

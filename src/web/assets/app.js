@@ -21,6 +21,9 @@ const S = {
   nextId: 1,
   calls: new Map(),         // control request id -> callback
   info: null,
+  session: null,            // the live session's secret (from the answer)
+  // A camera with [auth] mode = "token" needs one: open the page as /?token=….
+  token: new URLSearchParams(location.search).get("token"),
 };
 
 function topic(kind) {
@@ -67,7 +70,9 @@ function connectMqtt() {
     clean: true,
     reconnectPeriod: 1000,
     connectTimeout: 5000,
-    username: S.cfg.mqtt_username || undefined,
+    // The embedded broker checks the token (it is the only one to see it).
+    username: S.cfg.mqtt_username || (S.token ? S.cid : undefined),
+    password: S.token || undefined,
   });
   S.client.on("connect", () => {
     badge("broker connected", "");
@@ -98,7 +103,8 @@ function onMessage(t, payload) {
   try { msg = JSON.parse(text); } catch (e) { return; }
   if (t === topic("answer")) {
     if (!S.pc || msg.type !== "answer") return;
-    S.pc.setRemoteDescription(msg).then(() => {
+    S.session = msg.session || null;
+    S.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).then(() => {
       S.remoteSet = true;
       for (const c of S.pending.splice(0)) S.pc.addIceCandidate(c).catch(() => {});
     }).catch((e) => { say("bad answer: " + e); scheduleRestart(3000); });
@@ -162,10 +168,40 @@ async function startSession() {
   };
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
-  // A camera with [auth] mode = "token" needs one: open the page as /?token=….
-  const token = new URLSearchParams(location.search).get("token");
-  publish(topic("offer"), token ? { type: "offer", sdp: offer.sdp, token } : { type: "offer", sdp: offer.sdp });
+  const msg = { type: "offer", sdp: offer.sdp };
+  // The token itself never goes on the broker: a proof of it does.
+  if (S.token) msg.auth = proof(S.token, offer.sdp);
+  // Replacing our own live session (after a restart) needs its secret.
+  if (S.session) msg.session = S.session;
+  publish(topic("offer"), msg);
   S.connectTimer = setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected") scheduleRestart(0); }, 20000);
+}
+
+// The offer's proof of holding `token` (docs/protocol.md, "Tokens"):
+// HMAC-SHA256 keyed by SHA-256(token) over the client id, the offer's DTLS
+// fingerprint and the time, so a replayed offer is worthless.
+function proof(token, sdp) {
+  const line = sdp.split(/\r?\n/).find((l) => l.startsWith("a=fingerprint:")) || "";
+  const fingerprint = line.slice("a=fingerprint:".length).trim().toLowerCase();
+  const ts = Date.now();
+  const message = `rtcam-offer-v1\n${S.cid}\n${fingerprint}\n${ts}`;
+  const mac = sha256.hmac.array(sha256.array(token), message);
+  return { token_id: tokenId(token), ts, proof: base64url(mac) };
+}
+
+// A token's public id: a signed token's claims, or s. and 16 hex digits of
+// a static token's SHA-256.
+function tokenId(token) {
+  if (/^rtcam[12]\./.test(token) && token.lastIndexOf(".") > 0) {
+    return token.slice(0, token.lastIndexOf("."));
+  }
+  return "s." + sha256(token).slice(0, 16);
+}
+
+function base64url(bytes) {
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 function renderInfo(info) {
@@ -249,7 +285,7 @@ async function updateStats() {
   $("s-frames").textContent = s.framesDecoded;
 }
 
-window.addEventListener("pagehide", () => publish(topic("bye"), {}));
+window.addEventListener("pagehide", () => publish(topic("bye"), { session: S.session }));
 
 // For tests and the console.
 window.rtcam = {
