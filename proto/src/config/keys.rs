@@ -251,7 +251,7 @@ pub const KEYS: &[Key] = &[
     Key {
         path: "mqtt.offers_per_minute",
         kind: Kind::Int,
-        help: "Offers accepted per viewer client id per minute (1-600); more get rate_limited",
+        help: "Offers accepted per token (or, without auth, client id) per minute (1-600); more get rate_limited",
     },
     Key {
         path: "http.listen",
