@@ -360,3 +360,100 @@ async fn offers_that_never_connect_cannot_hold_the_negotiation_slots() {
     steady.bye().await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_datachannels_buy_no_more_commands_and_keyframes_are_rationed() {
+    let port = free_port();
+    let _broker = Mosquitto::start(port);
+    // The default budget: 50 commands per second per session, bursts of 50.
+    let cfg = TestConfig::new("channels")
+        .with("mqtt.url", format!("mqtt://127.0.0.1:{port}"))
+        .with("video.keyframe_interval_ms", 60_000);
+    let rate = 50.0;
+    let agent = AgentProcess::start(&cfg).await;
+    let s = agent.settings().clone();
+    let mut watcher = common::viewer(&s, "watcher", true).await;
+    // Twenty channels, each labelled "control".
+    let labels = ["control"; 20];
+    let attacker = common::channels::ChannelViewer::connect(&s, "many", &labels, None).await;
+    // The agent keeps four channels and closes the other sixteen.
+    let mut closed = std::collections::BTreeSet::new();
+    let waited = tokio::time::timeout(WAIT, async {
+        while closed.len() < 16 {
+            let pending = attacker
+                .channels
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !closed.contains(i))
+                .map(|(i, c)| Box::pin(async move { (i, c.recv().await) }));
+            let ((i, ev), _, _) = futures::future::select_all(pending).await;
+            if matches!(ev, Some(rtcam::peer::ChannelEvent::Closed) | None) {
+                closed.insert(i);
+            }
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "16 channels closed by the agent, got {}",
+        closed.len()
+    );
+    let open: Vec<usize> = (0..20).filter(|i| !closed.contains(i)).collect();
+    assert_eq!(open.len(), 4);
+    let t0 = Instant::now();
+    let mut ok = 0;
+    let mut limited = 0;
+    for round in 0..100u64 {
+        for &i in &open {
+            let r = attacker
+                .command_on(i, round * 100 + i as u64, json!({"cmd": "ping"}))
+                .await;
+            if r["ok"] == true {
+                ok += 1;
+            } else {
+                assert_eq!(r["error"]["code"], "rate_limited", "{r}");
+                limited += 1;
+            }
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    eprintln!("{ok} commands allowed, {limited} rate limited, in {elapsed:.2} s over 4 channels");
+    // The session's bucket: a burst of 50, then 50 per second. Per channel
+    // (the old behaviour) four channels would have had four bursts.
+    assert!(
+        f64::from(ok) <= rate * (1.0 + elapsed.ceil()),
+        "{ok} commands in {elapsed:.2} s: the budget is per session"
+    );
+    assert!(limited > 0);
+    // A keyframe request storm: the stream gets at most one forced IDR per
+    // second (30 frames), whoever asks.
+    let keyframe_asker = common::viewer(&s, "asker", false).await;
+    let storm = tokio::spawn(async move {
+        // 40 requests a second, within the command budget.
+        for _ in 0..200 {
+            let r = keyframe_asker
+                .command(json!({"cmd": "video.keyframe"}), WAIT)
+                .await;
+            let r = r.expect("a reply");
+            assert_eq!(r["ok"], true, "{r}");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        keyframe_asker
+    });
+    let mut keyframes = 0;
+    let mut seqs = Vec::new();
+    for _ in 0..150 {
+        let f = watcher.next_frame(WAIT).await.expect("frames keep coming");
+        if f.keyframe {
+            keyframes += 1;
+            seqs.extend(f.seq);
+        }
+    }
+    let asker = storm.await.expect("the storm ends");
+    eprintln!("{keyframes} keyframes in 150 frames during the storm (seqs {seqs:?})");
+    assert!(keyframes <= 7, "{keyframes} keyframes in 150 frames");
+    asker.bye().await;
+    attacker.close().await;
+    watcher.bye().await;
+    agent.shutdown().await;
+}

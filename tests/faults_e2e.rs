@@ -14,18 +14,15 @@ mod common;
 
 use bytes::Bytes;
 use common::agent::{AgentProcess, TestConfig, start};
+use common::channels::ChannelViewer;
 use common::mosquitto::Mosquitto;
 use common::process::rtcam;
 use common::{Raw, WAIT, frames, free_port, http_get, mqtt_for, viewer};
 use rtcam::config::Settings;
-use rtcam::peer::{Channel, ChannelEvent, Peer, PeerEvent, PeerOptions};
+use rtcam::peer::{Peer, PeerOptions};
 use rtcam::probe::Viewer;
-use rtcam::signaling::messages::{self, IceCandidate};
-use rtcam::signaling::mqtt::{Link, LinkEvent, LinkPublisher};
-use rtcam::signaling::topics::{ClientId, Topics};
+use rtcam::signaling::mqtt::{Link, LinkEvent};
 use serde_json::{Value, json};
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -462,177 +459,6 @@ async fn command(v: &Viewer, req: Value) -> Value {
     reply["result"].clone()
 }
 
-/// A DataChannel-only viewer built from the WebRTC stack directly, so the
-/// test holds its `control` channel and can close that channel alone.
-struct ChannelViewer {
-    peer: Arc<Peer>,
-    channel: Channel,
-    publisher: LinkPublisher,
-    bye_topic: String,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl ChannelViewer {
-    /// Offers, trickles candidates, applies the answer, and returns once the
-    /// `control` channel is open.
-    async fn connect(s: &Settings, client: &str) -> ChannelViewer {
-        let topics = Topics::new(&s.mqtt.topic_prefix);
-        let cid = ClientId::parse(client).expect("a valid client id");
-        let (answer_t, ice_t) = (topics.answer(&cid), topics.ice(&cid));
-        let mut link =
-            Link::new(&mqtt_for(s, client), vec![answer_t.clone(), ice_t.clone()]).expect("link");
-        let publisher = link.publisher();
-        let (msg_tx, mut msgs) = mpsc::unbounded_channel();
-        let (up_tx, mut up) = tokio::sync::watch::channel(false);
-        let link_task = tokio::spawn(async move {
-            loop {
-                match link.next().await {
-                    Ok(LinkEvent::Connected) => {
-                        let _ = up_tx.send(true);
-                    }
-                    Ok(LinkEvent::Message(t, p)) => {
-                        let _ = msg_tx.send((t, p));
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
-        tokio::time::timeout(WAIT, up.wait_for(|c| *c))
-            .await
-            .expect("connected to the broker in time")
-            .expect("link alive");
-        let (peer, sdp, channel, mut events) = Peer::offer(
-            &PeerOptions::for_viewer(&s.webrtc),
-            false,
-            Some(rtcam::control::CHANNEL_LABEL),
-        )
-        .await
-        .expect("an offer");
-        let peer = Arc::new(peer);
-        let channel = channel.expect("the control channel");
-        assert!(publisher.publish(
-            &topics.offer(&cid),
-            json!({"type": "offer", "sdp": sdp}).to_string()
-        ));
-        // Signaling both ways until the test ends: our candidates out, the
-        // answer and the agent's candidates in (ours come back: skipped).
-        let sent: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let bg_peer = peer.clone();
-        let bg_publisher = publisher.clone();
-        let signaling = tokio::spawn(async move {
-            let mut answered = false;
-            let mut early: Vec<IceCandidate> = Vec::new();
-            loop {
-                tokio::select! {
-                    ev = events.recv() => match ev {
-                        Some(PeerEvent::LocalCandidate(c)) => {
-                            sent.lock().unwrap_or_else(PoisonError::into_inner).insert(c.candidate.clone());
-                            bg_publisher.publish(&ice_t, messages::candidate_json(&c));
-                        }
-                        Some(PeerEvent::GatheringComplete) => {
-                            bg_publisher.publish(&ice_t, messages::candidate_json(&IceCandidate::end()));
-                        }
-                        Some(_) => {}
-                        None => break,
-                    },
-                    m = msgs.recv() => {
-                        let Some((t, p)) = m else { break };
-                        if t == answer_t && !answered {
-                            let v: Value = serde_json::from_slice(&p).unwrap_or(Value::Null);
-                            if let Some(sdp) = v["sdp"].as_str() {
-                                bg_peer.accept_answer(sdp).await.expect("the answer applies");
-                                answered = true;
-                                for c in early.drain(..) {
-                                    let _ = bg_peer.add_remote_candidate(&c).await;
-                                }
-                            }
-                        } else if t == ice_t
-                            && let Ok(c) = messages::parse_candidate(&p)
-                            && !c.is_end()
-                            && !sent.lock().unwrap_or_else(PoisonError::into_inner).contains(&c.candidate)
-                        {
-                            if answered {
-                                let _ = bg_peer.add_remote_candidate(&c).await;
-                            } else {
-                                early.push(c);
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        let opened = tokio::time::timeout(WAIT, async {
-            loop {
-                match channel.recv().await {
-                    Some(ChannelEvent::Open) => return true,
-                    Some(_) => {}
-                    None => return false,
-                }
-            }
-        })
-        .await;
-        assert_eq!(opened, Ok(true), "{client}'s control channel opens");
-        ChannelViewer {
-            peer,
-            channel,
-            publisher,
-            bye_topic: topics.bye(&cid),
-            tasks: vec![link_task, signaling],
-        }
-    }
-
-    /// Sends a command and returns its reply (the next text with its id).
-    async fn command(&self, id: u64, mut req: Value) -> Value {
-        req["id"] = json!(id);
-        self.send(&req).await;
-        tokio::time::timeout(WAIT, async {
-            loop {
-                match self.channel.recv().await {
-                    Some(ChannelEvent::Text(t)) => {
-                        let v: Value = serde_json::from_str(&t).expect("replies are JSON");
-                        if v["id"] == json!(id) {
-                            return v;
-                        }
-                    }
-                    Some(_) => {}
-                    None => panic!("the channel closed before reply {id}"),
-                }
-            }
-        })
-        .await
-        .expect("a reply in time")
-    }
-
-    /// Sends a request without waiting for its reply.
-    async fn send(&self, req: &Value) {
-        self.channel
-            .send_text(&req.to_string())
-            .await
-            .expect("sent on the control channel");
-    }
-
-    /// Says bye over MQTT (the broker has it when this returns); the peer
-    /// connection stays open.
-    async fn bye(&self) {
-        let n = self
-            .publisher
-            .publish_counted(&self.bye_topic, "{}")
-            .expect("the bye is queued");
-        assert!(
-            self.publisher.wait_acked(n, WAIT).await,
-            "the broker acknowledges the bye"
-        );
-    }
-
-    async fn close(self) {
-        self.peer.close().await;
-        self.publisher.disconnect();
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
 /// How long the "off" pulse lasts when the session ends at once (a bye, a
 /// channel closed): long enough to outlast that even under emulation.
 const PULSE: Duration = Duration::from_secs(5);
@@ -740,12 +566,12 @@ async fn a_control_channel_closed_mid_command_applies_the_failsafe() {
     let s = agent.settings().clone();
     let base = agent.stats().await;
     let mut panel = viewer(&s, "dc-panel", false).await;
-    let controller = ChannelViewer::connect(&s, "dc-controller").await;
+    let controller = ChannelViewer::connect(&s, "dc-controller", &["control"], None).await;
     pulse_with_commands_in_flight(&agent, &controller, &mut panel, PULSE).await;
     // The controller closes its control channel, replies still pending;
     // its peer connection stays up.
     let mark = agent.log().len();
-    controller.channel.close().await;
+    controller.channels[0].close().await;
     failsafe_holds_past_the_pulse(&agent, &mut panel, mark).await;
     controller.close().await;
 
@@ -772,7 +598,7 @@ async fn a_connection_closed_mid_command_applies_the_failsafe() {
     let s = agent.settings().clone();
     let base = agent.stats().await;
     let mut panel = viewer(&s, "pc-panel", false).await;
-    let controller = ChannelViewer::connect(&s, "pc-controller").await;
+    let controller = ChannelViewer::connect(&s, "pc-controller", &["control"], None).await;
     pulse_with_commands_in_flight(&agent, &controller, &mut panel, LONG_PULSE).await;
     // The controller closes its peer connection, and with it the channel,
     // replies still pending, without a bye: its DTLS close_notify ends the
@@ -800,7 +626,7 @@ async fn a_bye_mid_pulse_applies_the_failsafe_and_the_pulse_end_does_not_undo_it
     let s = agent.settings().clone();
     let base = agent.stats().await;
     let mut panel = viewer(&s, "bye-panel", false).await;
-    let controller = ChannelViewer::connect(&s, "bye-controller").await;
+    let controller = ChannelViewer::connect(&s, "bye-controller", &["control"], None).await;
     pulse_with_commands_in_flight(&agent, &controller, &mut panel, PULSE).await;
     // A bye: the session ends at once, mid-pulse and with replies pending.
     let mark = agent.log().len();

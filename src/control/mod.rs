@@ -24,18 +24,26 @@ pub const CHANNEL_LABEL: &str = "control";
 
 pub use crate::auth::Role;
 
-/// One session's control state.
-#[derive(Debug)]
+/// One session's control state, shared by its channels: the command budget
+/// is per session, so opening more channels buys no more commands.
+#[derive(Debug, Clone)]
 pub struct ControlSession {
     key: SessionKey,
     role: Role,
-    limiter: ratelimit::TokenBucket,
+    limiter: std::sync::Arc<std::sync::Mutex<ratelimit::TokenBucket>>,
 }
 
 impl ControlSession {
     /// The session's key (for failsafe tracking).
     pub fn key(&self) -> SessionKey {
         self.key
+    }
+
+    fn allow(&self, now: Instant) -> bool {
+        self.limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .allow(now)
     }
 }
 
@@ -119,7 +127,9 @@ impl Controller {
         ControlSession {
             key,
             role,
-            limiter: ratelimit::TokenBucket::new(self.rate_limit),
+            limiter: std::sync::Arc::new(std::sync::Mutex::new(ratelimit::TokenBucket::new(
+                self.rate_limit,
+            ))),
         }
     }
 
@@ -145,7 +155,7 @@ impl Controller {
             Ok(r) => r,
             Err((id, e)) => return error_reply(&id, &e),
         };
-        if !session.limiter.allow(Instant::now()) {
+        if !session.allow(Instant::now()) {
             let e = ControlError::new(
                 ControlCode::RateLimited,
                 format!("more than {} commands per second", self.rate_limit),

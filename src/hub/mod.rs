@@ -170,8 +170,16 @@ impl Hub {
         }
     }
 
-    /// Takes a pending keyframe request (called by the pipeline before each frame).
+    /// Takes a pending keyframe request (called by the pipeline before each
+    /// frame), if one may be served now: at most one forced IDR per second
+    /// camera-wide; a later one stays pending until then.
     pub fn take_keyframe_request(&self) -> bool {
+        if !self.keyframe_requested.load(Ordering::Acquire) {
+            return false;
+        }
+        if !self.lock().policy.force_keyframe_now(Instant::now()) {
+            return false;
+        }
         self.keyframe_requested.swap(false, Ordering::AcqRel)
     }
 

@@ -71,6 +71,9 @@ pub struct HubPolicy {
     /// When a keyframe was last asked for, until one passes through: one
     /// IDR serves every subscriber waiting at that moment.
     keyframe_asked: Option<Instant>,
+    /// When the encoder was last made to produce an IDR: forced ones are
+    /// at most one per `drop_keyframe_gap`, whoever asks.
+    last_forced: Option<Instant>,
 }
 
 impl HubPolicy {
@@ -84,7 +87,23 @@ impl HubPolicy {
             idle_since: None,
             last_drop_request: None,
             keyframe_asked: None,
+            last_forced: None,
         }
+    }
+
+    /// Whether a pending keyframe request may go to the encoder at `now`
+    /// (and notes that it does): forced IDRs are at most one per
+    /// `drop_keyframe_gap` camera-wide, since each costs every viewer the
+    /// bits of a whole picture. A request that must wait stays pending.
+    pub fn force_keyframe_now(&mut self, now: Instant) -> bool {
+        if self
+            .last_forced
+            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.drop_keyframe_gap)
+        {
+            return false;
+        }
+        self.last_forced = Some(now);
+        true
     }
 
     /// Whether a keyframe asked for recently is still to come.
@@ -278,6 +297,15 @@ mod tests {
             !p.ask_keyframe(t0 + Duration::from_millis(1400)),
             "a P-frame answers nothing"
         );
+    }
+
+    #[test]
+    fn forced_keyframes_are_one_per_gap_camera_wide() {
+        let (mut p, t0) = policy();
+        assert!(p.force_keyframe_now(t0));
+        assert!(!p.force_keyframe_now(t0 + Duration::from_millis(300)));
+        assert!(!p.force_keyframe_now(t0 + Duration::from_millis(999)));
+        assert!(p.force_keyframe_now(t0 + Duration::from_secs(1)));
     }
 
     #[test]

@@ -564,6 +564,17 @@ impl Peer {
         video: bool,
         channel: Option<&str>,
     ) -> Result<(Peer, String, Option<Channel>, PeerEvents), PeerError> {
+        let labels: Vec<&str> = channel.into_iter().collect();
+        let (peer, sdp, mut channels, events) = Self::offer_channels(opts, video, &labels).await?;
+        Ok((peer, sdp, channels.pop(), events))
+    }
+
+    /// [`Self::offer`] with a DataChannel for each of `labels`.
+    pub async fn offer_channels(
+        opts: &PeerOptions,
+        video: bool,
+        labels: &[&str],
+    ) -> Result<(Peer, String, Vec<Channel>, PeerEvents), PeerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let handler = Arc::new(Handler {
             tx,
@@ -589,20 +600,18 @@ impl Peer {
                     .await
                     .map_err(stack)?;
             }
-            let ch = match channel {
-                Some(label) => {
-                    let dc = peer
-                        .pc
-                        .create_data_channel(label, None)
-                        .await
-                        .map_err(stack)?;
-                    Some(Channel {
-                        dc,
-                        label: label.to_string(),
-                    })
-                }
-                None => None,
-            };
+            let mut channels = Vec::with_capacity(labels.len());
+            for label in labels {
+                let dc = peer
+                    .pc
+                    .create_data_channel(label, None)
+                    .await
+                    .map_err(stack)?;
+                channels.push(Channel {
+                    dc,
+                    label: label.to_string(),
+                });
+            }
             let offer = peer.pc.create_offer(None).await.map_err(stack)?;
             let sdp = offer.sdp.clone();
             *peer
@@ -611,11 +620,11 @@ impl Peer {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = first_mid(&sdp);
             peer.pc.set_local_description(offer).await.map_err(stack)?;
-            Ok::<_, PeerError>((sdp, ch))
+            Ok::<_, PeerError>((sdp, channels))
         }
         .await;
         match made {
-            Ok((sdp, ch)) => Ok((peer, sdp, ch, rx)),
+            Ok((sdp, channels)) => Ok((peer, sdp, channels, rx)),
             Err(e) => {
                 peer.close().await;
                 Err(e)

@@ -35,6 +35,9 @@ pub struct Spec {
 
 type PeerSlot = Arc<Mutex<Option<Arc<Peer>>>>;
 
+/// DataChannels one session may open.
+const MAX_CHANNELS: usize = 4;
+
 /// How long an ending session waits for its DataChannel `bye` to be
 /// delivered before closing the connection.
 const BYE_FLUSH: Duration = Duration::from_millis(500);
@@ -134,6 +137,8 @@ async fn session(
         messages::answer_json(&answer, &spec.secret),
     );
     let mut keyframes = KeyframeGate::new(Duration::from_secs(1));
+    // One command budget for all of this session's channels.
+    let control = ctx.control.session(id.generation, spec.role);
     let mut channels: Vec<Arc<Channel>> = Vec::new();
     let mut pump_started = false;
     let reason = loop {
@@ -184,9 +189,16 @@ async fn session(
                     }
                 }
                 Some(PeerEvent::DataChannel(ch)) => {
+                    if channels.len() >= MAX_CHANNELS {
+                        // More channels would buy no more commands (the budget
+                        // is the session's), only more work: refused.
+                        tracing::info!(client = %id.client, label = ch.label(), "extra DataChannel closed");
+                        ch.close().await;
+                        continue;
+                    }
                     let ch = Arc::new(ch);
                     channels.push(ch.clone());
-                    let session = ctx.control.session(id.generation, spec.role);
+                    let session = control.clone();
                     let gpio_events = if ch.label() == CHANNEL_LABEL {
                         first_gpio_events.take().or_else(|| ctx.control.gpio().map(|g| g.subscribe()))
                     } else {

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod browser;
+pub mod channels;
 pub mod lab;
 pub mod lines;
 pub mod memory;
