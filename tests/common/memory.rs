@@ -10,8 +10,10 @@ use std::path::Path;
 /// fixes glibc's mmap and trim thresholds: by default both rise after the
 /// first large block is freed, and from then on the heap keeps what a busy
 /// moment freed (RSS at rest wandered between 60 and 130 MB from one soak
-/// round to the next while the memory in use stayed near 30 MB). Fixed, RSS
-/// follows the memory in use, and a leak shows.
+/// round to the next while the memory in use stayed near 30 MB). Fixed,
+/// large blocks are mapped and unmapped on their own and the heap's free
+/// top goes back to the kernel; free pages inside the heap stay resident
+/// until something calls `malloc_trim`, which the agent does not.
 pub fn service_environment() -> Vec<(String, String)> {
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/rtcam.service");
     let text = std::fs::read_to_string(&unit)
@@ -85,10 +87,11 @@ pub fn threads(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("Threads in {path}"))
 }
 
-// The test process's own memory: used by the tests not yet moved to the
-// agent process (removed once soak_e2e and security_e2e measure the agent).
+// The test process's own memory, for the in-process soak (kept until the
+// agent process can be held to its bound: see tests/soak_e2e.rs).
 
-/// Fixes glibc's mmap and trim thresholds in the test process.
+/// Fixes glibc's mmap and trim thresholds in the test process, as the
+/// systemd unit fixes them for the daemon.
 pub fn pin_allocator_thresholds() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes the allocator's tuning parameters.
@@ -98,7 +101,7 @@ pub fn pin_allocator_thresholds() {
     }
 }
 
-/// The test process's resident memory in kB once the allocator has handed
+/// The test process's resident memory in kB once its allocator has handed
 /// its free pages back to the kernel.
 pub fn rss_at_rest_kb() -> u64 {
     #[cfg(target_env = "gnu")]
@@ -109,7 +112,8 @@ pub fn rss_at_rest_kb() -> u64 {
     rss_kb(std::process::id())
 }
 
-/// Bytes the test process's allocator has handed out, in kB (glibc only).
+/// Bytes the test process's allocator has handed out and not got back, in
+/// kB (glibc only).
 pub fn heap_in_use_kb() -> Option<usize> {
     #[cfg(target_env = "gnu")]
     {
