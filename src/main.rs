@@ -252,6 +252,7 @@ async fn run_probe(
         peer: rtcam::peer::PeerOptions::for_viewer(&settings.webrtc),
         timeout: std::time::Duration::from_secs(u64::from(timeout)),
         decode: true,
+        replaces: None,
     };
     let report =
         rtcam::probe::probe(&opts, std::time::Duration::from_secs(u64::from(seconds))).await?;

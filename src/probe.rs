@@ -40,6 +40,8 @@ pub struct ViewerOptions {
     pub timeout: Duration,
     /// Decode the video (off: only count access units, for load tests).
     pub decode: bool,
+    /// The secret of this client id's live session, to replace it.
+    pub replaces: Option<String>,
 }
 
 /// Why the viewer could not connect.
@@ -243,6 +245,9 @@ impl Viewer {
             let fingerprint = crate::auth::sdp_fingerprint(&offer).unwrap_or_default();
             let proof = crate::auth::prove(t, cid.as_str(), fingerprint, wall_clock_ms());
             offer_msg["auth"] = serde_json::to_value(&proof).expect("a proof is plain data");
+        }
+        if let Some(secret) = &opts.replaces {
+            offer_msg["session"] = Value::String(secret.clone());
         }
         publisher.publish(&topics.offer(&cid), offer_msg.to_string());
         let offer_sent = Instant::now();

@@ -229,7 +229,7 @@ fn token_command_mints_tokens_that_the_configured_secret_accepts() {
     let (status, token, said) = token_command(&cfg, &["--role", "control", "--ttl", "1h"]);
     assert!(status.success(), "{said}");
     assert!(
-        said.contains("control token valid until"),
+        said.contains("control token for ") && said.contains(" valid until"),
         "it says what it made: {said}"
     );
     assert_eq!(auth.authorize(Some(&token), now), Ok(Role::Control));

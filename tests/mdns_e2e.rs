@@ -15,9 +15,10 @@
 mod common;
 
 use common::agent::{AgentProcess, TestConfig};
-use common::{WAIT, Watch, frames, viewer, viewer_options};
+use common::channels::{ChannelViewer, Options};
+use common::{WAIT, Watch, frames, viewer};
 use rtcam::config::settings::MdnsMode;
-use rtcam::probe::Viewer;
+use rtcam::peer::PeerOptions;
 use std::net::IpAddr;
 use std::process::Command;
 
@@ -90,30 +91,33 @@ async fn the_default_mdns_mode_never_costs_a_viewer_and_resolves_hidden_addresse
     multicast_route(true);
     let agent = AgentProcess::start(&TestConfig::new("mdns-on")).await;
     let s = agent.settings().clone();
-    let mut opts = viewer_options(&s, "mdns-hidden", true);
-    opts.peer.mdns = MdnsMode::Gather;
-    opts.peer.mdns_ip = Some(IpAddr::from([127, 0, 0, 1]));
-    let mut ice = Watch::start(
+    let topic = format!("{}/ice/mdns-hidden", s.mqtt.topic_prefix);
+    let mut ice = Watch::start(&s, "ice-watch", &topic).await;
+    let mut peer = PeerOptions::for_viewer(&s.webrtc);
+    peer.mdns = MdnsMode::Gather;
+    peer.mdns_ip = Some(IpAddr::from([127, 0, 0, 1]));
+    // The viewer ignores the camera's candidates, so it never starts a
+    // check itself: the connection comes up only if the camera reaches the
+    // address behind the viewer's .local name.
+    let v = ChannelViewer::connect_with(
         &s,
-        "ice-watch",
-        &format!("{}/ice/mdns-hidden", s.mqtt.topic_prefix),
+        "mdns-hidden",
+        &["control"],
+        None,
+        Options { peer, deaf: true },
     )
     .await;
-    let mut v = Viewer::connect(&opts).await.expect("the offer is answered");
-    assert!(v.wait_connected(WAIT).await, "the hidden viewer connects");
     let hidden = ice
-        .wait_for(
-            "a .local candidate from the viewer",
-            &format!("{}/ice/mdns-hidden", s.mqtt.topic_prefix),
-            |p| String::from_utf8_lossy(p).contains(".local"),
-        )
+        .wait_for("a .local candidate from the viewer", &topic, |p| {
+            String::from_utf8_lossy(p).contains(".local")
+        })
         .await;
     eprintln!(
         "the viewer's candidate: {}",
         String::from_utf8_lossy(&hidden)
     );
-    let run = frames(&mut v, 10).await;
-    assert!(run.first_keyframe);
+    let pong = v.command(1, serde_json::json!({"cmd": "ping"})).await;
+    assert_eq!(pong["ok"], true, "{pong}");
     let connected = agent
         .log()
         .wait_line("the viewer to connect", WAIT, |l| {
@@ -122,10 +126,9 @@ async fn the_default_mdns_mode_never_costs_a_viewer_and_resolves_hidden_addresse
         .await;
     assert!(
         connected.contains("remote=Some(Host)"),
-        "the viewer was reached at the host address its .local name resolved to, \
-         not at one learnt from its checks: {connected}"
+        "the viewer was reached at the host address its .local name resolved to: {connected}"
     );
     assert_eq!(mdns_warnings(&agent), 0, "{}", agent.log().text());
-    v.bye().await;
+    v.close().await;
     agent.shutdown().await;
 }

@@ -38,6 +38,13 @@ async fn a_new_offer_replaces_the_session_and_tells_only_the_old_channel() {
     frames(&mut a, 5).await;
     let mut opts = viewer_options(&s, "same-client", true);
     opts.mqtt.client_id = "same-client-again".into();
+    // Without the live session's secret the client id is not ours to reuse.
+    match Viewer::connect(&opts).await {
+        Err(rtcam::probe::ProbeError::Refused { code, .. }) => assert_eq!(code, "client_id_in_use"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a live session was replaced without its secret"),
+    }
+    opts.replaces = a.session().map(str::to_string);
     let mut b = Viewer::connect(&opts)
         .await
         .expect("the second offer is answered");

@@ -174,6 +174,7 @@ fn viewer_options(s: &Settings, n: u32, decode: bool) -> ViewerOptions {
         peer: PeerOptions::for_viewer(&s.webrtc),
         timeout: Duration::from_secs(20),
         decode,
+        replaces: None,
     }
 }
 

@@ -25,6 +25,16 @@ pub struct ChannelViewer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// How a [`ChannelViewer`] connects.
+pub struct Options {
+    /// WebRTC options (mDNS mode, addresses).
+    pub peer: PeerOptions,
+    /// Ignore the agent's candidates (in its answer and trickled): the
+    /// connection then only comes up if the agent reaches this viewer's own
+    /// candidates, e.g. a `.local` name it must resolve.
+    pub deaf: bool,
+}
+
 impl ChannelViewer {
     /// Offers (with a proof of `token`, if given), trickles candidates,
     /// applies the answer, and returns once the first channel is open.
@@ -34,6 +44,22 @@ impl ChannelViewer {
         labels: &[&str],
         token: Option<&str>,
     ) -> ChannelViewer {
+        let opts = Options {
+            peer: PeerOptions::for_viewer(&s.webrtc),
+            deaf: false,
+        };
+        Self::connect_with(s, client, labels, token, opts).await
+    }
+
+    /// [`Self::connect`] with [`Options`].
+    pub async fn connect_with(
+        s: &Settings,
+        client: &str,
+        labels: &[&str],
+        token: Option<&str>,
+        opts: Options,
+    ) -> ChannelViewer {
+        let deaf = opts.deaf;
         let topics = Topics::new(&s.mqtt.topic_prefix);
         let cid = ClientId::parse(client).expect("a valid client id");
         let (answer_t, ice_t) = (topics.answer(&cid), topics.ice(&cid));
@@ -59,10 +85,9 @@ impl ChannelViewer {
             .await
             .expect("connected to the broker in time")
             .expect("link alive");
-        let (peer, sdp, channels, mut events) =
-            Peer::offer_channels(&PeerOptions::for_viewer(&s.webrtc), false, labels)
-                .await
-                .expect("an offer");
+        let (peer, sdp, channels, mut events) = Peer::offer_channels(&opts.peer, false, labels)
+            .await
+            .expect("an offer");
         let peer = Arc::new(peer);
         let mut offer = json!({"type": "offer", "sdp": sdp});
         if let Some(t) = token {
@@ -103,6 +128,14 @@ impl ChannelViewer {
                         if t == answer_t && !answered {
                             let v: Value = serde_json::from_slice(&p).unwrap_or(Value::Null);
                             if let Some(sdp) = v["sdp"].as_str() {
+                                let sdp: String = if deaf {
+                                    sdp.split_inclusive('\n')
+                                        .filter(|l| !l.starts_with("a=candidate:"))
+                                        .collect()
+                                } else {
+                                    sdp.to_string()
+                                };
+                                let sdp = sdp.as_str();
                                 *bg_session.lock().unwrap_or_else(PoisonError::into_inner) =
                                     v["session"].as_str().map(str::to_string);
                                 bg_peer.accept_answer(sdp).await.expect("the answer applies");
@@ -112,6 +145,7 @@ impl ChannelViewer {
                                 }
                             }
                         } else if t == ice_t
+                            && !deaf
                             && let Ok(c) = messages::parse_candidate(&p)
                             && !c.is_end()
                             && !sent.lock().unwrap_or_else(PoisonError::into_inner).contains(&c.candidate)

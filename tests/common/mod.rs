@@ -215,6 +215,7 @@ pub fn viewer_options(s: &Settings, client_id: &str, video: bool) -> ViewerOptio
         peer: PeerOptions::for_viewer(&s.webrtc),
         timeout: WAIT,
         decode: true,
+        replaces: None,
     }
 }
 
