@@ -11,19 +11,10 @@
 //! file descriptors back to their count before the first cycle, and RSS
 //! within 5 MB of its value after the first 20 cycles.
 //!
-//! Two versions of the same soak:
-//! - [`the_binary_lets_viewers_come_and_go_without_leaking`]: the `rtcam`
-//!   binary started from a config file, in the environment the systemd unit
-//!   gives it, seen through `/stats.json` and `/proc/<pid>`. Ignored for
-//!   now: it passes every check but the RSS bound, because the agent never
-//!   hands freed heap back to the kernel (glibc keeps it; only
-//!   `malloc_trim` returns it, and nothing calls it), so its RSS after a
-//!   round holds the round's busiest moment: +9 to +12 MB after 300 cycles
-//!   while the heap in use stays near 10 MB. Trimmed from outside (gdb,
-//!   once per round) the same run ends +1.8 MB. It replaces the next one
-//!   once the agent trims its heap when it goes idle.
-//! - [`viewers_come_and_go_without_leaking`]: the agent in this process,
-//!   its RSS read after `malloc_trim` (what the 5 MB bound was set on).
+//! The agent is the `rtcam` binary started from a config file, in the
+//! environment the systemd unit gives it, seen through `/stats.json` and
+//! `/proc/<pid>`. Its RSS is read as is: the agent gives freed memory back
+//! to the kernel when its last session ends (glibc's `malloc_trim`).
 //!
 //! `RTCAM_SOAK_CYCLES` sets the number of cycles (default 300; rounds are
 //! 1/15 of them when that is under 20). Runs inside a private network
@@ -32,12 +23,9 @@
 mod common;
 
 use common::agent::{AgentProcess, TestConfig};
-use common::memory::{
-    as_service, heap_in_use_kb, open_fds, pin_allocator_thresholds, rss_anon_kb, rss_at_rest_kb,
-    rss_kb, threads,
-};
+use common::memory::{as_service, open_fds, rss_anon_kb, rss_kb, threads};
 use common::{assert_private_netns, viewer_options};
-use rtcam::agent::{Agent, AgentStats};
+use rtcam::agent::AgentStats;
 use rtcam::config::{Layers, Settings};
 use rtcam::probe::Viewer;
 use std::path::Path;
@@ -303,8 +291,6 @@ fn cycles_and_rounds() -> (usize, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the agent keeps freed heap (no malloc_trim): its RSS ends 9-12 MB above the \
-            5 MB bound after 300 cycles; runs in place of the in-process soak once it trims"]
 async fn the_binary_lets_viewers_come_and_go_without_leaking() {
     let (cycles, round_size) = cycles_and_rounds();
     let agent = AgentProcess::start(&soak_config("soak")).await;
@@ -395,137 +381,3 @@ async fn the_binary_lets_viewers_come_and_go_without_leaking() {
 
 // The in-process soak, kept for its RSS bound until the agent process can
 // be held to it (see the file's documentation).
-
-fn soak_settings(prefix: &str) -> Settings {
-    let mut s = common::settings(prefix);
-    s.video.width = 320;
-    s.video.height = 240;
-    s.video.fps = 15;
-    s.video.bitrate_kbps = 300;
-    // A whole round connects at once.
-    s.webrtc.max_viewers = 64;
-    s.webrtc.max_negotiating = 64;
-    // No web viewer: axum spawns a task of its own on the server's first
-    // poll, which may come after the idle task count is taken.
-    s.http.listen = None;
-    // The configuration's minimum: a vanished viewer's session ends 1 s
-    // after ICE reports it disconnected (5 s without traffic).
-    s.webrtc.disconnected_timeout = Duration::from_secs(1);
-    // A round's 20 viewers negotiate at once on a small shared machine.
-    s.webrtc.negotiation_timeout = Duration::from_secs(5);
-    s
-}
-
-/// Waits until every session of the in-process agent has ended and freed
-/// what it held.
-async fn quiesce_in_process(agent: &Agent, idle: &AgentStats, idle_tasks: usize) {
-    assert!(
-        agent
-            .wait_sessions(SLOW, |c| c.sessions == 0 && c.tasks == 0)
-            .await,
-        "sessions end: {:?}",
-        agent.stats()
-    );
-    assert!(
-        eventually("the agent's tasks to return to idle", || agent
-            .stats()
-            .tasks
-            == idle.tasks)
-        .await,
-        "agent tasks back to idle: {:?}",
-        agent.stats()
-    );
-    let st = agent.stats();
-    assert_eq!(
-        (st.sessions, st.subscribers, st.holds),
-        (0, 0, 0),
-        "hub subscriptions released"
-    );
-    assert!(
-        eventually("the runtime's tasks to return to idle", || alive_tasks()
-            <= idle_tasks)
-        .await,
-        "runtime tasks: {} alive, {idle_tasks} when idle",
-        alive_tasks()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewers_come_and_go_without_leaking() {
-    let (cycles, round_size) = cycles_and_rounds();
-    pin_allocator_thresholds();
-    // Warnings show in a failure's output: a broker that drops messages
-    // for a lagging subscriber says so ("… less than head, jumping to
-    // head"). Its other targets log every ordinary disconnect as an error.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("rumqttd::segments=warn,rtcam=warn")
-        .try_init();
-    let s = soak_settings("soak-in-process");
-    let agent = common::start(s.clone()).await;
-    // The vanishing viewers' processes read the broker and topics from a file.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = TestConfig::new("soak-in-process-child")
-        .with("broker.v5_listen", s.broker.v5_listen.to_string())
-        .with("mqtt.topic_prefix", s.mqtt.topic_prefix.clone())
-        .write(dir.path());
-    let idle = agent.stats();
-    let idle_tasks = alive_tasks();
-    let fds_before = own_fds();
-    let rss_start = rss_at_rest_kb();
-    let heap_start = heap_in_use_kb();
-    let started = Instant::now();
-    let mut rss_rounds = Vec::new();
-    let mut heap_rounds = Vec::new();
-    let mut done = 0;
-    while done < cycles {
-        let round = done..(done + round_size).min(cycles);
-        done = round.end;
-        futures::future::join_all(round.map(|i| cycle(&s, &config, i))).await;
-        // A round ends when the agent has ended every session, the vanished
-        // viewers' too: each round starts from rest and reaches the same
-        // number of sessions, so RSS after any round compares with the first.
-        quiesce_in_process(&agent, &idle, idle_tasks).await;
-        rss_rounds.push(rss_at_rest_kb());
-        heap_rounds.extend(heap_in_use_kb());
-    }
-    let elapsed = started.elapsed();
-    // The broker closes its end of each viewer's MQTT connection on its own time.
-    eventually("descriptors to return to the baseline", || {
-        own_fds() <= fds_before
-    })
-    .await;
-    let fds_after = own_fds();
-    let rss_end = rss_at_rest_kb();
-    let rss_warm = rss_rounds[0];
-    let warm_cycles = round_size.min(cycles);
-    let after = agent.stats();
-    let count = |kind| (0..cycles).filter(|&i| leave_for(i) == kind).count();
-    println!(
-        "soak (in process): {cycles} cycles ({} bye, {} close without bye, {} vanished) in rounds \
-         of {round_size}, {:.1} s; RSS {rss_start} kB at start, {rss_warm} kB after {warm_cycles} \
-         cycles, {rss_end} kB at the end ({:+} kB); fds {fds_before} before, {fds_after} after; \
-         agent tasks {} idle, {} after; runtime tasks {idle_tasks} idle, {} after; frames encoded {}",
-        count(Leave::Bye),
-        count(Leave::Close),
-        count(Leave::Vanish),
-        elapsed.as_secs_f64(),
-        rss_end as i64 - rss_warm as i64,
-        idle.tasks,
-        after.tasks,
-        alive_tasks(),
-        after.frames,
-    );
-    println!("soak (in process): RSS at rest after each round (kB): {rss_rounds:?}");
-    println!(
-        "soak (in process): heap in use (kB) at start {heap_start:?}, after each round: {heap_rounds:?}"
-    );
-    assert!(
-        fds_after <= fds_before,
-        "open descriptors back to the baseline ({fds_after} now, {fds_before} before)"
-    );
-    assert!(
-        rss_end <= rss_warm + RSS_SLACK_KB,
-        "RSS within 5 MB of its value after {warm_cycles} cycles ({rss_end} kB now, {rss_warm} kB then)"
-    );
-    agent.shutdown().await;
-}

@@ -132,6 +132,9 @@ pub async fn run(
                     table.remove(&id);
                     handles.remove(&id);
                     tracing::info!(client = %id.client, reason = reason.as_str(), detail = ?reason, "session ended");
+                    if handles.is_empty() {
+                        give_back_memory();
+                    }
                 }
             },
             _ = tick.tick() => {
@@ -170,6 +173,19 @@ pub async fn run(
         }
     }
     let _ = counts.send(Counts::default());
+}
+
+/// Returns the memory freed by the sessions that just ended to the OS.
+/// glibc keeps freed pages in its arenas (a connection's buffers are spread
+/// over the runtime's threads), so a camera that served many viewers would
+/// otherwise stay at its peak size while idle: measured +9-12 MB after 300
+/// viewers, against +1.8 MB once trimmed.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+        unsafe { libc::malloc_trim(0) };
+    });
 }
 
 /// Wall-clock milliseconds, for token expiry and proof times (Unix time).
