@@ -105,6 +105,21 @@ pub struct AgentStats {
     pub signaling_dropped: u64,
     /// Tasks alive in the async runtime (the WebRTC stack's included).
     pub runtime_tasks: usize,
+    /// Web viewer connections open now.
+    #[serde(default)]
+    pub http_connections: usize,
+    /// Web viewer connections accepted since start.
+    #[serde(default)]
+    pub http_accepted: u64,
+    /// Web viewer connections closed by the header or idle timeout.
+    #[serde(default)]
+    pub http_timed_out: u64,
+    /// Web viewer connections closed to make room at `http.max_connections`.
+    #[serde(default)]
+    pub http_evicted: u64,
+    /// Log lines dropped because the log output (stderr) was blocked.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
 }
 
 /// The running agent.
@@ -122,6 +137,7 @@ pub struct Agent {
     echoes_dropped: Arc<std::sync::atomic::AtomicU64>,
     inbound: Arc<mqtt::InboundCounts>,
     http_addr: Option<SocketAddr>,
+    web: Arc<web::WebCounts>,
     info: watch::Sender<Retained>,
     publisher: Publisher,
     gpio: Option<Arc<Gpio>>,
@@ -388,6 +404,7 @@ impl Agent {
 
         // Web viewer.
         let mut http_addr = None;
+        let web_counts = Arc::new(web::WebCounts::default());
         if let Some(addr) = settings.http.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -408,6 +425,12 @@ impl Agent {
                 topic_prefix: settings.mqtt.topic_prefix.clone(),
                 mqtt_protocol: 4,
                 ice_servers: settings.webrtc.ice_servers.clone(),
+                turn_secret: settings
+                    .webrtc
+                    .turn_secret
+                    .clone()
+                    .map(|s| (s, settings.webrtc.turn_credential_ttl)),
+                serve_static_turn_credentials: settings.http.serve_static_turn_credentials,
             };
             let stats_src = StatsSource {
                 hub: hub.clone(),
@@ -418,12 +441,29 @@ impl Agent {
                 inbound: conn.inbound.clone(),
                 publisher: publisher.clone(),
                 tracker: tracker.clone(),
+                web: web_counts.clone(),
             };
             let stats: web::StatsFn = Arc::new(move || {
                 serde_json::to_value(stats_src.snapshot())
                     .expect("AgentStats is plain data and always serialises")
             });
-            tracker.spawn(web::serve(listener, page, ws, stats, shutdown.clone()));
+            let opts = web::ServeOptions {
+                limits: web::Limits {
+                    cap: settings.http.max_connections,
+                    header_timeout: settings.http.header_timeout,
+                    idle_timeout: settings.http.idle_timeout,
+                },
+                hosts: settings.http.hosts.clone(),
+            };
+            tracker.spawn(web::serve(
+                listener,
+                page,
+                ws,
+                stats,
+                opts,
+                web_counts.clone(),
+                shutdown.clone(),
+            ));
         }
 
         let agent = Agent {
@@ -440,6 +480,7 @@ impl Agent {
             echoes_dropped: conn.echoes_dropped,
             inbound: conn.inbound,
             http_addr,
+            web: web_counts,
             info,
             publisher,
             gpio,
@@ -526,6 +567,7 @@ impl Agent {
             inbound: self.inbound.clone(),
             publisher: self.publisher.clone(),
             tracker: self.tracker.clone(),
+            web: self.web.clone(),
         }
     }
 
@@ -621,7 +663,8 @@ async fn supervise(stats: StatsSource, heartbeats: Arc<Heartbeats>, stop: Cancel
         (w / 3).max(Duration::from_millis(200))
     });
     let max_age = watchdog.map_or(Duration::from_secs(60), |w| w / 2);
-    let mut tick = tokio::time::interval(tick_every);
+    // The first tick after one period: by then the caller has said READY=1.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
     let mut last_status = String::new();
     let mut dog = Watchdog::default();
     loop {
@@ -668,6 +711,7 @@ struct StatsSource {
     inbound: Arc<mqtt::InboundCounts>,
     publisher: Publisher,
     tracker: TaskTracker,
+    web: Arc<web::WebCounts>,
 }
 
 impl StatsSource {
@@ -704,6 +748,14 @@ impl StatsSource {
                 .load(std::sync::atomic::Ordering::Relaxed),
             runtime_tasks: tokio::runtime::Handle::try_current()
                 .map_or(0, |h| h.metrics().num_alive_tasks()),
+            http_connections: self.web.open.load(std::sync::atomic::Ordering::Relaxed),
+            http_accepted: self.web.accepted.load(std::sync::atomic::Ordering::Relaxed),
+            http_timed_out: self
+                .web
+                .timed_out
+                .load(std::sync::atomic::Ordering::Relaxed),
+            http_evicted: self.web.evicted.load(std::sync::atomic::Ordering::Relaxed),
+            log_lines_dropped: crate::logging::dropped_lines(),
         }
     }
 }

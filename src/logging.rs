@@ -9,8 +9,201 @@
 //! stack's records are bridged into `tracing` at the level they deserve in a
 //! daemon ([`stack_level`]): its errors and warnings become `DEBUG`, its
 //! chatter `TRACE`. `ERROR` in rtcam's log means the operator must act.
+//!
+//! Logging never blocks the agent: lines go into a bounded queue that one
+//! thread of its own writes to stderr ([`LogPipe`]). When stderr is blocked
+//! (a full pipe nobody reads, a stalled journald) the queue fills and
+//! further lines are dropped and counted rather than stalling signaling or
+//! media; once the output drains, the count is logged in one line, and
+//! `/stats.json` has the total (`log_lines_dropped`).
 
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Lines the queue holds at most.
+pub const QUEUE_LINES: usize = 4096;
+/// Bytes the queue holds at most.
+pub const QUEUE_BYTES: usize = 1 << 20;
+
+/// Log lines dropped since start.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The installed pipe, for [`flush`].
+static PIPE: OnceLock<LogPipe> = OnceLock::new();
+
+/// Log lines dropped since start because the output was blocked.
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+#[derive(Default)]
+struct Queue {
+    lines: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Dropped since the last report.
+    unreported: u64,
+    /// The writer thread is writing a line taken off the queue.
+    writing: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when a line is queued.
+    queued: Condvar,
+    /// Signalled when the writer has written everything.
+    drained: Condvar,
+}
+
+/// A bounded, lossy queue of log lines in front of a writer that may block
+/// (stderr). Cloning shares the queue.
+#[derive(Clone)]
+pub struct LogPipe {
+    shared: Arc<Shared>,
+}
+
+impl LogPipe {
+    /// A pipe whose lines a thread of its own writes to `out`.
+    pub fn spawn(out: impl Write + Send + 'static) -> std::io::Result<LogPipe> {
+        let pipe = LogPipe {
+            shared: Arc::default(),
+        };
+        let worker = pipe.clone();
+        std::thread::Builder::new()
+            .name("rtcam-log".into())
+            .spawn(move || worker.write_all_to(out))?;
+        Ok(pipe)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues one line, or counts it as dropped when the queue is full.
+    fn push(&self, line: Vec<u8>) {
+        let mut q = self.lock();
+        if q.lines.len() >= QUEUE_LINES || q.bytes + line.len() > QUEUE_BYTES {
+            q.unreported += 1;
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.bytes += line.len();
+        q.lines.push_back(line);
+        drop(q);
+        self.shared.queued.notify_one();
+    }
+
+    /// The writer thread: writes lines as they come; when the queue has
+    /// drained after lines were dropped, logs how many.
+    fn write_all_to(&self, mut out: impl Write) {
+        loop {
+            let line = {
+                let mut q = self.lock();
+                loop {
+                    if let Some(line) = q.lines.pop_front() {
+                        q.bytes -= line.len();
+                        q.writing = true;
+                        break line;
+                    }
+                    q.writing = false;
+                    self.shared.drained.notify_all();
+                    q = self
+                        .shared
+                        .queued
+                        .wait(q)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            // A broken stderr has nowhere to report to: the line is lost.
+            let _ = out.write_all(&line).and_then(|()| out.flush());
+            let dropped = {
+                let mut q = self.lock();
+                if q.lines.is_empty() {
+                    std::mem::take(&mut q.unreported)
+                } else {
+                    0
+                }
+            };
+            if dropped > 0 {
+                // Through the subscriber, so it is formatted like every line
+                // (and queued behind nothing: the queue is empty).
+                tracing::warn!(
+                    dropped,
+                    total = dropped_lines(),
+                    "log output was blocked: {dropped} log lines dropped"
+                );
+            }
+        }
+    }
+
+    /// Waits (at most `timeout`) until every queued line is written.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut q = self.lock();
+        while !q.lines.is_empty() || q.writing {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            q = self
+                .shared
+                .drained
+                .wait_timeout(q, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+}
+
+/// One log line being formatted; queued when dropped.
+pub struct LineBuf<'a> {
+    pipe: &'a LogPipe,
+    buf: Vec<u8>,
+}
+
+impl Write for LineBuf<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineBuf<'_> {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            self.pipe.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogPipe {
+    type Writer = LineBuf<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineBuf {
+            pipe: self,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// Waits (at most `timeout`) until the log lines queued so far are written;
+/// false if the output stayed blocked. Call before the process exits.
+pub fn flush(timeout: Duration) -> bool {
+    PIPE.get().is_none_or(|p| p.flush(timeout))
+}
 
 /// Default filter. rumqttd (the embedded broker) logs every ordinary client
 /// disconnect as an error, so it is off unless asked for
@@ -69,13 +262,21 @@ impl log::Log for Bridge {
     fn flush(&self) {}
 }
 
-/// Installs the global subscriber and the `log` bridge; a second call is a no-op.
+/// Installs the global subscriber (writing to stderr through a [`LogPipe`])
+/// and the `log` bridge; a second call is a no-op.
 pub fn init() {
+    if PIPE.get().is_some() {
+        return;
+    }
+    let Ok(pipe) = LogPipe::spawn(std::io::stderr()) else {
+        eprintln!("rtcam: cannot start the log thread; logging off");
+        return;
+    };
     let filter =
         EnvFilter::try_from_env("RTCAM_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(pipe.clone());
     // `finish` rather than `init`: the latter would install tracing-log's
     // own bridge, which keeps the stack's levels.
     let installed = if std::env::var_os("JOURNAL_STREAM").is_some() {
@@ -84,8 +285,11 @@ pub fn init() {
         tracing::subscriber::set_global_default(builder.finish())
     };
     // Already installed (tests call init more than once): keep the first.
-    if installed.is_ok() && log::set_boxed_logger(Box::new(Bridge)).is_ok() {
-        log::set_max_level(log::LevelFilter::Trace);
+    if installed.is_ok() {
+        let _ = PIPE.set(pipe);
+        if log::set_boxed_logger(Box::new(Bridge)).is_ok() {
+            log::set_max_level(log::LevelFilter::Trace);
+        }
     }
 }
 
@@ -168,6 +372,67 @@ mod tests {
         assert!(line.contains("DEBUG") && !line.contains("ERROR"), "{line}");
         assert!(!text.contains("ice-chatter"), "info becomes trace: {text}");
         assert!(logged("trace").contains("ice-chatter"));
+    }
+
+    /// A writer that blocks until the test opens it, like a full pipe.
+    #[derive(Clone)]
+    struct Gate {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        out: Capture,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().expect("not poisoned");
+            while !*open {
+                open = cv.wait(open).expect("not poisoned");
+            }
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_blocked_output_drops_lines_and_never_blocks_the_logger() {
+        let gate = Gate {
+            open: Arc::new((Mutex::new(false), Condvar::new())),
+            out: Capture::default(),
+        };
+        let pipe = LogPipe::spawn(gate.clone()).expect("log thread");
+        let sub = tracing_subscriber::fmt()
+            .with_writer(pipe.clone())
+            .with_ansi(false)
+            .finish();
+        let before = dropped_lines();
+        tracing::subscriber::with_default(sub, || {
+            // Twice the queue, while the output is blocked: returns at once.
+            for i in 0..2 * QUEUE_LINES {
+                tracing::info!(i, "flood");
+            }
+        });
+        assert!(!pipe.flush(Duration::from_millis(50)), "still blocked");
+        // The queue's worth, and the line the writer holds, were kept.
+        let dropped = dropped_lines() - before;
+        assert!(dropped >= QUEUE_LINES as u64 - 1, "{dropped} dropped");
+        {
+            let (lock, cv) = &*gate.open;
+            *lock.lock().expect("not poisoned") = true;
+            cv.notify_all();
+        }
+        assert!(pipe.flush(Duration::from_secs(10)), "drains once open");
+        let text = String::from_utf8(gate.out.0.lock().expect("not poisoned").clone())
+            .expect("utf-8 logs");
+        assert!(
+            text.lines().any(|l| l.ends_with(" i=0")),
+            "the first lines were kept"
+        );
+        assert!(
+            text.lines().count() >= QUEUE_LINES - 1,
+            "the queue was written"
+        );
     }
 
     #[test]

@@ -11,7 +11,18 @@ use rtcam::hub::policy::PolicyConfig;
 use rtcam::pipeline::{Pipeline, PipelineOptions};
 use std::process::ExitCode;
 
+/// How long the process waits at exit for its queued log lines.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() -> ExitCode {
+    let code = run_main();
+    // The log is written by a thread of its own: let it finish (bounded,
+    // since stderr may be blocked).
+    rtcam::logging::flush(LOG_FLUSH);
+    code
+}
+
+fn run_main() -> ExitCode {
     let (cli, overrides) = match cli::parse_from(std::env::args_os()) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -222,6 +233,7 @@ async fn run_agent(settings: Settings) -> Result<()> {
             _ = int.recv() => {}
         }
         eprintln!("rtcam: second signal, exiting now");
+        rtcam::logging::flush(std::time::Duration::from_millis(200));
         std::process::exit(130);
     });
     notifier.stopping();

@@ -59,6 +59,40 @@ impl Throttle {
     }
 }
 
+/// A [`Throttle`] that tasks share (it may live in a `static`), for log
+/// lines an outsider can trigger once per message.
+#[derive(Debug)]
+pub struct LogBudget {
+    per_window: u32,
+    window: Duration,
+    inner: std::sync::Mutex<Option<Throttle>>,
+}
+
+impl LogBudget {
+    /// A budget of `per_window` lines per `window`.
+    pub const fn new(per_window: u32, window: Duration) -> Self {
+        Self {
+            per_window,
+            window,
+            inner: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `Some(suppressed)` when a line may be logged now (say how many were
+    /// suppressed since the last one), `None` when it is to be dropped.
+    pub fn check(&self) -> Option<u64> {
+        let mut t = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let t = t.get_or_insert_with(|| Throttle::new(self.per_window, self.window));
+        match t.check(Instant::now()) {
+            Verdict::Pass { suppressed } => Some(suppressed),
+            Verdict::Suppress => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +116,14 @@ mod tests {
             t.check(t0 + Duration::from_secs(1)),
             Verdict::Pass { suppressed: 0 }
         );
+    }
+
+    #[test]
+    fn a_shared_budget_counts_what_it_drops() {
+        static B: LogBudget = LogBudget::new(2, Duration::from_secs(3600));
+        assert_eq!(B.check(), Some(0));
+        assert_eq!(B.check(), Some(0));
+        assert_eq!(B.check(), None);
+        assert_eq!(B.check(), None);
     }
 }

@@ -167,6 +167,7 @@ impl Files {
             let local = match name {
                 "mqtt-password" => self.write(name, "an-example-password\n"),
                 "token.key" => self.write(name, "0123456789abcdef0123456789abcdef\n"),
+                "turn.key" => self.write(name, "a-turn-static-auth-secret-0123456789\n"),
                 "broker-ca.pem" => self.pki.ca.clone(),
                 "rtcam.crt" => self.pki.client_cert.clone(),
                 "rtcam.key" => self.pki.client_key.clone(),
@@ -202,7 +203,12 @@ fn load_text(dir: &Path, name: &str, text: &str) -> Result<Settings, String> {
 /// The secrets `config --print` leaves out, put back into the printed text.
 fn with_hidden_secrets(printed: &str, example: &toml::Table) -> String {
     let mut table: toml::Table = toml::from_str(printed).expect("the printed config is TOML");
-    for (section, key) in [("mqtt", "password"), ("auth", "tokens")] {
+    // (The ICE servers are put back whole: their static credentials are not printed.)
+    for (section, key) in [
+        ("mqtt", "password"),
+        ("auth", "tokens"),
+        ("webrtc", "ice_servers"),
+    ] {
         if let Some(v) = example.get(section).and_then(|s| s.get(key)) {
             table
                 .entry(section)

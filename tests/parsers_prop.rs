@@ -1265,6 +1265,27 @@ const INT_KEYS: &[IntKey] = &[
         even: false,
         get: |s| s.mqtt.offers_per_minute.into(),
     },
+    IntKey {
+        path: "http.max_connections",
+        min: 4,
+        max: 4096,
+        even: false,
+        get: |s| s.http.max_connections as i64,
+    },
+    IntKey {
+        path: "http.header_timeout_ms",
+        min: 500,
+        max: 300_000,
+        even: false,
+        get: |s| s.http.header_timeout.as_millis() as i64,
+    },
+    IntKey {
+        path: "http.idle_timeout_ms",
+        min: 1_000,
+        max: 3_600_000,
+        even: false,
+        get: |s| s.http.idle_timeout.as_millis() as i64,
+    },
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -1470,6 +1491,17 @@ fn array_value(path: &str) -> BoxedStrategy<toml::Value> {
         })
         .boxed(),
         "gpio.pins" => vec(pin_entry(), 0..4).prop_map(toml::Value::Array).boxed(),
+        "http.hosts" => vec(
+            prop_oneof![
+                3 => "[a-z][a-z0-9-]{0,8}(\\.[a-z]{2,4}){0,2}\\.?",
+                1 => "[0-9]{1,3}(\\.[0-9]{1,3}){3}",
+                1 => "\\[(::1|fe80::[0-9a-f]{1,4})\\]",
+                1 => ".{0,12}",
+            ],
+            0..3,
+        )
+        .prop_map(|v| toml::Value::Array(v.into_iter().map(toml::Value::String).collect()))
+        .boxed(),
         "webrtc.ice_servers" => vec(
             (
                 vec("(stun|turn|turns|http):[a-z.]{0,10}(:3478)?", 0..3),
@@ -1557,6 +1589,7 @@ fn plausible(path: &'static str) -> Option<BoxedStrategy<toml::Value>> {
                 .boxed(),
         ),
         "gpio.backend" => s(&["auto", "rppal", "cdev", "sim"]),
+        "webrtc.turn_credential_ttl" => s(&["12h", "1m", "7days", "59s", "8d", "soon"]),
         "auth.mode" => s(&["none", "token"]),
         _ => None,
     }
@@ -1729,11 +1762,25 @@ proptest! {
                     prop_assert_eq!(e.key(), Some("auth.mode"), "{}\n{}", e, printed);
                     return Ok(());
                 }
+                for c in loaded.settings.webrtc.ice_servers.iter().filter_map(|i| i.credential.as_deref()) {
+                    let hidden = format!("credential = \"{c}\"");
+                    prop_assert!(!printed.contains(&hidden), "{} printed:\n{}", c, printed);
+                }
+                if loaded.settings.webrtc.ice_servers.iter().any(|i| i.is_turn() && i.credential.is_some()) {
+                    // A static TURN credential is never printed: its server
+                    // (a user name and no credential) does not load back.
+                    let e = reloaded.map(|_| ()).expect_err("a TURN server without its credential");
+                    prop_assert_eq!(e.key(), Some("webrtc.ice_servers"), "{}\n{}", e, printed);
+                    return Ok(());
+                }
                 prop_assert!(reloaded.is_ok(), "printed config does not load: {:?}\n{}", reloaded.map(|_| ()), printed);
                 let mut want = loaded.settings.clone();
                 // Secrets are never printed.
                 want.mqtt.password = None;
                 want.auth.tokens.clear();
+                for i in &mut want.webrtc.ice_servers {
+                    i.credential = None;
+                }
                 prop_assert_eq!(reloaded.expect("checked").settings, want, "{}", printed);
             }
             Err(e) => {
@@ -1787,6 +1834,30 @@ proptest! {
         prop_assert_eq!(parse_mqtt_url(&parsed.to_string()), Ok(parsed.clone()));
         if !ws && !path.is_empty() {
             prop_assert!(parse_mqtt_url(&format!("{url}{path}")).is_err(), "mqtt URLs take no path");
+        }
+    }
+
+    #[test]
+    fn host_headers_parse_totally_and_print_back(
+        text in prop_oneof![
+            any::<String>(),
+            "[a-zA-Z0-9.:@/ _-]{0,24}",
+            "\\[[0-9a-f:.]{0,20}\\](:[0-9]{0,6})?",
+            "[0-9x.]{0,18}(:[0-9]{1,6})?",
+        ],
+    ) {
+        // Whatever the web viewer accepts as a Host prints back as a host
+        // that parses to the same thing, with nothing but name characters.
+        if let Ok(h) = rtcam_proto::http::parse_host(&text) {
+            let printed = h.name.to_string();
+            prop_assert!(!printed.is_empty());
+            prop_assert!(
+                printed.chars().all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c)),
+                "{:?} printed as {:?}", text, printed
+            );
+            prop_assert_eq!(rtcam_proto::http::parse_host_name(&printed), Ok(h.name.clone()));
+            prop_assert!(h.port.is_none_or(|p| p > 0));
+            prop_assert!(!text.contains(['@', '/', ' ', '?', '#']), "{:?} accepted", text);
         }
     }
 

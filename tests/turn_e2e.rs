@@ -11,143 +11,15 @@
 mod common;
 
 use common::agent::{TestConfig, start};
-use common::{WAIT, assert_private_netns, frames, free_port, viewer_options};
+use common::coturn::{Auth, Coturn};
+use common::{WAIT, assert_private_netns, frames, viewer_options};
 use rtcam::config::settings::IceServer;
 use rtcam::peer::CandidateKind;
 use rtcam::probe::Viewer;
-use std::net::UdpSocket;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TURN_USER: &str = "rtcam";
 const TURN_PASSWORD: &str = "relay-secret";
-const TURN_REALM: &str = "rtcam.test";
-
-/// A `turnserver` listening and relaying on 127.0.0.1 only; killed on drop.
-struct Coturn {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Coturn {
-    fn start() -> Coturn {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = free_port();
-        let log = dir.path().join("turnserver.log");
-        let child = Command::new("turnserver")
-            .args([
-                // Command line only: not /etc/turnserver.conf.
-                "-n",
-                "--listening-ip=127.0.0.1",
-                "--relay-ip=127.0.0.1",
-                &format!("--listening-port={port}"),
-                // The agent is a loopback peer; coturn refuses those by default.
-                "--allow-loopback-peers",
-                "--lt-cred-mech",
-                &format!("--user={TURN_USER}:{TURN_PASSWORD}"),
-                &format!("--realm={TURN_REALM}"),
-                "--fingerprint",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--no-tcp",
-                "--no-tcp-relay",
-                // Everything in the temporary directory, nothing in /var.
-                &format!("--userdb={}", dir.path().join("turndb").display()),
-                &format!("--pidfile={}", dir.path().join("turnserver.pid").display()),
-                &format!("--log-file={}", log.display()),
-                "--simple-log",
-                "--no-stdout-log",
-                // Logs each allocation and its traffic when it ends.
-                "--verbose",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("turnserver runs (install the Debian package coturn: .ci/setup)");
-        let mut turn = Coturn {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        turn.wait_ready();
-        turn
-    }
-
-    /// Waits until the server answers a STUN Binding request on its port.
-    fn wait_ready(&mut self) {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("read timeout");
-        let deadline = Instant::now() + WAIT;
-        // Binding request: type 0x0001, length 0, magic cookie, transaction id.
-        let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
-        request.extend_from_slice(b"rtcam-ready!");
-        let mut buf = [0u8; 512];
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("turnserver exited ({status}):\n{}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "turnserver does not answer STUN on 127.0.0.1:{}:\n{}",
-                self.port,
-                self.log_text()
-            );
-            sock.send_to(&request, ("127.0.0.1", self.port))
-                .expect("send to loopback");
-            // Each request waits up to the read timeout for its answer.
-            if let Ok((n, _)) = sock.recv_from(&mut buf)
-                && n >= 20
-                && buf[..2] == [0x01, 0x01]
-                && buf[8..20] == request[8..20]
-            {
-                return;
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("turn:127.0.0.1:{}?transport=udp", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until the log has a line containing every `needle`; returns it.
-    async fn wait_log_line(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self
-                .log_text()
-                .lines()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return line.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no coturn log line with {needles:?}:\n{}",
-                self.log_text()
-            );
-            // A log file has no event to wait on.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `key=value` (a number) from a coturn usage line.
 fn usage(line: &str, key: &str) -> u64 {
@@ -167,7 +39,10 @@ fn alive_tasks() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_flows_through_a_turn_relay() {
     assert_private_netns();
-    let turn = Coturn::start();
+    let turn = Coturn::start(Auth::User {
+        name: TURN_USER,
+        password: TURN_PASSWORD,
+    });
     // The agent keeps its plain loopback host candidate: the relay is the
     // viewer's only way in, as for a viewer behind a NAT that allows nothing else.
     let cfg = TestConfig::new("turn").with("webrtc.disconnected_timeout_ms", 1000);

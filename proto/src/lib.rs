@@ -16,6 +16,8 @@
 //! - [`auth`]: viewer tokens (static and signed, expiring) and their roles.
 //! - [`config`]: TOML file + `RTCAM_*` env + CLI flags → validated [`config::Settings`].
 //! - [`control::protocol`], [`control::commands`]: DataChannel control requests → commands.
+//! - [`http`]: the `Host` header the web viewer reads.
+//! - [`turn`]: short-lived TURN credentials (coturn's `use-auth-secret`).
 //! - [`gpio::pins`]: pin declarations, servo and PWM arithmetic, debouncing.
 //! - [`gpio::mqtt`]: GPIO-over-MQTT `…/set` topics and payloads.
 //! - [`peer::sdp`]: what rtcam reads from an SDP offer before the WebRTC stack sees it.
@@ -25,6 +27,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod http;
+pub mod turn;
 
 /// DataChannel control: the request/reply protocol and the commands.
 pub mod control {

@@ -11,9 +11,11 @@ use super::pins::{PinMode, PinSpec, ServoTarget};
 use super::{Actor, Gpio, PinValue};
 use crate::signaling::mqtt::Publisher;
 use crate::signaling::topics::Topics;
+use crate::throttle::LogBudget;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -151,12 +153,21 @@ impl Bridge {
     }
 
     fn apply(&self, topic: &str, payload: &[u8]) {
+        // Anyone who may publish on P/gpio/+/set can send these as fast as
+        // the broker takes them: refusals are logged a few a minute, with
+        // the count of those left out.
+        static REFUSALS: LogBudget = LogBudget::new(5, Duration::from_secs(60));
+        let refused = |why: &dyn std::fmt::Display, what: &str| {
+            if let Some(suppressed) = REFUSALS.check() {
+                tracing::warn!(topic, error = %why, more_since_last = suppressed, "{what}");
+            }
+        };
         let Some(name) = pin_of_set_topic(&self.topics, topic) else {
             return;
         };
         let report = match self.gpio.get(name) {
             Ok(r) => r,
-            Err(e) => return tracing::warn!(topic, error = %e, "GPIO command over MQTT rejected"),
+            Err(e) => return refused(&e, "GPIO command over MQTT rejected"),
         };
         let result = match parse_set(&report.spec.mode, payload) {
             Ok(SetRequest::Level(v)) => self.gpio.set(name, v, Actor::Mqtt),
@@ -166,10 +177,10 @@ impl Bridge {
                 self.gpio
                     .set_servo(name, ServoTarget::Angle(a), Actor::Mqtt)
             }
-            Err(why) => return tracing::warn!(topic, why, "GPIO command over MQTT rejected"),
+            Err(why) => return refused(&why, "GPIO command over MQTT rejected"),
         };
         if let Err(e) = result {
-            tracing::warn!(topic, error = %e, "GPIO command over MQTT failed");
+            refused(&e, "GPIO command over MQTT failed");
         }
     }
 

@@ -7,7 +7,7 @@ pub mod rtcp_forward;
 
 pub use rtcam_proto::peer::sdp;
 
-use crate::config::settings::{IceServer, MdnsMode, WebrtcSettings};
+use crate::config::settings::{IceServer, MdnsMode, Secret, WebrtcSettings};
 use bytes::{Bytes, BytesMut};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
@@ -131,6 +131,10 @@ impl std::fmt::Debug for PeerEvent {
 pub struct PeerOptions {
     /// STUN/TURN servers.
     pub ice_servers: Vec<IceServer>,
+    /// The secret shared with the TURN server and the lifetime of what is
+    /// minted from it: each peer connection gets its own short-lived
+    /// credential for the TURN servers configured without one.
+    pub turn_secret: Option<(Secret, Duration)>,
     /// Use relay candidates only (tests of TURN).
     pub relay_only: bool,
     /// Local UDP addresses to bind (`ip:0`); each gives one host candidate.
@@ -197,6 +201,7 @@ impl PeerOptions {
             .find(|ip| !ip.is_loopback());
         Self {
             ice_servers: w.ice_servers.clone(),
+            turn_secret: w.turn_secret.clone().map(|s| (s, w.turn_credential_ttl)),
             relay_only: false,
             bind_addrs: addrs,
             mdns: w.mdns,
@@ -388,15 +393,28 @@ async fn build(
             .with_multicast_dns_local_name(format!("rtcam-{:08x}.local", rand_u32()))
             .with_multicast_dns_local_ip(opts.mdns_ip);
     }
-    let ice_servers = opts
-        .ice_servers
-        .iter()
-        .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone().unwrap_or_default(),
-            credential: s.credential.clone().unwrap_or_default(),
-        })
-        .collect();
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + opts
+            .turn_secret
+            .as_ref()
+            .map_or(0, |(_, ttl)| ttl.as_secs());
+    let ice_servers = rtcam_proto::turn::with_minted(
+        &opts.ice_servers,
+        opts.turn_secret
+            .as_ref()
+            .map(|(secret, _)| secret.expose().as_bytes()),
+        expires,
+        &format!("rtcam-agent-{:08x}", rand_u32()),
+    )
+    .iter()
+    .map(|s| RTCIceServer {
+        urls: s.urls.clone(),
+        username: s.username.clone().unwrap_or_default(),
+        credential: s.credential.clone().unwrap_or_default(),
+    })
+    .collect();
     let mut config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers);
     if opts.relay_only {
         config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);

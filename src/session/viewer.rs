@@ -11,6 +11,7 @@ use crate::hub::{Demand, Subscription};
 use crate::peer::{Channel, ChannelEvent, Peer, PeerError, PeerEvent, PeerState, VideoSender};
 use crate::signaling::messages::{self, ErrorCode, IceCandidate, SignalError};
 use crate::signaling::mqtt::ToClient;
+use crate::throttle::LogBudget;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -192,7 +193,12 @@ async fn session(
                     if channels.len() >= MAX_CHANNELS {
                         // More channels would buy no more commands (the budget
                         // is the session's), only more work: refused.
-                        tracing::info!(client = %id.client, label = ch.label(), "extra DataChannel closed");
+                        // A viewer can open channels as fast as it likes:
+                        // logged a few a minute, with a count.
+                        static EXTRA: LogBudget = LogBudget::new(5, Duration::from_secs(60));
+                        if let Some(suppressed) = EXTRA.check() {
+                            tracing::info!(client = %id.client, label = ch.label(), more_since_last = suppressed, "extra DataChannel closed");
+                        }
                         ch.close().await;
                         continue;
                     }

@@ -20,6 +20,10 @@ pub struct TestConfig {
     table: toml::Table,
     tail: String,
     env: Vec<(String, String)>,
+    /// RLIMIT_NOFILE (soft and hard) for the agent process.
+    nofile: Option<libc::rlim_t>,
+    /// Whether the test may pause the reading of the agent's stderr.
+    log_gate: bool,
 }
 
 impl TestConfig {
@@ -32,6 +36,8 @@ impl TestConfig {
             table: toml::Table::new(),
             tail: String::new(),
             env: Vec::new(),
+            nofile: None,
+            log_gate: false,
         };
         c.set("video.source", "test");
         c.set("video.width", 640);
@@ -98,6 +104,20 @@ impl TestConfig {
     /// `RTCAM_MQTT_PASSWORD`).
     pub fn with_env(mut self, name: &str, value: &str) -> TestConfig {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Runs the agent with at most `n` open file descriptors (soft and hard
+    /// RLIMIT_NOFILE, as systemd's `LimitNOFILE=` sets them).
+    pub fn with_nofile(mut self, n: libc::rlim_t) -> TestConfig {
+        self.nofile = Some(n);
+        self
+    }
+
+    /// Lets the test pause the reading of the agent's stderr, its log
+    /// ([`AgentProcess::log_gate`]).
+    pub fn with_log_gate(mut self) -> TestConfig {
+        self.log_gate = true;
         self
     }
 
@@ -175,7 +195,25 @@ impl AgentProcess {
         for (k, v) in &cfg.env {
             command.env(k, v);
         }
-        let process = RtcamProcess::spawn(command, echo_tag());
+        if let Some(n) = cfg.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit(2) is async-signal-safe; the closure only
+            // calls it, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let process = RtcamProcess::spawn_with(command, echo_tag(), cfg.log_gate);
         let ready = process
             .log()
             .wait_line("the agent's ready line", WAIT, |l| {
@@ -215,6 +253,14 @@ impl AgentProcess {
     /// Its output so far.
     pub fn log(&self) -> &LineLog {
         self.process.log()
+    }
+
+    /// Pauses and resumes the reading of its log (started
+    /// [`TestConfig::with_log_gate`]).
+    pub fn log_gate(&self) -> &super::lines::LogGate {
+        self.process
+            .log_gate()
+            .expect("the agent was started with TestConfig::with_log_gate")
     }
 
     /// Its process id.

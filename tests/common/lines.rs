@@ -76,6 +76,51 @@ impl LineLog {
         });
     }
 
+    /// Like [`Self::read_from`], but the reading can be paused (see
+    /// [`LogGate`]): while paused, nothing more is taken out of the pipe, so
+    /// the process writing into it finds it full.
+    pub fn read_from_gated(
+        &self,
+        pipe: impl Read + std::os::fd::AsRawFd + Send + 'static,
+        echo: Option<&'static str>,
+    ) -> LogGate {
+        let gate = LogGate {
+            paused: Arc::new((Mutex::new(false), Condvar::new())),
+            fd: pipe.as_raw_fd(),
+        };
+        self.lock().open += 1;
+        let log = self.clone();
+        let paused = gate.paused.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            loop {
+                {
+                    let (lock, cv) = &*paused;
+                    let mut p = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                    while *p {
+                        p = cv.wait(p).unwrap_or_else(PoisonError::into_inner);
+                    }
+                }
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end());
+                        if let Some(tag) = echo {
+                            eprintln!("[{tag}] {line}");
+                        }
+                        log.lock().lines.push(line);
+                        log.0.changed.notify_all();
+                    }
+                }
+            }
+            log.lock().open -= 1;
+            log.0.changed.notify_all();
+        });
+        gate
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -236,5 +281,50 @@ async fn unblock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Pauses and resumes the reading of one pipe ([`LineLog::read_from_gated`]),
+/// and tells how full the pipe is.
+#[derive(Clone)]
+pub struct LogGate {
+    paused: Arc<(Mutex<bool>, Condvar)>,
+    /// The pipe's read end (open as long as its reader thread runs).
+    fd: std::os::fd::RawFd,
+}
+
+impl LogGate {
+    /// Stops taking lines out of the pipe (after the line being read).
+    pub fn pause(&self) {
+        *self.paused.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    }
+
+    /// Reads on.
+    pub fn resume(&self) {
+        *self.paused.0.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.paused.1.notify_all();
+    }
+
+    /// Bytes waiting in the pipe (FIONREAD).
+    pub fn queued(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int; the fd is the pipe's open read end.
+        let r = unsafe { libc::ioctl(self.fd, libc::FIONREAD, &mut n) };
+        assert_eq!(r, 0, "FIONREAD on the log pipe");
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// The pipe's capacity (F_GETPIPE_SZ).
+    pub fn capacity(&self) -> usize {
+        // SAFETY: F_GETPIPE_SZ takes no argument; the fd is open.
+        let r = unsafe { libc::fcntl(self.fd, libc::F_GETPIPE_SZ) };
+        assert!(r > 0, "F_GETPIPE_SZ on the log pipe");
+        r as usize
+    }
+
+    /// Whether a writer would block: less than one atomic write
+    /// (PIPE_BUF, 4096 bytes) of room is left.
+    pub fn is_full(&self) -> bool {
+        self.queued() + 4096 > self.capacity()
     }
 }

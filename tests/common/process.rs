@@ -1,7 +1,7 @@
 //! The `rtcam` binary run as a process of its own, as a user runs it: a
 //! config file, environment variables, its log on stderr.
 
-use super::lines::LineLog;
+use super::lines::{LineLog, LogGate};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -43,12 +43,23 @@ pub fn all_output(out: &std::process::Output) -> String {
 pub struct RtcamProcess {
     child: Child,
     log: LineLog,
+    gate: Option<LogGate>,
 }
 
 impl RtcamProcess {
     /// Starts `command` (from [`rtcam`]) with its output collected;
     /// `echo` also prints each line, tagged, for `--nocapture` runs.
-    pub fn spawn(mut command: Command, echo: Option<&'static str>) -> RtcamProcess {
+    pub fn spawn(command: Command, echo: Option<&'static str>) -> RtcamProcess {
+        Self::spawn_with(command, echo, false)
+    }
+
+    /// [`Self::spawn`]; with `gated`, the reading of its stderr (where it
+    /// logs) can be paused: see [`Self::log_gate`].
+    pub fn spawn_with(
+        mut command: Command,
+        echo: Option<&'static str>,
+        gated: bool,
+    ) -> RtcamProcess {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -57,8 +68,19 @@ impl RtcamProcess {
             .expect("the rtcam binary starts");
         let log = LineLog::new();
         log.read_from(child.stdout.take().expect("piped stdout"), echo);
-        log.read_from(child.stderr.take().expect("piped stderr"), echo);
-        RtcamProcess { child, log }
+        let stderr = child.stderr.take().expect("piped stderr");
+        let gate = if gated {
+            Some(log.read_from_gated(stderr, echo))
+        } else {
+            log.read_from(stderr, echo);
+            None
+        };
+        RtcamProcess { child, log, gate }
+    }
+
+    /// Pauses and resumes the reading of its stderr (when spawned gated).
+    pub fn log_gate(&self) -> Option<&LogGate> {
+        self.gate.as_ref()
     }
 
     /// Its output so far.

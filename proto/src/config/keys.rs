@@ -149,6 +149,16 @@ pub const KEYS: &[Key] = &[
         help: "STUN/TURN servers: [{ urls = [\"stun:host:3478\"], username = \"u\", credential = \"p\" }]",
     },
     Key {
+        path: "webrtc.turn_secret_file",
+        kind: Kind::Str,
+        help: "File with the secret shared with a TURN server (coturn's static-auth-secret): TURN servers in ice_servers without username/credential get short-lived credentials minted from it",
+    },
+    Key {
+        path: "webrtc.turn_credential_ttl",
+        kind: Kind::Str,
+        help: "How long a minted TURN credential stays valid, e.g. \"12h\" (1m-7d); a viewer relayed longer than this loses its relay",
+    },
+    Key {
         path: "webrtc.interfaces",
         kind: Kind::Array(Entry::Str),
         help: "Network interfaces to gather ICE candidates on, e.g. [\"eth0\", \"wlan0\"] (empty: all)",
@@ -262,6 +272,31 @@ pub const KEYS: &[Key] = &[
         path: "http.mqtt_ws_url",
         kind: Kind::Str,
         help: "MQTT WebSocket URL the browser uses (default: the embedded broker's, on the page's host)",
+    },
+    Key {
+        path: "http.hosts",
+        kind: Kind::Array(Entry::Str),
+        help: "Host names the web viewer is reached by, besides IP addresses, localhost and the machine's name, e.g. [\"cam.example.org\"]: only these go into the page's broker URL",
+    },
+    Key {
+        path: "http.max_connections",
+        kind: Kind::Int,
+        help: "Most open web viewer connections (4-4096, at most a quarter of the file descriptor limit); a new one closes the longest-idle one",
+    },
+    Key {
+        path: "http.header_timeout_ms",
+        kind: Kind::Int,
+        help: "A request's headers must arrive within this long of the connection opening or the previous response (ms); idle keep-alive connections close after it",
+    },
+    Key {
+        path: "http.idle_timeout_ms",
+        kind: Kind::Int,
+        help: "Close a web viewer connection that moves no byte for this long (ms), e.g. a client that stops reading a response",
+    },
+    Key {
+        path: "http.serve_static_turn_credentials",
+        kind: Kind::Bool,
+        help: "Give the page the static TURN username/credential of webrtc.ice_servers (anyone who can load the page can then use the relay); minted ones are always given",
     },
     Key {
         path: "broker.listen",

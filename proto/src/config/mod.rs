@@ -226,6 +226,25 @@ pub fn load(layers: &Layers<'_>) -> Result<Loaded, ConfigError> {
         })?;
         settings.mqtt.password = Some(settings::Secret::new(text.trim_end_matches(['\r', '\n'])));
     }
+    if let Some(path) = &settings.webrtc.turn_secret_file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let secret = text.trim();
+        if secret.len() < crate::auth::MIN_SECRET_LEN {
+            return Err(ConfigError::Invalid {
+                key: "webrtc.turn_secret_file".into(),
+                value: path.display().to_string(),
+                allowed: format!(
+                    "the file must hold the TURN server's static-auth-secret, at least {} characters",
+                    crate::auth::MIN_SECRET_LEN
+                ),
+                origin: origin_of("webrtc.turn_secret_file"),
+            });
+        }
+        settings.webrtc.turn_secret = Some(settings::Secret::new(secret));
+    }
     if let Some(path) = &settings.auth.secret_file {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.clone(),
@@ -267,7 +286,12 @@ pub fn render_effective(loaded: &Loaded) -> String {
                 .cloned()
                 .unwrap_or(Origin::Default);
             match (entries.get(name), hidden_secret(&loaded.settings, key.path)) {
-                (Some(v), _) => out.push_str(&format!("{name} = {v}  # {origin}\n")),
+                (Some(v), hidden) => {
+                    out.push_str(&format!("{name} = {v}  # {origin}\n"));
+                    if let Some(what) = hidden {
+                        out.push_str(&format!("# {name}: {what}, not shown\n"));
+                    }
+                }
                 (None, Some(what)) => {
                     out.push_str(&format!("# {name} {what} ({origin}), not shown\n"));
                 }
@@ -289,6 +313,23 @@ pub fn render_effective(loaded: &Loaded) -> String {
 fn hidden_secret(settings: &Settings, path: &str) -> Option<String> {
     match path {
         "mqtt.password" => settings.mqtt.password.as_ref().map(|_| "is set".into()),
+        "webrtc.ice_servers" => {
+            let set: Vec<String> = settings
+                .webrtc
+                .ice_servers
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.credential.is_some())
+                .map(|(i, _)| i.to_string())
+                .collect();
+            (!set.is_empty()).then(|| {
+                format!(
+                    "the static credential of entry {} is set (put it back, or use \
+                     turn_secret_file, before using this output as a configuration)",
+                    set.join(", ")
+                )
+            })
+        }
         "auth.tokens" if !settings.auth.tokens.is_empty() => {
             let roles: Vec<&str> = settings
                 .auth
@@ -616,6 +657,51 @@ mod tests {
         })
         .expect("printed config is valid input");
         assert_eq!(again.settings, loaded.settings);
+    }
+
+    #[test]
+    fn the_turn_secret_is_read_checked_and_never_printed() {
+        let secret = file("a-turn-secret-of-some-length\n");
+        let cfg = file(&format!(
+            "[webrtc]\nturn_secret_file = {:?}\nice_servers = [{{ urls = [\"turn:t:3478\"] }}, {{ urls = [\"turn:u\"], username = \"cam\", credential = \"static-turn-pw\" }}]\n",
+            secret.path().display().to_string()
+        ));
+        let loaded = load(&Layers {
+            file: Some(cfg.path()),
+            ..Layers::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            loaded
+                .settings
+                .webrtc
+                .turn_secret
+                .as_ref()
+                .map(|s| s.expose()),
+            Some("a-turn-secret-of-some-length")
+        );
+        let printed = render_effective(&loaded);
+        assert!(
+            !printed.contains("a-turn-secret-of-some-length"),
+            "{printed}"
+        );
+        assert!(!printed.contains("static-turn-pw"), "{printed}");
+        assert!(
+            printed.contains("# ice_servers: the static credential of entry 1 is set"),
+            "{printed}"
+        );
+        let short = file("short\n");
+        let cfg = file(&format!(
+            "[webrtc]\nturn_secret_file = {:?}\n",
+            short.path().display().to_string()
+        ));
+        let e = load(&Layers {
+            file: Some(cfg.path()),
+            ..Layers::default()
+        })
+        .expect_err("too short");
+        assert_eq!(e.key(), Some("webrtc.turn_secret_file"));
+        assert!(!e.to_string().contains("short\n"), "{e}");
     }
 
     #[test]

@@ -147,6 +147,12 @@ pub struct RawWebrtc {
     /// `webrtc.ice_servers`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ice_servers: Option<Vec<RawIceServer>>,
+    /// `webrtc.turn_secret_file`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_secret_file: Option<String>,
+    /// `webrtc.turn_credential_ttl`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_credential_ttl: Option<String>,
     /// `webrtc.interfaces`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<Vec<String>>,
@@ -228,6 +234,21 @@ pub struct RawHttp {
     /// `http.mqtt_ws_url`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt_ws_url: Option<String>,
+    /// `http.hosts`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// `http.max_connections`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+    /// `http.header_timeout_ms`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_timeout_ms: Option<i64>,
+    /// `http.idle_timeout_ms`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<i64>,
+    /// `http.serve_static_turn_credentials`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve_static_turn_credentials: Option<bool>,
 }
 
 /// `[broker]`

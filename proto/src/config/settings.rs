@@ -91,17 +91,41 @@ pub struct DeviceSettings {
     pub name: String,
 }
 
-/// A STUN or TURN server.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A STUN or TURN server. A TURN server without `username` and
+/// `credential` gets short-lived ones minted from `webrtc.turn_secret_file`
+/// ([`WebrtcSettings::turn_secret`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct IceServer {
     /// `stun:`, `turn:` or `turns:` URLs.
     pub urls: Vec<String>,
     /// TURN user name.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// TURN credential.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// TURN credential (a static password: never logged, printed or served
+    /// unless `http.serve_static_turn_credentials`).
     pub credential: Option<String>,
+}
+
+impl fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &self.credential.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl IceServer {
+    /// Whether any URL is a TURN one (`turn:` or `turns:`).
+    pub fn is_turn(&self) -> bool {
+        self.urls.iter().any(|u| u.starts_with("turn"))
+    }
+
+    /// Whether its credentials are minted from the shared TURN secret
+    /// (a TURN server configured without `username` and `credential`).
+    pub fn minted(&self) -> bool {
+        self.is_turn() && self.username.is_none() && self.credential.is_none()
+    }
 }
 
 /// How the WebRTC stack uses mDNS.
@@ -130,6 +154,12 @@ impl MdnsMode {
 pub struct WebrtcSettings {
     /// STUN/TURN servers.
     pub ice_servers: Vec<IceServer>,
+    /// File holding the secret shared with the TURN server.
+    pub turn_secret_file: Option<PathBuf>,
+    /// The secret itself, read from `turn_secret_file` at load time.
+    pub turn_secret: Option<Secret>,
+    /// How long a minted TURN credential is valid.
+    pub turn_credential_ttl: Duration,
     /// Interfaces to gather on; empty = all non-loopback.
     pub interfaces: Vec<String>,
     /// Gather loopback candidates too.
@@ -238,6 +268,17 @@ pub struct HttpSettings {
     pub listen: Option<SocketAddr>,
     /// WebSocket URL browsers use for MQTT; `None` = derive from the embedded broker.
     pub mqtt_ws_url: Option<String>,
+    /// Host names the viewer is reached by (lowercase, no port), besides IP
+    /// addresses, `localhost` and the machine's own name.
+    pub hosts: Vec<String>,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Time allowed for a request's headers (and for an idle keep-alive connection).
+    pub header_timeout: Duration,
+    /// A connection moving no byte this long is closed.
+    pub idle_timeout: Duration,
+    /// Give the page static TURN credentials.
+    pub serve_static_turn_credentials: bool,
 }
 
 /// `[broker]`
@@ -338,6 +379,12 @@ pub struct AuthSettings {
     /// The camera signed tokens must name: its topic prefix (`mqtt.topic_prefix`).
     pub audience: String,
 }
+
+/// Default of `webrtc.turn_credential_ttl`.
+pub const DEFAULT_TURN_CREDENTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Bounds of `webrtc.turn_credential_ttl`.
+pub const TURN_CREDENTIAL_TTL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600));
 
 /// Default of `auth.max_token_ttl`.
 pub const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -664,6 +711,7 @@ fn device(raw: &RawDevice, origin: OriginOf<'_>) -> Result<DeviceSettings, Confi
 fn ice_server(
     i: usize,
     raw: &RawIceServer,
+    minting: bool,
     origin: OriginOf<'_>,
 ) -> Result<IceServer, ConfigError> {
     let key = "webrtc.ice_servers";
@@ -687,11 +735,15 @@ fn ice_server(
                 origin,
             ));
         }
-        if url.starts_with("turn") && (raw.username.is_none() || raw.credential.is_none()) {
+        let statics = (raw.username.is_some(), raw.credential.is_some());
+        if url.starts_with("turn")
+            && statics != (true, true)
+            && (statics != (false, false) || !minting)
+        {
             return Err(invalid(
                 key,
                 format!("{url:?}"),
-                "TURN servers need username and credential",
+                "TURN servers need username and credential, or neither with webrtc.turn_secret_file set (minted credentials)",
                 origin,
             ));
         }
@@ -704,13 +756,35 @@ fn ice_server(
 }
 
 fn webrtc(raw: &RawWebrtc, origin: OriginOf<'_>) -> Result<WebrtcSettings, ConfigError> {
+    let turn_secret_file = raw
+        .turn_secret_file
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let turn_credential_ttl = match raw.turn_credential_ttl.as_deref() {
+        None => DEFAULT_TURN_CREDENTIAL_TTL,
+        Some(text) => {
+            let (lo, hi) = TURN_CREDENTIAL_TTL_RANGE;
+            humantime::parse_duration(text.trim())
+                .ok()
+                .filter(|d| (lo..=hi).contains(d))
+                .ok_or_else(|| {
+                    invalid(
+                        "webrtc.turn_credential_ttl",
+                        format!("{text:?}"),
+                        "expected a duration from 1m to 7d, such as \"12h\"",
+                        origin,
+                    )
+                })?
+        }
+    };
     let ice_servers = raw
         .ice_servers
         .as_deref()
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .map(|(i, s)| ice_server(i, s, origin))
+        .map(|(i, s)| ice_server(i, s, turn_secret_file.is_some(), origin))
         .collect::<Result<Vec<_>, _>>()?;
     let interfaces = raw.interfaces.clone().unwrap_or_default();
     if let Some(bad) = interfaces
@@ -739,6 +813,9 @@ fn webrtc(raw: &RawWebrtc, origin: OriginOf<'_>) -> Result<WebrtcSettings, Confi
     };
     Ok(WebrtcSettings {
         ice_servers,
+        turn_secret_file,
+        turn_secret: None,
+        turn_credential_ttl,
         interfaces,
         loopback: raw.loopback.unwrap_or(false),
         mdns,
@@ -1049,9 +1126,48 @@ fn http(raw: &RawHttp, origin: OriginOf<'_>) -> Result<HttpSettings, ConfigError
             Some(u.to_string())
         }
     };
+    let mut hosts = Vec::new();
+    for h in raw.hosts.iter().flatten() {
+        let name = crate::http::parse_host_name(h.trim()).map_err(|why| {
+            invalid(
+                "http.hosts",
+                format!("{h:?}"),
+                format!("expected host names or IP addresses without a port ({why})"),
+                origin,
+            )
+        })?;
+        let name = name.to_string();
+        if !hosts.contains(&name) {
+            hosts.push(name);
+        }
+    }
     Ok(HttpSettings {
         listen,
         mqtt_ws_url,
+        hosts,
+        max_connections: int(
+            "http.max_connections",
+            raw.max_connections,
+            128,
+            (4, 4096),
+            false,
+            origin,
+        )? as usize,
+        header_timeout: ms(
+            "http.header_timeout_ms",
+            raw.header_timeout_ms,
+            10_000,
+            (500, 300_000),
+            origin,
+        )?,
+        idle_timeout: ms(
+            "http.idle_timeout_ms",
+            raw.idle_timeout_ms,
+            30_000,
+            (1_000, 3_600_000),
+            origin,
+        )?,
+        serve_static_turn_credentials: raw.serve_static_turn_credentials.unwrap_or(false),
     })
 }
 
@@ -1539,9 +1655,19 @@ impl Settings {
                         .map(|s| RawIceServer {
                             urls: s.urls.clone(),
                             username: s.username.clone(),
-                            credential: s.credential.clone(),
+                            // A credential is a password: never printed
+                            // (`render_effective` says which are set).
+                            credential: None,
                         })
                         .collect(),
+                ),
+                turn_secret_file: self
+                    .webrtc
+                    .turn_secret_file
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                turn_credential_ttl: Some(
+                    humantime::format_duration(self.webrtc.turn_credential_ttl).to_string(),
                 ),
                 interfaces: Some(self.webrtc.interfaces.clone()),
                 loopback: Some(self.webrtc.loopback),
@@ -1590,6 +1716,11 @@ impl Settings {
                         .map_or_else(|| "off".into(), |a| a.to_string()),
                 ),
                 mqtt_ws_url: self.http.mqtt_ws_url.clone(),
+                hosts: Some(self.http.hosts.clone()),
+                max_connections: Some(self.http.max_connections as i64),
+                header_timeout_ms: Some(self.http.header_timeout.as_millis() as i64),
+                idle_timeout_ms: Some(self.http.idle_timeout.as_millis() as i64),
+                serve_static_turn_credentials: Some(self.http.serve_static_turn_credentials),
             },
             broker: RawBroker {
                 listen: Some(self.broker.listen.to_string()),
@@ -2052,6 +2183,74 @@ mod tests {
         let half = from_toml("[mqtt]\nurl = \"mqtts://b\"\nclient_cert = \"/c.pem\"\n")
             .expect_err("cert without key");
         assert_eq!(half.key(), Some("mqtt.client_key"));
+    }
+
+    #[test]
+    fn http_limits_and_hosts_are_validated() {
+        let s = Settings::default();
+        assert_eq!(s.http.max_connections, 128);
+        assert_eq!(s.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.idle_timeout, Duration::from_secs(30));
+        assert!(s.http.hosts.is_empty() && !s.http.serve_static_turn_credentials);
+        let h = from_toml("[http]\nhosts = [\"Cam.Example.org.\", \"10.0.0.2\", \"[::1]\", \"cam.example.org\"]\n")
+            .expect("valid");
+        assert_eq!(h.http.hosts, ["cam.example.org", "10.0.0.2", "[::1]"]);
+        for bad in ["cam:8080", "user@cam", "a b", "1.2.3", "", "::1", "cam/x"] {
+            let e = from_toml(&format!("[http]\nhosts = [{bad:?}]\n")).expect_err(bad);
+            assert_eq!(e.key(), Some("http.hosts"), "{bad}: {e}");
+        }
+        for (text, key) in [
+            ("[http]\nmax_connections = 3\n", "http.max_connections"),
+            (
+                "[http]\nheader_timeout_ms = 100\n",
+                "http.header_timeout_ms",
+            ),
+            ("[http]\nidle_timeout_ms = 999\n", "http.idle_timeout_ms"),
+        ] {
+            assert_eq!(from_toml(text).expect_err(text).key(), Some(key), "{text}");
+        }
+    }
+
+    #[test]
+    fn turn_servers_take_static_or_minted_credentials() {
+        let minted = "[webrtc]\nice_servers = [{ urls = [\"turn:t:3478\"] }]\n";
+        let e = from_toml(minted).expect_err("nothing to mint from");
+        assert_eq!(e.key(), Some("webrtc.ice_servers"));
+        assert!(e.to_string().contains("turn_secret_file"), "{e}");
+        let ok = from_toml(&format!(
+            "{minted}turn_secret_file = \"/etc/rtcam/turn.key\"\n"
+        ))
+        .expect("minted from the secret");
+        assert!(ok.webrtc.ice_servers[0].minted());
+        assert_eq!(ok.webrtc.turn_credential_ttl, DEFAULT_TURN_CREDENTIAL_TTL);
+        let half = "[webrtc]\nturn_secret_file = \"/k\"\nice_servers = [{ urls = [\"turn:t\"], username = \"u\" }]\n";
+        assert_eq!(
+            from_toml(half).expect_err("half").key(),
+            Some("webrtc.ice_servers")
+        );
+        for (ttl, good) in [
+            ("12h", true),
+            ("1m", true),
+            ("7d", true),
+            ("59s", false),
+            ("8d", false),
+            ("soon", false),
+        ] {
+            let r = from_toml(&format!("[webrtc]\nturn_credential_ttl = {ttl:?}\n"));
+            assert_eq!(r.is_ok(), good, "{ttl}");
+            if let Err(e) = r {
+                assert_eq!(e.key(), Some("webrtc.turn_credential_ttl"));
+            }
+        }
+        // A static credential is neither printed nor shown by Debug.
+        let st = from_toml(
+            "[webrtc]\nice_servers = [{ urls = [\"turn:t\"], username = \"u\", credential = \"hunter2-turn\" }]\n",
+        )
+        .expect("static");
+        assert!(!format!("{st:?}").contains("hunter2-turn"));
+        let printed = toml::to_string(&st.to_raw()).expect("serialises");
+        assert!(!printed.contains("hunter2-turn"), "{printed}");
+        assert!(printed.contains("username = \"u\""), "{printed}");
     }
 
     #[test]

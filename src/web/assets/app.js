@@ -46,13 +46,26 @@ function publish(t, obj) {
   }
 }
 
-async function main() {
+// /config.json: the broker URL and the ICE servers (with TURN credentials
+// that expire at ice_expires, Unix seconds); null when it cannot be had.
+async function loadConfig() {
   try {
-    S.cfg = await (await fetch("/config.json", { cache: "no-store" })).json();
+    const r = await fetch("/config.json", { cache: "no-store" });
+    const body = await r.json();
+    if (!r.ok) {
+      say("cannot load /config.json: " + (body.message || r.status));
+      return null;
+    }
+    return body;
   } catch (e) {
     say("cannot load /config.json: " + e);
-    return;
+    return null;
   }
+}
+
+async function main() {
+  S.cfg = await loadConfig();
+  if (!S.cfg) return;
   $("device").textContent = S.cfg.device || "rtcam";
   if (!S.cfg.mqtt_ws_url) {
     say("No MQTT WebSocket URL: set http.mqtt_ws_url in the agent's config.");
@@ -143,6 +156,15 @@ function scheduleRestart(ms) {
 async function startSession() {
   teardown();
   say("");
+  // Minted TURN credentials expire: a session started near or after their
+  // expiry gets fresh ones.
+  if (S.cfg.ice_expires && Date.now() / 1000 > S.cfg.ice_expires - 60) {
+    const fresh = await loadConfig();
+    if (fresh) {
+      S.cfg.ice_servers = fresh.ice_servers;
+      S.cfg.ice_expires = fresh.ice_expires;
+    }
+  }
   const pc = new RTCPeerConnection({ iceServers: S.cfg.ice_servers || [] });
   S.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
