@@ -183,6 +183,11 @@ impl Hub {
         self.keyframe_requested.swap(false, Ordering::AcqRel)
     }
 
+    /// Whether a keyframe request waits for the encoder.
+    pub fn keyframe_pending(&self) -> bool {
+        self.keyframe_requested.load(Ordering::Acquire)
+    }
+
     /// Asks the encoder to change its bitrate (shared by every viewer).
     pub fn request_bitrate(&self, kbps: u32) {
         self.bitrate_request.store(kbps, Ordering::Release);
@@ -390,7 +395,11 @@ mod tests {
                 "fast never misses"
             );
         }
-        assert!(hub.take_keyframe_request(), "the drop asked for a keyframe");
+        assert!(hub.keyframe_pending(), "the drop asked for a keyframe");
+        assert!(
+            !hub.take_keyframe_request(),
+            "not served within a second of the last forced one"
+        );
         assert_eq!(
             slow.stats().dropped,
             1,
