@@ -367,7 +367,6 @@ impl Agent {
             rate_limit: settings.control.rate_limit,
             max_message: settings.control.max_message_bytes,
         }));
-        let (error_replies, refusal_log) = SessionContext::throttles();
         let ctx = Arc::new(SessionContext {
             hub: hub.clone(),
             publisher: publisher.clone(),
@@ -377,8 +376,6 @@ impl Agent {
             auth: settings.auth.authorizer(),
             max_payload: settings.mqtt.max_payload_bytes,
             faults: opts.faults,
-            error_replies,
-            refusal_log,
         });
         let limits = Limits {
             max_viewers: settings.webrtc.max_viewers,

@@ -14,7 +14,7 @@ use crate::peer::sdp::{SdpError, summarize_offer};
 use crate::signaling::messages::{self, ErrorCode, SignalError};
 use crate::signaling::mqtt::{Inbound, Publisher, ToClient};
 use crate::signaling::topics::{ClientId, Kind};
-use crate::throttle::Verdict;
+use crate::throttle::LogBudget;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,29 +46,12 @@ pub struct SessionContext {
     pub max_payload: usize,
     /// Test-only fault injection.
     pub faults: Faults,
-    /// How often a flood's unsent error replies are reported.
-    pub error_replies: std::sync::Mutex<crate::throttle::Throttle>,
-    /// Log lines about refused offers: a flood is one line with a count.
-    pub refusal_log: std::sync::Mutex<crate::throttle::Throttle>,
 }
 
 /// Error replies are not sent while this many publishes await the broker's
 /// acknowledgement: a flood of bad messages must not fill the link that
 /// answers go out on (answers are always sent).
 pub const ERROR_REPLY_BACKLOG: u64 = 64;
-
-impl SessionContext {
-    /// The throttles a new context starts with.
-    pub fn throttles() -> (
-        std::sync::Mutex<crate::throttle::Throttle>,
-        std::sync::Mutex<crate::throttle::Throttle>,
-    ) {
-        (
-            std::sync::Mutex::new(crate::throttle::Throttle::new(1, Duration::from_secs(10))),
-            std::sync::Mutex::new(crate::throttle::Throttle::new(10, Duration::from_secs(10))),
-        )
-    }
-}
 
 /// Faults a test can inject to prove isolation (never set in production).
 #[derive(Debug, Clone, Default)]
@@ -229,12 +212,8 @@ fn reply_error(ctx: &SessionContext, client: &ClientId, e: &SignalError) {
         return;
     }
     // Counted, and said at most every 10 s.
-    let verdict = ctx
-        .error_replies
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .check(Instant::now());
-    if let Verdict::Pass { suppressed } = verdict {
+    static UNSENT: LogBudget = LogBudget::new(1, Duration::from_secs(10));
+    if let Some(suppressed) = UNSENT.check() {
         tracing::warn!(
             more_since_last = suppressed,
             "a flood of bad signaling messages: error replies are not sent while the broker link is busy"
@@ -242,14 +221,10 @@ fn reply_error(ctx: &SessionContext, client: &ClientId, e: &SignalError) {
     }
 }
 
-/// Logs a refused offer, once per flood.
-fn log_refusal(ctx: &SessionContext, client: &ClientId, e: &AuthError) {
-    let verdict = ctx
-        .refusal_log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .check(Instant::now());
-    if let Verdict::Pass { suppressed } = verdict {
+/// Logs a refused offer, a flood of them a few times with a count.
+fn log_refusal(client: &ClientId, e: &AuthError) {
+    static REFUSALS: LogBudget = LogBudget::new(10, Duration::from_secs(10));
+    if let Some(suppressed) = REFUSALS.check() {
         tracing::info!(client = %client, reason = %e, suppressed, "offer refused: unauthorized");
     }
 }
@@ -378,7 +353,7 @@ fn offer(
     let grant = match grant {
         Ok(g) => g,
         Err(e) => {
-            log_refusal(ctx, client, &e);
+            log_refusal(client, &e);
             return Err(SignalError::new(ErrorCode::Unauthorized, e.to_string()));
         }
     };
@@ -404,7 +379,10 @@ fn offer(
         end(handles, old, EndReason::Replaced);
     }
     if let Some(evicted) = &accepted.evicts {
-        tracing::info!(client = %evicted.client, "negotiation slot taken back for another viewer");
+        static EVICTIONS: LogBudget = LogBudget::new(5, Duration::from_secs(60));
+        if let Some(suppressed) = EVICTIONS.check() {
+            tracing::info!(client = %evicted.client, suppressed, "negotiation slot taken back for another viewer");
+        }
         end(handles, evicted, EndReason::NegotiationTimeout);
     }
     let (tx, rx) = mpsc::unbounded_channel();
