@@ -323,6 +323,7 @@ impl Agent {
                     device: settings.device.name.clone(),
                     node_id: gpio_mqtt::node_id(&settings.mqtt.client_id),
                 }),
+                rate_limit: settings.control.rate_limit,
             };
             tracker.spawn(bridge.run(rx, conn.connected.clone(), shutdown.clone()));
         }

@@ -457,3 +457,61 @@ async fn more_datachannels_buy_no_more_commands_and_keyframes_are_rationed() {
     watcher.bye().await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_gpio_commands_over_mqtt_is_rationed() {
+    let port = free_port();
+    let _broker = Mosquitto::start(port);
+    let cfg = TestConfig::new("gpio-flood")
+        .with("mqtt.url", format!("mqtt://127.0.0.1:{port}"))
+        .with("gpio.backend", "sim")
+        .with("gpio.mqtt", true)
+        .with_env("RTCAM_LOG", "info,rtcam::gpio::sim=debug")
+        .with_toml(
+            "[[gpio.pins]]\nname = \"relay1\"\npin = 17\nmode = \"output\"\n\
+             [[gpio.pins]]\nname = \"lamp\"\npin = 22\nmode = \"output\"\n",
+        );
+    let agent = AgentProcess::start(&cfg).await;
+    let s = agent.settings().clone();
+    let p = s.mqtt.topic_prefix.clone();
+    let raw = Raw::connect(&s).await;
+    let mark = agent.log().len();
+    let t0 = Instant::now();
+    // 2,000 toggles as fast as the broker takes them.
+    for _ in 0..2000 {
+        raw.send_flood_topic(&format!("{p}/gpio/relay1/set"), "TOGGLE")
+            .await;
+    }
+    // A command behind them on the same link: once it is applied, every
+    // toggle before it was applied or dropped. It may itself meet an empty
+    // budget: sent again each second until it lands.
+    let lamp = loop {
+        raw.send_flood_topic(&format!("{p}/gpio/lamp/set"), "ON")
+            .await;
+        let seen = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            agent.log().wait_line_after("lamp on", mark, WAIT, |l| {
+                l.ends_with("simulated line lamp: high")
+            }),
+        )
+        .await;
+        if seen.is_ok() {
+            break t0.elapsed().as_secs_f64();
+        }
+        assert!(t0.elapsed() < 2 * WAIT, "the lamp command never landed");
+    };
+    let applied = agent
+        .log()
+        .since(mark)
+        .iter()
+        .filter(|l| l.contains("simulated line relay1:"))
+        .count();
+    eprintln!("{applied} of 2000 toggles applied in {lamp:.2} s");
+    // control.rate_limit (50) per second, plus its burst.
+    assert!(
+        applied as f64 <= 50.0 * (1.0 + lamp.ceil()),
+        "{applied} toggles applied in {lamp:.2} s"
+    );
+    assert!(applied > 0);
+    agent.shutdown().await;
+}

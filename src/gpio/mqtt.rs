@@ -136,6 +136,10 @@ pub struct Bridge {
     pub topics: Topics,
     /// Home Assistant discovery, if enabled.
     pub discovery: Option<Discovery>,
+    /// `…/set` commands applied per second, all automations together
+    /// (`control.rate_limit`, like one viewer's DataChannel): a flood of
+    /// toggles must not become a flood of changes for every viewer.
+    pub rate_limit: u32,
 }
 
 impl Bridge {
@@ -193,6 +197,7 @@ impl Bridge {
         stop: CancellationToken,
     ) {
         let mut events = self.gpio.subscribe();
+        let mut budget = crate::control::ratelimit::TokenBucket::new(self.rate_limit);
         if *connected.borrow_and_update() {
             self.publish_all();
         }
@@ -213,7 +218,20 @@ impl Bridge {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.publish_all(),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
-                Some((topic, payload)) = sets.recv() => self.apply(&topic, &payload),
+                Some((topic, payload)) = sets.recv() => {
+                    if budget.allow(std::time::Instant::now()) {
+                        self.apply(&topic, &payload);
+                    } else {
+                        static OVER: LogBudget = LogBudget::new(1, Duration::from_secs(10));
+                        if let Some(suppressed) = OVER.check() {
+                            tracing::warn!(
+                                topic,
+                                more_since_last = suppressed,
+                                "GPIO commands over MQTT beyond control.rate_limit per second are dropped"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

@@ -338,6 +338,12 @@ impl Raw {
     /// waits for the broker to acknowledge what was queued.
     pub async fn send_flood(&self, kind: &str, client: &str, payload: impl Into<Bytes>) {
         let topic = format!("{}/{kind}/{client}", self.topics.prefix());
+        self.send_flood_topic(&topic, payload).await;
+    }
+
+    /// [`Self::send_flood`] to any topic.
+    pub async fn send_flood_topic(&self, topic: &str, payload: impl Into<Bytes>) {
+        let topic = topic.to_string();
         let payload = payload.into();
         let mut last = None;
         loop {
