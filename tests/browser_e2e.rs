@@ -9,123 +9,11 @@ mod common;
 
 use common::agent::{AgentProcess, TestConfig, start};
 use common::process::{all_output, rtcam};
-use common::{WAIT, free_port, http_request};
-use fantoccini::{Client, ClientBuilder, Locator};
+use common::browser::{Browser, Candidates};
+use common::{WAIT, http_request};
+use fantoccini::Locator;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
-/// chromedriver on a loopback port, and a browser session through it.
-pub struct Browser {
-    pub client: Client,
-    driver: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    pub async fn start() -> Browser {
-        let port = free_port();
-        let mut driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "chromedriver is installed (the README's test command installs chromium-driver)",
-            );
-        // chromedriver announces when it listens (read on a thread of its
-        // own, so the wait is bounded).
-        let stdout = driver.stdout.take().expect("piped stdout");
-        let (started_tx, started) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("started successfully") {
-                    let _ = started_tx.send(());
-                }
-            }
-        });
-        if started.recv_timeout(WAIT).is_err() {
-            let _ = driver.kill();
-            panic!(
-                "chromedriver did not say it started within {WAIT:?} (exit: {:?})",
-                driver.try_wait()
-            );
-        }
-        let profile = tempfile::tempdir().expect("temp dir");
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--disable-quic", "--disable-default-apps",
-                    // WebRTC over loopback, with plain IPs rather than mDNS names.
-                    "--allow-loopback-in-peer-connection",
-                    "--disable-features=WebRtcHideLocalIpsWithMdns",
-                    "--autoplay-policy=no-user-gesture-required",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
-        );
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a browser session");
-        Browser {
-            client,
-            driver,
-            _profile: profile,
-        }
-    }
-
-    /// Waits (in the page) until `condition` holds, then returns `result`.
-    pub async fn wait_for(&self, condition: &str, result: &str) -> Value {
-        let script = format!(
-            "const done = arguments[arguments.length - 1];
-             const deadline = Date.now() + {ms};
-             (function check() {{
-               let ok = false;
-               try {{ ok = ({condition}); }} catch (e) {{}}
-               if (ok || Date.now() > deadline) {{ done({{ ok, value: ({result}) }}); return; }}
-               setTimeout(check, 100);
-             }})();",
-            ms = WAIT.as_millis(),
-        );
-        self.client
-            .execute_async(&script, vec![])
-            .await
-            .expect("the script runs")
-    }
-
-    /// Runs `body` (async JavaScript that calls `done(value)`) in the page
-    /// and returns the value.
-    pub async fn run(&self, body: &str) -> Value {
-        let script = format!("const done = arguments[arguments.length - 1];\n{body}");
-        self.client
-            .execute_async(&script, vec![])
-            .await
-            .expect("the script runs")
-    }
-
-    /// The page's message line (where it shows errors).
-    pub async fn message(&self) -> String {
-        let v = self
-            .wait_for("true", "document.getElementById('message').textContent")
-            .await;
-        v["value"].as_str().unwrap_or_default().to_string()
-    }
-
-    pub async fn close(mut self) {
-        let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
 
 /// The agent's log filter: rtcam at INFO, the simulated pins' electrical
 /// changes at DEBUG.
@@ -155,7 +43,7 @@ async fn chromium_plays_the_stream_from_the_built_in_page() {
     let agent = start(&cfg).await;
     let s = agent.settings().clone();
     let base = agent.stats().await;
-    let browser = Browser::start().await;
+    let browser = Browser::start(Candidates::PlainIps).await;
     browser
         .client
         .goto(&page_url(&agent))
@@ -194,7 +82,7 @@ async fn chromium_plays_the_stream_from_the_built_in_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_icon_is_served_and_nothing_on_the_page_is_missing() {
     let agent = start(&TestConfig::new("browser-icon")).await;
-    let browser = Browser::start().await;
+    let browser = Browser::start(Candidates::PlainIps).await;
     browser
         .client
         .goto(&page_url(&agent))
@@ -276,7 +164,7 @@ async fn the_control_panel_drives_outputs_and_shows_inputs() {
     // closes by itself (an input edge this test cannot make from outside).
     let cfg = TestConfig::new("browser-panel").with_env("RTCAM_LOG", PIN_LOG);
     let agent = start(&cfg).await;
-    let browser = Browser::start().await;
+    let browser = Browser::start(Candidates::PlainIps).await;
     browser
         .client
         .goto(&page_url(&agent))
@@ -402,7 +290,7 @@ async fn the_page_takes_its_token_from_its_url() {
     let agent = start(&cfg).await;
     let control = mint(&agent, "control").await;
     let url = page_url(&agent);
-    let browser = Browser::start().await;
+    let browser = Browser::start(Candidates::PlainIps).await;
 
     // Without a token the camera refuses the page's offer, and the page
     // says why with the documented code.
