@@ -17,40 +17,12 @@ use std::time::Instant;
 /// The simulator's electrical changes at DEBUG, everything else at INFO.
 const SIM_LOG: &str = "info,rtcam::gpio::sim=debug";
 
-/// Four simulated pins: relay1 (output, failsafe off), door (input, pulled
-/// up), dim (pwm, duty ≤ 0.9), pan (servo).
-const PINS: &str = r#"
-[[gpio.pins]]
-name = "relay1"
-pin = 17
-mode = "output"
-failsafe = false
-
-[[gpio.pins]]
-name = "door"
-pin = 27
-mode = "input"
-pull = "up"
-debounce_ms = 0
-
-[[gpio.pins]]
-name = "dim"
-pin = 18
-mode = "pwm"
-max_duty = 0.9
-
-[[gpio.pins]]
-name = "pan"
-pin = 12
-mode = "servo"
-"#;
-
-/// An agent config with [`PINS`] on the simulator, logging electrical changes.
+/// An agent config with [`common::SIM_PINS`] on the simulator, logging electrical changes.
 fn gpio_config(prefix: &str) -> TestConfig {
     TestConfig::new(prefix)
         .with("gpio.backend", "sim")
         .with_env("RTCAM_LOG", SIM_LOG)
-        .with_toml(PINS)
+        .with_toml(common::SIM_PINS)
 }
 
 async fn ok(v: &Viewer, req: Value) -> Value {

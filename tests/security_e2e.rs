@@ -31,34 +31,6 @@ const SECRET: &str = "a-signing-secret-of-32-characters";
 /// quiet (as by default).
 const SIM_LOG: &str = "info,rumqttd=off,rtcam::gpio::sim=debug";
 
-/// Four simulated pins, no demo driver: relay1 (output, failsafe off), door
-/// (input, pulled up), dim (PWM, duty at most 0.9), pan (servo).
-const PINS: &str = r#"
-[[gpio.pins]]
-name = "relay1"
-pin = 17
-mode = "output"
-failsafe = false
-
-[[gpio.pins]]
-name = "door"
-pin = 27
-mode = "input"
-pull = "up"
-debounce_ms = 0
-
-[[gpio.pins]]
-name = "dim"
-pin = 18
-mode = "pwm"
-max_duty = 0.9
-
-[[gpio.pins]]
-name = "pan"
-pin = 12
-mode = "servo"
-"#;
-
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -66,11 +38,11 @@ fn now_unix() -> u64 {
         .as_secs()
 }
 
-/// [`PINS`] on the simulator, the pins' levels logged.
+/// [`common::SIM_PINS`] on the simulator, the pins' levels logged.
 fn gpio_config(prefix: &str) -> TestConfig {
     TestConfig::new(prefix)
         .with("gpio.backend", "sim")
-        .with_toml(PINS)
+        .with_toml(common::SIM_PINS)
         .with_env("RTCAM_LOG", SIM_LOG)
 }
 

@@ -27,6 +27,34 @@ use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+/// The simulated pins the control and security tests declare in their
+/// config files: an output, a pulled-up input, a PWM and a servo.
+pub const SIM_PINS: &str = r#"
+[[gpio.pins]]
+name = "relay1"
+pin = 17
+mode = "output"
+failsafe = false
+
+[[gpio.pins]]
+name = "door"
+pin = 27
+mode = "input"
+pull = "up"
+debounce_ms = 0
+
+[[gpio.pins]]
+name = "dim"
+pin = 18
+mode = "pwm"
+max_duty = 0.9
+
+[[gpio.pins]]
+name = "pan"
+pin = 12
+mode = "servo"
+"#;
+
 /// Generous bound for anything that should take well under a second.
 pub const WAIT: Duration = Duration::from_secs(20);
 
