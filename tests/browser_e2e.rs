@@ -8,12 +8,11 @@
 mod common;
 
 use common::agent::{AgentProcess, TestConfig, start};
-use common::process::{all_output, rtcam};
 use common::browser::{Browser, Candidates};
+use common::process::{all_output, rtcam};
 use common::{WAIT, http_request};
 use fantoccini::Locator;
 use serde_json::{Value, json};
-
 
 /// The agent's log filter: rtcam at INFO, the simulated pins' electrical
 /// changes at DEBUG.
