@@ -231,15 +231,31 @@ impl Agent {
         let heartbeats = Arc::new(Heartbeats::new());
         heartbeats.add("media", camera.heartbeat());
 
-        // Broker and MQTT.
-        let (url, protocol) = match &settings.mqtt.url {
-            Some(u) => (u.clone(), settings.mqtt.protocol),
+        // Broker and MQTT. The embedded broker gives the agent a credential
+        // of its own; an external one is reached with the configured one.
+        let mut embedded = None;
+        let (url, protocol, username, password) = match &settings.mqtt.url {
+            Some(u) => {
+                if let Some(w) =
+                    broker::external_broker_check(&settings).map_err(broker::BrokerError::Unsafe)?
+                {
+                    tracing::warn!("{w}");
+                }
+                (
+                    u.clone(),
+                    settings.mqtt.protocol,
+                    settings.mqtt.username.clone(),
+                    settings.mqtt.password.clone(),
+                )
+            }
             None => {
-                broker::start(&settings.broker)?;
+                let b = broker::start(&settings)?;
                 let addr = match settings.mqtt.protocol {
                     MqttProtocol::V5 => local(settings.broker.v5_listen),
                     MqttProtocol::V311 => local(settings.broker.listen),
                 };
+                let credential = (Some(b.username.clone()), Some(b.password.clone()));
+                embedded = Some(b);
                 (
                     MqttUrl {
                         scheme: MqttScheme::Mqtt,
@@ -248,6 +264,8 @@ impl Agent {
                         path: String::new(),
                     },
                     settings.mqtt.protocol,
+                    credential.0,
+                    credential.1,
                 )
             }
         };
@@ -297,8 +315,8 @@ impl Agent {
                 url,
                 protocol,
                 client_id: settings.mqtt.client_id.clone(),
-                username: settings.mqtt.username.clone(),
-                password: settings.mqtt.password.clone(),
+                username,
+                password,
                 tls: TlsFiles::from_settings(&settings.mqtt),
                 keep_alive: Duration::from_secs(30),
             },
@@ -408,6 +426,9 @@ impl Agent {
                 .await
                 .map_err(|source| AgentError::Http { addr, source })?;
             http_addr = listener.local_addr().ok();
+            if let (Some(b), Some(a)) = (&embedded, http_addr) {
+                b.web_viewer_bound(a.port());
+            }
             let ws = match (&settings.http.mqtt_ws_url, &settings.mqtt.url) {
                 (Some(u), _) => WsUrl::Fixed(u.clone()),
                 (None, None) => WsUrl::SameHost {

@@ -578,6 +578,15 @@ impl Viewer {
         self.peer.stats().await
     }
 
+    /// Publishes `payload` on this viewer's own `P/{kind}/{id}` topic
+    /// (`offer`, `ice` or `bye`) through its MQTT connection, as a
+    /// misbehaving page could (the embedded broker lets only this client
+    /// publish there); false if the queue is full.
+    pub fn signal(&self, kind: &str, payload: impl Into<bytes::Bytes>) -> bool {
+        let topic = format!("{}/{kind}/{}", self.topics.prefix(), self.client_id);
+        self.publisher.publish(&topic, payload)
+    }
+
     /// Says bye over MQTT and closes once the broker has the bye (or
     /// after the viewer's timeout, if the broker never acknowledges it).
     pub async fn bye(self) {

@@ -291,8 +291,9 @@ async fn the_page_takes_its_token_from_its_url() {
     let url = page_url(&agent);
     let browser = Browser::start(Candidates::PlainIps).await;
 
-    // Without a token the camera refuses the page's offer, and the page
-    // says why with the documented code.
+    // Without a token the camera's broker refuses the page (its MQTT
+    // password is the token), and the page says why with the documented
+    // code.
     browser.client.goto(&url).await.expect("the page loads");
     let refused = browser
         .wait_for(
@@ -307,7 +308,7 @@ async fn the_page_takes_its_token_from_its_url() {
     agent
         .log()
         .wait_line("the refusal in the agent's log", WAIT, |l| {
-            l.contains("unauthorized")
+            l.contains("MQTT connection refused") && l.contains("BadCredentials")
         })
         .await;
     let st = agent.stats().await;

@@ -315,8 +315,6 @@ async fn a_viewer_that_vanishes_is_ended_by_the_disconnected_timeout() {
     let agent = start(&cfg).await;
     let s = agent.settings().clone();
     let base = agent.stats().await;
-    let (mut byes, bye_task) =
-        subscribe(&s, "bye-watch", format!("{}/bye/+", s.mqtt.topic_prefix)).await;
     // The viewer is `rtcam probe` in a process of its own, started with the
     // agent's own config file as a user would, and killed (SIGKILL)
     // mid-stream: no bye, no DTLS close, no more ICE responses.
@@ -344,6 +342,11 @@ async fn a_viewer_that_vanishes_is_ended_by_the_disconnected_timeout() {
     probe.signal(libc::SIGKILL);
     probe.log().wait_closed("the probe to die", WAIT).await;
     probe.wait();
+    // Only the client itself may read its bye on the embedded broker: a
+    // watcher takes the dead probe's client id (the disconnected timeout
+    // runs seconds after ICE gives up; subscribing takes milliseconds).
+    let (mut byes, bye_task) =
+        subscribe(&s, "ghost", format!("{}/bye/ghost", s.mqtt.topic_prefix)).await;
 
     let (topic, payload) = tokio::time::timeout(WAIT, byes.recv())
         .await

@@ -16,7 +16,8 @@ mod common;
 
 use common::agent::{AgentProcess, TestConfig};
 use common::channels::{ChannelViewer, Options};
-use common::{WAIT, Watch, frames, viewer};
+use common::tap::Tap;
+use common::{WAIT, frames, viewer};
 use rtcam::config::settings::MdnsMode;
 use rtcam::peer::PeerOptions;
 use std::net::IpAddr;
@@ -91,11 +92,12 @@ async fn the_default_mdns_mode_never_costs_a_viewer_and_resolves_hidden_addresse
     multicast_route(true);
     let agent = AgentProcess::start(&TestConfig::new("mdns-on")).await;
     let s = agent.settings().clone();
-    let topic = format!("{}/ice/mdns-hidden", s.mqtt.topic_prefix);
-    let mut ice = Watch::start(&s, "ice-watch", &topic).await;
     let mut peer = PeerOptions::for_viewer(&s.webrtc);
     peer.mdns = MdnsMode::Gather;
     peer.mdns_ip = Some(IpAddr::from([127, 0, 0, 1]));
+    // What the viewer publishes is seen on its way to the broker: no other
+    // client may read its topics.
+    let tap = Tap::start(s.broker.v5_listen).await;
     // The viewer ignores the camera's candidates, so it never starts a
     // check itself: the connection comes up only if the camera reaches the
     // address behind the viewer's .local name.
@@ -104,17 +106,21 @@ async fn the_default_mdns_mode_never_costs_a_viewer_and_resolves_hidden_addresse
         "mdns-hidden",
         &["control"],
         None,
-        Options { peer, deaf: true },
+        Options {
+            peer,
+            deaf: true,
+            broker: Some(tap.url()),
+        },
     )
     .await;
-    let hidden = ice
-        .wait_for("a .local candidate from the viewer", &topic, |p| {
-            String::from_utf8_lossy(p).contains(".local")
-        })
-        .await;
+    let sent = tap.wait_sent("a .local candidate", b".local").await;
+    let at = sent
+        .windows(6)
+        .position(|w| w == b".local")
+        .expect("found above");
     eprintln!(
-        "the viewer's candidate: {}",
-        String::from_utf8_lossy(&hidden)
+        "the viewer's candidate: …{}",
+        String::from_utf8_lossy(&sent[at.saturating_sub(60)..at + 6])
     );
     let pong = v.command(1, serde_json::json!({"cmd": "ping"})).await;
     assert_eq!(pong["ok"], true, "{pong}");

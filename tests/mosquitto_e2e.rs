@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::agent::{AgentProcess, TestConfig, start};
 use common::mosquitto::Mosquitto;
 use common::{
-    WAIT, frames, free_port, malformed_messages_get_codes, no_error_before_barrier, viewer,
+    WAIT, Watch, frames, free_port, malformed_messages_get_codes, no_error_before_barrier, viewer,
 };
 use rtcam::signaling::mqtt::{Link, LinkEvent};
 use serde_json::{Value, json};
@@ -334,5 +334,331 @@ mode = "servo"
     panel.bye().await;
     auto.task.abort();
     agent.shutdown().await;
+    broker.kill();
+}
+
+/// The Mosquitto setup `docs/SECURITY.md` documents ("Locking the broker
+/// down"), as written there: its `rtcam.conf` (with the test's own listener
+/// instead of the TLS ones, and the files in `dir`) and its ACL file (with
+/// the test's prefixes and account names), plus a password file holding
+/// `accounts`.
+struct Documented {
+    broker: Mosquitto,
+    port: u16,
+}
+
+/// The topic of a PUBLISH packet's body.
+fn publish_topic(body: &[u8]) -> String {
+    let len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    String::from_utf8_lossy(&body[2..2 + len]).into_owned()
+}
+
+/// One fenced block of `docs/SECURITY.md`: the first after the line
+/// holding `marker`.
+fn documented_block(marker: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SECURITY.md"))
+        .expect("docs/SECURITY.md is readable");
+    let after = doc
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("docs/SECURITY.md mentions {marker}"))
+        .1;
+    let block = after
+        .split_once("```conf\n")
+        .expect("a conf block follows")
+        .1;
+    block
+        .split_once("```")
+        .expect("the block ends")
+        .0
+        .to_string()
+}
+
+impl Documented {
+    fn start(prefix: &str, ha: &str, agent: &str, accounts: &[(&str, &str)]) -> Documented {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let passwd = dir.path().join("rtcam.passwd");
+        let acl = dir.path().join("rtcam.acl");
+        for (i, (user, password)) in accounts.iter().enumerate() {
+            let mut c = std::process::Command::new("mosquitto_passwd");
+            if i == 0 {
+                c.arg("-c");
+            }
+            let out = c
+                .arg("-b")
+                .arg(&passwd)
+                .args([user, password])
+                .output()
+                .expect("mosquitto_passwd runs (it comes with Mosquitto)");
+            assert!(out.status.success(), "mosquitto_passwd: {out:?}");
+        }
+        let rules = documented_block("`/etc/mosquitto/rtcam.acl` (prefix")
+            .replace("rtcam/garage", prefix)
+            .replace("user rtcam-garage", &format!("user {agent}"))
+            .replace("homeassistant/#", &format!("{ha}/#"));
+        std::fs::write(&acl, rules).expect("the ACL file is written");
+        let port = free_port();
+        let mut conf: String = documented_block("`/etc/mosquitto/conf.d/rtcam.conf`")
+            .lines()
+            .filter(|l| {
+                !["listener", "certfile", "keyfile", "protocol"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(|l| {
+                l.replace("/etc/mosquitto/rtcam.passwd", &passwd.display().to_string())
+                    .replace("/etc/mosquitto/rtcam.acl", &acl.display().to_string())
+                    + "\n"
+            })
+            .collect();
+        assert!(
+            conf.contains("max_packet_size") && conf.contains("acl_file"),
+            "the documented settings: {conf}"
+        );
+        conf.push_str(&format!("listener {port} 127.0.0.1\n"));
+        Documented {
+            broker: Mosquitto::start_with(dir, &conf),
+            port,
+        }
+    }
+}
+
+const AGENT_ACCOUNT: &str = "rtcam-camera";
+const AGENT_PASSWORD: &str = "camera-password-0123456789";
+const AUTOMATION_PASSWORD: &str = "automation-password-0123456789";
+
+/// The documented Mosquitto, and the camera on it with its account.
+async fn on_documented_mosquitto(prefix: &str, protocol: &str) -> (AgentProcess, Documented) {
+    let ha = format!("ha-{prefix}");
+    let topic_prefix = format!("rtcam-test/{prefix}");
+    let broker = Documented::start(
+        &topic_prefix,
+        &ha,
+        AGENT_ACCOUNT,
+        &[
+            (AGENT_ACCOUNT, AGENT_PASSWORD),
+            ("homeassistant", AUTOMATION_PASSWORD),
+        ],
+    );
+    let cfg = through_mosquitto(prefix, broker.port, protocol)
+        .with("mqtt.username", AGENT_ACCOUNT)
+        .with_env("RTCAM_MQTT_PASSWORD", AGENT_PASSWORD)
+        .with("gpio.backend", "sim")
+        .with("gpio.mqtt", true)
+        .with("gpio.ha_prefix", ha.as_str())
+        .with_env("RTCAM_LOG", "info,rtcam::gpio::sim=debug")
+        .with_toml(
+            r#"
+[[gpio.pins]]
+name = "relay1"
+pin = 17
+mode = "output"
+
+[[gpio.pins]]
+name = "lamp"
+pin = 22
+mode = "output"
+"#,
+        );
+    let agent = start(&cfg).await;
+    (agent, broker)
+}
+
+/// The documented ACL against a real Mosquitto: the camera works end to
+/// end through its account; an anonymous viewer is confined to its own
+/// topics (no other viewer's offer, answer or ICE), cannot spoof or delete
+/// `P/status`, and cannot drive a pin, which the automation account can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_mosquitto_acl_confines_viewers_and_serves_the_camera() {
+    use common::mqtt_raw::{ACCEPTED, RawConn, V5_NOT_AUTHORIZED, wire};
+    let (agent, broker) = on_documented_mosquitto("mosq-acl", "5").await;
+    let s = agent.settings().clone();
+    let p = s.mqtt.topic_prefix.clone();
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port));
+    let local = std::net::IpAddr::from([127, 0, 0, 1]);
+    // End to end: an anonymous viewer (client id = signaling id) streams.
+    let mut v = viewer(&s, "acl-viewer", true).await;
+    assert!(frames(&mut v, 10).await.first_keyframe);
+    // An anonymous client trying everything that is not its own.
+    for v5 in [true, false] {
+        let id = if v5 { "intruder5" } else { "intruder4" };
+        let (c, code) = RawConn::mqtt(to, local, wire::Connect::new(v5, id)).await;
+        assert_eq!(code, Some(ACCEPTED), "anonymous clients connect");
+        let mut c = c.expect("connected");
+        let denied = if v5 { V5_NOT_AUTHORIZED } else { 0 };
+        let status = format!("{p}/status");
+        assert_eq!(c.publish_acked(v5, &status, b"offline", true).await, denied);
+        assert_eq!(c.publish_acked(v5, &status, b"", true).await, denied);
+        let answer = br#"{"type":"answer","sdp":"v=0"}"#;
+        let forged = format!("{p}/answer/acl-viewer");
+        assert_eq!(c.publish_acked(v5, &forged, answer, false).await, denied);
+        let relay = format!("{p}/gpio/relay1/set");
+        assert_eq!(c.publish_acked(v5, &relay, b"ON", false).await, denied);
+        // Mosquitto grants any subscription and checks each message on
+        // delivery: what matters is what reaches the intruder.
+        for filter in [
+            format!("{p}/offer/+"),
+            format!("{p}/answer/+"),
+            format!("{p}/ice/+"),
+            format!("{p}/#"),
+            format!("{p}/error/{id}"),
+        ] {
+            c.subscribe_code(v5, &filter).await;
+        }
+        // Another viewer signals meanwhile (offer, answer, candidates)...
+        let mut other = viewer(&s, &format!("acl-other-{id}"), true).await;
+        frames(&mut other, 3).await;
+        // ...and a bad offer of the intruder's own earns it an error, which
+        // the camera publishes after that viewer's answer and candidates.
+        c.send(&wire::publish(
+            v5,
+            &format!("{p}/offer/{id}"),
+            b"{",
+            1,
+            false,
+        ))
+        .await
+        .expect("sent");
+        let mine = format!("{p}/error/{id}");
+        loop {
+            let (first, body) = c.packet().await.expect("the error reply");
+            if first >> 4 != 3 {
+                continue;
+            }
+            let topic = publish_topic(&body);
+            if topic == mine {
+                break;
+            }
+            assert!(
+                [format!("{p}/status"), format!("{p}/info")].contains(&topic)
+                    || topic.ends_with("/state"),
+                "{id} read another client's message on {topic}"
+            );
+        }
+        other.bye().await;
+    }
+    // The camera is still online for a newcomer, and still serves viewers.
+    let mut status = Watch::start(&s, "acl-status", &format!("{p}/status")).await;
+    let (_, first) = status.next().await.expect("the retained status");
+    assert_eq!(
+        &first[..],
+        b"online",
+        "P/status was neither spoofed nor deleted"
+    );
+    assert!(frames(&mut v, 10).await.in_order());
+    // The automation's account drives the pins; the intruder's relay1
+    // command, which came first, drove nothing (commands apply in order).
+    let mark = agent.log().len();
+    let mut ha = wire::Connect::new(true, "ha-automation");
+    ha.username = Some("homeassistant");
+    ha.password = Some(AUTOMATION_PASSWORD);
+    let (c, code) = RawConn::mqtt(to, local, ha).await;
+    assert_eq!(code, Some(ACCEPTED), "the automation's account");
+    let mut c = c.expect("connected");
+    let lamp = format!("{p}/gpio/lamp/set");
+    assert_eq!(c.publish_acked(true, &lamp, b"ON", false).await, ACCEPTED);
+    electrical(&agent, mark, "lamp: high").await;
+    assert!(
+        !agent
+            .log()
+            .text()
+            .lines()
+            .any(|l| l.ends_with("simulated line relay1: high")),
+        "no anonymous command drove relay1"
+    );
+    v.bye().await;
+    agent.shutdown().await;
+    broker.broker.kill();
+}
+
+/// Finding 13: with MQTT 3.1.1 (no way to tell the broker its limit) one
+/// message over the agent's 1 MiB dropped the agent's connection. The
+/// documented Mosquitto (`max_packet_size`) drops the sender instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_the_agent_drops_its_sender_not_the_agent() {
+    use common::mqtt_raw::{ACCEPTED, RawConn, wire};
+    let (agent, broker) = on_documented_mosquitto("mosq-big", "3.1.1").await;
+    let s = agent.settings().clone();
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port));
+    let local = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mark = agent.log().len();
+    let (c, code) = RawConn::mqtt(to, local, wire::Connect::new(false, "big")).await;
+    assert_eq!(code, Some(ACCEPTED));
+    let mut c = c.expect("connected");
+    let topic = format!("{}/offer/big", s.mqtt.topic_prefix);
+    let _ = c
+        .send(&wire::publish(
+            false,
+            &topic,
+            &vec![b'x'; 1100 * 1024],
+            1,
+            false,
+        ))
+        .await;
+    assert!(
+        c.closed().await,
+        "the sender is dropped; the broker's log:\n{}",
+        broker.broker.log().tail(20)
+    );
+    // A viewer is answered through the agent's connection afterwards: had
+    // the message reached the agent, its connection would have failed (and
+    // said so) before the viewer's offer came through it.
+    let mut v = viewer(&s, "after-big", true).await;
+    frames(&mut v, 5).await;
+    let failed: Vec<String> = agent
+        .log()
+        .since(mark)
+        .into_iter()
+        .filter(|l| l.contains("MQTT connection failed"))
+        .collect();
+    assert!(failed.is_empty(), "the agent's connection held: {failed:?}");
+    assert!(agent.stats().await.mqtt_connected);
+    v.bye().await;
+    agent.shutdown().await;
+    broker.broker.kill();
+}
+
+/// Token mode on a broker rtcam reaches without credentials: anyone there
+/// may spoof the camera's status and answers, so the agent warns at start,
+/// naming the keys to set; with `gpio.mqtt` (outputs driven by whoever
+/// publishes on `…/set`) it refuses to start, naming `gpio.mqtt` and
+/// `mqtt.username`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_mode_on_an_unauthenticated_broker_warns_and_gpio_over_mqtt_is_refused() {
+    let port = free_port();
+    let broker = Mosquitto::start(port);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("token.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("write");
+    let cfg = through_mosquitto("mosq-open-token", port, "5")
+        .with("auth.mode", "token")
+        .with("auth.secret_file", key.display().to_string());
+    let agent = start(&cfg).await;
+    let warning = agent
+        .log()
+        .wait_line("the warning", WAIT, |l| {
+            l.contains("WARN") && l.contains("without credentials")
+        })
+        .await;
+    for key in ["mqtt.username", "ACL"] {
+        assert!(warning.contains(key), "the warning names {key}: {warning}");
+    }
+    agent.shutdown().await;
+
+    let refused = cfg
+        .with("gpio.backend", "sim")
+        .with("gpio.mqtt", true)
+        .with_toml("[[gpio.pins]]\nname = \"relay1\"\npin = 17\nmode = \"output\"\n");
+    let path = refused.write(dir.path());
+    let mut run = common::process::rtcam();
+    run.arg("--config").arg(&path).arg("run");
+    let out = tokio::time::timeout(WAIT, tokio::process::Command::from(run).output())
+        .await
+        .expect("rtcam exits at once")
+        .expect("rtcam runs");
+    let said = common::process::all_output(&out);
+    assert!(!out.status.success(), "rtcam refuses to start: {said}");
+    for key in ["gpio.mqtt", "mqtt.username"] {
+        assert!(said.contains(key), "the error names {key}: {said}");
+    }
     broker.kill();
 }

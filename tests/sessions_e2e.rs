@@ -7,6 +7,7 @@
 mod common;
 
 use common::agent::{TestConfig, start};
+use common::tap::Tap;
 use common::{WAIT, frames, no_error_before_barrier, viewer_options};
 use rtcam::probe::{Signal, Viewer};
 use serde_json::{Value, json};
@@ -29,15 +30,21 @@ async fn a_new_offer_replaces_the_session_and_tells_only_the_old_channel() {
     let agent = start(&TestConfig::new("replace")).await;
     let s = agent.settings().clone();
     let base = agent.stats().await;
-    // Two viewers with one signaling client id (a reloaded page), each
-    // with its own MQTT connection.
-    let mut a = Viewer::connect(&viewer_options(&s, "same-client", true))
+    // Two viewers with one client id (a page restarting its session). The
+    // broker lets only that client id publish the offer, so the first
+    // viewer's MQTT connection runs through a relay, cut before the second
+    // takes the client id over (else each would take it back at every
+    // reconnect); its WebRTC session stays up.
+    let tap = Tap::start(s.broker.v5_listen).await;
+    let mut opts = viewer_options(&s, "same-client", true);
+    opts.mqtt.url = tap.url();
+    let mut a = Viewer::connect(&opts)
         .await
         .expect("the first offer is answered");
     assert!(a.wait_connected(WAIT).await);
     frames(&mut a, 5).await;
+    tap.cut();
     let mut opts = viewer_options(&s, "same-client", true);
-    opts.mqtt.client_id = "same-client-again".into();
     // Without the live session's secret the client id is not ours to reuse.
     match Viewer::connect(&opts).await {
         Err(rtcam::probe::ProbeError::Refused { code, .. }) => assert_eq!(code, "client_id_in_use"),
@@ -131,11 +138,19 @@ async fn a_viewer_closing_its_connection_ends_its_session_at_once() {
     let agent = start(&cfg).await;
     let s = agent.settings().clone();
     let base = agent.stats().await;
-    let mut v = common::viewer(&s, "closing", true).await;
+    // Only the viewer's own client id may read its bye on the embedded
+    // broker: its MQTT connection runs through a relay, cut before a
+    // watcher takes the client id over.
+    let tap = Tap::start(s.broker.v5_listen).await;
+    let mut opts = viewer_options(&s, "closing", true);
+    opts.mqtt.url = tap.url();
+    let mut v = Viewer::connect(&opts).await.expect("the offer is answered");
+    assert!(v.wait_connected(WAIT).await, "closing connects");
     frames(&mut v, 5).await;
+    tap.cut();
     let mut byes = common::Watch::start(
         &s,
-        "bye-watch",
+        "closing",
         &format!("{}/bye/closing", s.mqtt.topic_prefix),
     )
     .await;

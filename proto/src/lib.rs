@@ -22,6 +22,8 @@
 //! - [`gpio::mqtt`]: GPIO-over-MQTT `…/set` topics and payloads.
 //! - [`peer::sdp`]: what rtcam reads from an SDP offer before the WebRTC stack sees it.
 //! - [`signaling::messages`], [`signaling::topics`]: MQTT signaling payloads and the topic scheme.
+//! - [`signaling::acl`], [`signaling::origin`]: the embedded broker's access rules and
+//!   WebSocket origin rules.
 
 #![warn(missing_docs)]
 
@@ -47,8 +49,11 @@ pub mod peer {
     pub mod sdp;
 }
 
-/// MQTT signaling: message payloads and the topic scheme.
+/// MQTT signaling: message payloads, the topic scheme, and who may use
+/// which topic and WebSocket origin on the embedded broker.
 pub mod signaling {
+    pub mod acl;
     pub mod messages;
+    pub mod origin;
     pub mod topics;
 }

@@ -6,4 +6,4 @@ pub mod broker;
 pub mod echo;
 pub mod mqtt;
 
-pub use rtcam_proto::signaling::{messages, topics};
+pub use rtcam_proto::signaling::{acl, messages, origin, topics};

@@ -709,7 +709,7 @@ async fn drive(
 /// What to change for a connection error, when the error's text shows it:
 /// rumqttc's errors name the protocol's reason, not the setting behind it.
 pub fn connect_hint(error: &str) -> Option<&'static str> {
-    const HINTS: [(&[&str], &str); 4] = [
+    const HINTS: [(&[&str], &str); 5] = [
         (
             &["UnknownIssuer", "invalid peer certificate"],
             "the broker's certificate is not trusted: set mqtt.ca_file to the CA that signed it, \
@@ -731,6 +731,12 @@ pub fn connect_hint(error: &str) -> Option<&'static str> {
         (
             &["Connection refused"],
             "nothing accepts connections at mqtt.url: is the broker running and listening there?",
+        ),
+        (
+            &["payload size limit exceeded"],
+            "the broker passed on a message larger than rtcam takes (1 MiB), which drops the \
+             connection with MQTT 3.1.1: set the broker's max_packet_size (Mosquitto: \
+             max_packet_size 262144, see docs/SECURITY.md), or use mqtt.protocol = \"5\"",
         ),
     ];
     HINTS
@@ -884,6 +890,10 @@ mod tests {
             (
                 "I/O: Connection refused (os error 111)",
                 "is the broker running",
+            ),
+            (
+                "Mqtt state: Mqtt serialization/deserialization error: payload size limit exceeded: 1100019",
+                "max_packet_size",
             ),
         ];
         for (error, setting) in cases {

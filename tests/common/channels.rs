@@ -33,6 +33,8 @@ pub struct Options {
     /// connection then only comes up if the agent reaches this viewer's own
     /// candidates, e.g. a `.local` name it must resolve.
     pub deaf: bool,
+    /// Reach the broker there (a [`super::tap::Tap`]) rather than directly.
+    pub broker: Option<rtcam::config::settings::MqttUrl>,
 }
 
 impl ChannelViewer {
@@ -47,6 +49,7 @@ impl ChannelViewer {
         let opts = Options {
             peer: PeerOptions::for_viewer(&s.webrtc),
             deaf: false,
+            broker: None,
         };
         Self::connect_with(s, client, labels, token, opts).await
     }
@@ -63,8 +66,11 @@ impl ChannelViewer {
         let topics = Topics::new(&s.mqtt.topic_prefix);
         let cid = ClientId::parse(client).expect("a valid client id");
         let (answer_t, ice_t) = (topics.answer(&cid), topics.ice(&cid));
-        let mut link =
-            Link::new(&mqtt_for(s, client), vec![answer_t.clone(), ice_t.clone()]).expect("link");
+        let mut mqtt = mqtt_for(s, client);
+        if let Some(url) = &opts.broker {
+            mqtt.url = url.clone();
+        }
+        let mut link = Link::new(&mqtt, vec![answer_t.clone(), ice_t.clone()]).expect("link");
         let publisher = link.publisher();
         let (msg_tx, mut msgs) = mpsc::unbounded_channel();
         let (up_tx, mut up) = tokio::sync::watch::channel(false);

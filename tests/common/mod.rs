@@ -10,7 +10,9 @@ pub mod lab;
 pub mod lines;
 pub mod memory;
 pub mod mosquitto;
+pub mod mqtt_raw;
 pub mod process;
+pub mod tap;
 pub mod tls;
 
 use bytes::Bytes;
@@ -210,15 +212,36 @@ pub fn mqtt_for(s: &Settings, client_id: &str) -> MqttOptions {
     } else {
         MqttProtocol::V5
     };
+    let token = broker_token(s);
     MqttOptions {
         url,
         protocol,
         client_id: client_id.into(),
-        username: None,
-        password: None,
+        // A password goes with a user name (any will do).
+        username: token.as_ref().map(|_| client_id.to_string()),
+        password: token.map(rtcam::config::settings::Secret::new),
         tls: TlsFiles::default(),
         keep_alive: Duration::from_secs(30),
     }
+}
+
+/// The MQTT password test clients give the embedded broker: with
+/// `auth.mode = "token"` it wants a valid token (the first static one, a
+/// view token when there is one); the agent still judges each offer's own
+/// token. `None` for an external broker (tests run theirs open) and in
+/// mode none.
+pub fn broker_token(s: &Settings) -> Option<String> {
+    use rtcam::config::settings::AuthMode;
+    if s.mqtt.url.is_some() || s.auth.mode != AuthMode::Token {
+        return None;
+    }
+    let view = s
+        .auth
+        .tokens
+        .iter()
+        .find(|t| t.role == rtcam::auth::Role::View);
+    view.or(s.auth.tokens.first())
+        .map(|t| t.token.expose().to_string())
 }
 
 /// Options for a viewer of the agent with these settings.
@@ -300,36 +323,43 @@ pub async fn frames(v: &mut Viewer, n: usize) -> Run {
 }
 
 /// A raw MQTT client that sends malformed messages and collects error replies.
+///
+/// The embedded broker lets a client publish only on its own topics
+/// (`P/offer/C`, `P/ice/C`, `P/bye/C` for client id `C`) and read only its
+/// own replies: there, `Raw` opens one connection per client id it speaks
+/// for (the last [`Raw::KEEP`] stay open). An external broker (tests run
+/// theirs open) gets one connection for every id, reading `P/error/+` and
+/// `P/answer/+`.
 pub struct Raw {
-    link_pub: rtcam::signaling::mqtt::LinkPublisher,
-    /// The number of the last publish queued.
-    queued: std::sync::atomic::AtomicU64,
-    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>,
-    task: tokio::task::JoinHandle<()>,
+    settings: Settings,
     topics: Topics,
+    /// External broker: the one connection.
+    shared: Option<Conn>,
+    /// Embedded broker: a connection per client id, oldest first.
+    own: std::sync::Mutex<Vec<(String, Conn)>>,
+    tx: tokio::sync::mpsc::UnboundedSender<(String, Bytes)>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>,
 }
 
-impl Raw {
-    pub async fn connect(s: &rtcam::config::Settings) -> Raw {
-        let topics = Topics::new(&s.mqtt.topic_prefix);
-        // Unique per client: two with one id would take the connection from
-        // each other at every reconnect.
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let id = format!(
-            "raw-{}",
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let mut link = Link::new(
-            &mqtt_for(s, &id),
-            vec![
-                format!("{}/error/+", topics.prefix()),
-                format!("{}/answer/+", topics.prefix()),
-            ],
-        )
-        .expect("link");
-        let link_pub = link.publisher();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (up_tx, mut up) = tokio::sync::watch::channel(false);
+/// One of [`Raw`]'s connections.
+struct Conn {
+    publisher: rtcam::signaling::mqtt::LinkPublisher,
+    /// The number of the last publish queued.
+    queued: std::sync::atomic::AtomicU64,
+    up: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    fn open(
+        s: &Settings,
+        id: &str,
+        filters: Vec<String>,
+        tx: tokio::sync::mpsc::UnboundedSender<(String, Bytes)>,
+    ) -> Conn {
+        let mut link = Link::new(&mqtt_for(s, id), filters).expect("link");
+        let publisher = link.publisher();
+        let (up_tx, up) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 match link.next().await {
@@ -343,23 +373,183 @@ impl Raw {
                 }
             }
         });
+        Conn {
+            publisher,
+            queued: std::sync::atomic::AtomicU64::new(0),
+            up,
+            task,
+        }
+    }
+
+    /// Waits until subscribed (replies to what is published from now on arrive).
+    async fn ready(&self) {
+        let mut up = self.up.clone();
         tokio::time::timeout(WAIT, up.wait_for(|c| *c))
             .await
             .expect("raw client connects")
             .expect("link alive");
+    }
+
+    fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> bool {
+        match self.publisher.publish_counted(topic, payload) {
+            Some(n) => {
+                self.queued
+                    .fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits until the broker has acknowledged everything queued.
+    async fn flushed(&self) {
+        let n = self.queued.load(std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            assert!(
+                self.publisher.wait_acked(n, WAIT).await,
+                "the broker acknowledges what was sent"
+            );
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Raw {
+    /// Connections kept open on the embedded broker (one per client id:
+    /// the last one stays open for the next message in its name).
+    pub const KEEP: usize = 1;
+
+    pub async fn connect(s: &rtcam::config::Settings) -> Raw {
+        let topics = Topics::new(&s.mqtt.topic_prefix);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let shared = if s.mqtt.url.is_some() {
+            // Unique per client: two with one id would take the connection
+            // from each other at every reconnect.
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let id = format!(
+                "raw-{}",
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let conn = Conn::open(
+                s,
+                &id,
+                vec![
+                    format!("{}/error/+", topics.prefix()),
+                    format!("{}/answer/+", topics.prefix()),
+                ],
+                tx.clone(),
+            );
+            conn.ready().await;
+            Some(conn)
+        } else {
+            None
+        };
         Raw {
-            link_pub,
-            queued: std::sync::atomic::AtomicU64::new(0),
-            rx,
-            task,
+            settings: s.clone(),
             topics,
+            shared,
+            own: std::sync::Mutex::new(Vec::new()),
+            tx,
+            rx,
+        }
+    }
+
+    /// Publishes through the connection that may speak for `client`
+    /// (opened now if need be; `wait` waits until it is subscribed).
+    async fn publish_as(&self, client: &str, topic: &str, payload: Bytes, wait: bool) -> bool {
+        if let Some(c) = &self.shared {
+            return c.publish(topic, payload);
+        }
+        self.open_for(client);
+        if wait {
+            // Subscribed before publishing: the reply cannot come first.
+            let up = self.with_own(client, |c| c.up.clone());
+            let mut up = up.expect("opened above");
+            tokio::time::timeout(WAIT, up.wait_for(|c| *c))
+                .await
+                .expect("raw client connects")
+                .expect("link alive");
+        }
+        self.with_own(client, |c| c.publish(topic, payload))
+            .expect("opened above")
+    }
+
+    fn with_own<T>(&self, client: &str, f: impl FnOnce(&Conn) -> T) -> Option<T> {
+        let own = self
+            .own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        own.iter().find(|(id, _)| id == client).map(|(_, c)| f(c))
+    }
+
+    /// Opens the connection for `client` if it has none.
+    fn open_for(&self, client: &str) {
+        let mut own = self
+            .own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if own.iter().any(|(id, _)| id == client) {
+            return;
+        }
+        let conn = match ClientId::parse(client) {
+            Ok(id) => Conn::open(
+                &self.settings,
+                client,
+                vec![self.topics.error(&id), self.topics.answer(&id)],
+                self.tx.clone(),
+            ),
+            // Not a client's own topic (`P/gpio/relay1/set`: `client` is
+            // then `relay1/set`): any client id will do.
+            Err(_) => {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Conn::open(
+                    &self.settings,
+                    &format!("raw-{n}"),
+                    Vec::new(),
+                    self.tx.clone(),
+                )
+            }
+        };
+        own.push((client.to_string(), conn));
+    }
+
+    /// Closes the oldest connections beyond [`Self::KEEP`], once what they
+    /// sent is acknowledged.
+    async fn trim(&self) {
+        loop {
+            let oldest = {
+                let mut own = self
+                    .own
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if own.len() <= Self::KEEP {
+                    return;
+                }
+                own.remove(0)
+            };
+            oldest.1.flushed().await;
         }
     }
 
     /// Sends `payload` to `P/{kind}/{client}` without waiting for a reply.
     pub fn send(&self, kind: &str, client: &str, payload: impl Into<Bytes>) {
         let topic = format!("{}/{kind}/{client}", self.topics.prefix());
-        assert!(self.link_pub.publish(&topic, payload));
+        let payload = payload.into();
+        let queued = match &self.shared {
+            Some(c) => c.publish(&topic, payload),
+            None => {
+                self.open_for(client);
+                self.with_own(client, |c| c.publish(&topic, payload))
+                    .expect("opened above")
+            }
+        };
+        assert!(queued, "the publish is queued");
     }
 
     /// Like [`Self::send`] for floods: when the client's queue is full,
@@ -373,20 +563,38 @@ impl Raw {
     pub async fn send_flood_topic(&self, topic: &str, payload: impl Into<Bytes>) {
         let topic = topic.to_string();
         let payload = payload.into();
-        let mut last = None;
         loop {
-            if let Some(n) = self.link_pub.publish_counted(&topic, payload.clone()) {
-                self.queued.store(n, std::sync::atomic::Ordering::Relaxed);
-                return;
+            if self
+                .publish_as(client, &topic, payload.clone(), false)
+                .await
+            {
+                break;
             }
-            let n = self.queued.load(std::sync::atomic::Ordering::Relaxed);
-            assert!(last != Some(n), "the broker acknowledges nothing");
-            last = Some(n);
-            assert!(
-                self.link_pub.wait_acked(n, WAIT).await,
-                "the broker acknowledges the flood"
-            );
+            match &self.shared {
+                Some(c) => c.flushed().await,
+                None => {
+                    let conn_flushed = {
+                        let own = self
+                            .own
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        own.iter().find(|(id, _)| id == client).map(|(_, c)| {
+                            (
+                                c.publisher.clone(),
+                                c.queued.load(std::sync::atomic::Ordering::Relaxed),
+                            )
+                        })
+                    };
+                    if let Some((p, n)) = conn_flushed {
+                        assert!(
+                            p.wait_acked(n, WAIT).await,
+                            "the broker acknowledges the flood"
+                        );
+                    }
+                }
+            }
         }
+        self.trim().await;
     }
 
     /// Sends `payload` to `P/{kind}/{client}`; `None` when the agent
@@ -398,30 +606,32 @@ impl Raw {
         payload: impl Into<Bytes>,
     ) -> Option<String> {
         let topic = format!("{}/{kind}/{client}", self.topics.prefix());
-        assert!(self.link_pub.publish(&topic, payload));
+        assert!(self.publish_as(client, &topic, payload.into(), true).await);
         let id = ClientId::parse(client).expect("valid");
         let (error, answer) = (self.topics.error(&id), self.topics.answer(&id));
-        loop {
+        let got = loop {
             let (t, p) = tokio::time::timeout(WAIT, self.rx.recv())
                 .await
                 .expect("an answer or an error")
                 .expect("link alive");
             if t == answer {
-                return None;
+                break None;
             }
             if t == error {
                 let v: Value = serde_json::from_slice(&p).expect("error replies are JSON");
-                return Some(v["code"].as_str().expect("a code").to_string());
+                break Some(v["code"].as_str().expect("a code").to_string());
             }
-        }
+        };
+        self.trim().await;
+        got
     }
 
     /// Sends `payload` to `P/{kind}/{client}` and returns the error code replied on `P/error/{client}`.
     pub async fn code(&mut self, kind: &str, client: &str, payload: impl Into<Bytes>) -> String {
         let topic = format!("{}/{kind}/{client}", self.topics.prefix());
-        assert!(self.link_pub.publish(&topic, payload));
+        assert!(self.publish_as(client, &topic, payload.into(), true).await);
         let want = self.topics.error(&ClientId::parse(client).expect("valid"));
-        loop {
+        let code = loop {
             let (t, p) = tokio::time::timeout(WAIT, self.rx.recv())
                 .await
                 .expect("an error reply")
@@ -429,10 +639,15 @@ impl Raw {
             if t == want {
                 let v: Value = serde_json::from_slice(&p).expect("error replies are JSON");
                 assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-                return v["code"].as_str().expect("a code").to_string();
+                break v["code"].as_str().expect("a code").to_string();
             }
-        }
+        };
+        self.trim().await;
+        code
     }
+
+    /// Closes every connection.
+    pub fn close(self) {}
 }
 
 const VP8_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
@@ -443,14 +658,17 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na
 /// topic, ignores) makes the agent publish a `bad_json` error on
 /// its error topic, which must be the first signal it sees (the agent
 /// handles messages in order, and the broker keeps a topic's order).
-pub async fn no_error_before_barrier(s: &Settings, v: &mut Viewer, client: &str) {
-    let raw = Raw::connect(s).await;
-    raw.send("ice", client, Bytes::from_static(b"barrier: not JSON"));
+pub async fn no_error_before_barrier(_s: &Settings, v: &mut Viewer, client: &str) {
+    // Sent through the viewer's own connection: only `client` may publish
+    // on its topics on the embedded broker.
+    assert!(
+        v.signal("ice", Bytes::from_static(b"barrier: not JSON")),
+        "the barrier is queued"
+    );
     match v.next_signal(WAIT).await {
         Some(rtcam::probe::Signal::Error(code, _)) if code == "bad_json" => {}
         other => panic!("{client} got {other:?} before the barrier's bad_json"),
     }
-    raw.task.abort();
 }
 
 /// Every kind of malformed message gets its documented code, while a viewer keeps streaming.
@@ -520,8 +738,7 @@ pub async fn malformed_messages_get_codes(s: &rtcam::config::Settings) {
     let run = frames(&mut watcher, 10).await;
     assert!(run.in_order(), "the steady viewer kept decoding");
     no_error_before_barrier(s, &mut watcher, "steady").await;
-    raw.task.abort();
-    let _ = raw.rx.try_recv();
+    raw.close();
     watcher.bye().await;
 }
 

@@ -314,6 +314,11 @@ pub const KEYS: &[Key] = &[
         help: "Embedded broker WebSocket listener (MQTT 3.1.1 over WebSocket, for browsers)",
     },
     Key {
+        path: "broker.ws_origins",
+        kind: Kind::Array(Entry::Str),
+        help: "Web pages (origins such as \"https://cam.example.org\", or \"*\") allowed to open the embedded broker's WebSocket besides the web viewer's own",
+    },
+    Key {
         path: "gpio.backend",
         kind: Kind::Str,
         help: "GPIO backend: \"auto\" (rppal on a Pi, else cdev), \"rppal\", \"cdev\" or \"sim\" (default: sim demo pins when no pins are declared, auto otherwise)",

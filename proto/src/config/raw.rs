@@ -264,6 +264,9 @@ pub struct RawBroker {
     /// `broker.ws_listen`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ws_listen: Option<String>,
+    /// `broker.ws_origins`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_origins: Option<Vec<String>>,
 }
 
 /// `[gpio]`

@@ -290,6 +290,8 @@ pub struct BrokerSettings {
     pub v5_listen: SocketAddr,
     /// WebSocket listener.
     pub ws_listen: SocketAddr,
+    /// Origins allowed on the WebSocket listener besides the web viewer's own.
+    pub ws_origins: Vec<String>,
 }
 
 /// Everything the agent needs, validated.
@@ -1191,7 +1193,12 @@ fn broker(raw: &RawBroker, origin: OriginOf<'_>) -> Result<BrokerSettings, Confi
             "127.0.0.1:9001",
             origin,
         )?,
+        ws_origins: raw.ws_origins.clone().unwrap_or_default(),
     };
+    for o in &b.ws_origins {
+        crate::signaling::origin::check_listed(o)
+            .map_err(|why| invalid("broker.ws_origins", format!("{o:?}"), why, origin))?;
+    }
     let ports = [b.listen, b.v5_listen, b.ws_listen];
     if ports[0] == ports[1] || ports[0] == ports[2] || ports[1] == ports[2] {
         return Err(invalid(
@@ -1726,6 +1733,8 @@ impl Settings {
                 listen: Some(self.broker.listen.to_string()),
                 v5_listen: Some(self.broker.v5_listen.to_string()),
                 ws_listen: Some(self.broker.ws_listen.to_string()),
+                ws_origins: (!self.broker.ws_origins.is_empty())
+                    .then(|| self.broker.ws_origins.clone()),
             },
             gpio: RawGpio {
                 // The default depends on whether pins are declared: print it only when set.

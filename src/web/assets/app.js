@@ -95,7 +95,19 @@ function connectMqtt() {
     ], { qos: 1 });
   });
   S.client.on("offline", () => badge("broker unreachable", "offline"));
-  S.client.on("error", (e) => say("MQTT: " + e.message));
+  S.client.on("error", (e) => {
+    // The camera's own broker wants a token as MQTT password when the
+    // camera does ([auth] mode = "token"): retrying without one is useless.
+    if (/Bad username or password|Not authorized/i.test(e.message)) {
+      S.client.end(true);
+      badge("broker refused", "offline");
+      say(S.token
+        ? "unauthorized: the broker refused this page's token"
+        : "unauthorized: this camera requires a token: open the page as /?token=…");
+      return;
+    }
+    say("MQTT: " + e.message);
+  });
   S.client.on("message", onMessage);
 }
 

@@ -26,10 +26,15 @@ use segments::Storage;
 pub use server::{Broker, LinkType, Server};
 
 pub use self::router::shared_subs::Strategy;
+// rtcam: authentication, authorization, WebSocket origins, socket limits.
+pub use self::rtcam::{
+    Acl, Authenticator, ClientAcl, ConnectInfo, OriginCheck, Refusal, SocketLimits, WsRequest,
+};
 
 mod link;
 pub mod protocol;
 mod router;
+mod rtcam;
 mod segments;
 mod server;
 
@@ -63,6 +68,9 @@ pub struct Config {
     pub bridge: Option<BridgeConfig>,
     pub prometheus: Option<PrometheusSetting>,
     pub metrics: Option<HashMap<MetricType, MetricSettings>>,
+    /// rtcam: bounds on the sockets held over all listeners (none: unbounded).
+    #[serde(skip)]
+    pub socket_limits: Option<SocketLimits>,
 }
 
 #[derive(Debug, Serialize, Deserialize, Clone)]
@@ -116,6 +124,9 @@ pub struct ServerSettings {
     pub tls: Option<TlsConfig>,
     pub next_connection_delay_ms: u64,
     pub connections: ConnectionSettings,
+    /// rtcam: which WebSocket upgrades may proceed (none: all).
+    #[serde(skip)]
+    pub ws_origin_check: Option<OriginCheck>,
 }
 
 impl ServerSettings {
@@ -152,6 +163,10 @@ pub struct ConnectionSettings {
     pub external_auth: Option<AuthHandler>,
     #[serde(default)]
     pub dynamic_filters: bool,
+    /// rtcam: decides who each client is and what it may do (none: anyone
+    /// may do anything, as upstream).
+    #[serde(skip)]
+    pub authenticator: Option<Authenticator>,
 }
 
 impl ConnectionSettings {
@@ -177,6 +192,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
+            .field("authenticator", &self.authenticator.is_some())
             .finish()
     }
 }
@@ -202,6 +218,22 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// rtcam: bounds on the retained messages kept (none: unbounded).
+    #[serde(default)]
+    pub retained: Option<RetainedLimits>,
+}
+
+/// rtcam: bounds on the retained store. A retained publish that would break
+/// one is still delivered, but not stored (the topic's previous retained
+/// message, if any, is dropped: it is stale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedLimits {
+    /// Topics with a retained message.
+    pub max_count: usize,
+    /// Their total size (topic, payload and the entry itself).
+    pub max_bytes: usize,
+    /// Largest single retained message (same measure).
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -22,6 +22,19 @@ pub enum Error {
     KeepAlive(#[from] Elapsed),
 }
 
+/// rtcam: a connection's read and write buffers start this small...
+const INITIAL_BUFFER: usize = 2 * 1024;
+/// ...and go back to it once empty, when one packet made them grow past
+/// this. Upstream kept each at its largest for the connection's life (up
+/// to the largest packet allowed, on every connection).
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+fn shrink(buffer: &mut BytesMut) {
+    if buffer.is_empty() && buffer.capacity() > SHRINK_ABOVE {
+        *buffer = BytesMut::with_capacity(INITIAL_BUFFER);
+    }
+}
+
 /// Network transforms packets <-> frames efficiently. It takes
 /// advantage of pre-allocation, buffering and vectorization when
 /// appropriate to achieve performance
@@ -51,8 +64,9 @@ impl<P: Protocol> Network<P> {
     ) -> Network<P> {
         Network {
             socket,
-            read: BytesMut::with_capacity(10 * 1024),
-            write: BytesMut::with_capacity(10 * 1024),
+            // rtcam: small to start with; see `shrink`.
+            read: BytesMut::with_capacity(INITIAL_BUFFER),
+            write: BytesMut::with_capacity(INITIAL_BUFFER),
             max_incoming_size,
             max_connection_buffer_len,
             // Overwritten by keepalive value in connect packet, otherwise we
@@ -72,6 +86,9 @@ impl<P: Protocol> Network<P> {
     async fn read_bytes(&mut self, required: usize) -> io::Result<usize> {
         // TODO: Fix this cancellation bug and write unit test
         let mut total_read = 0;
+        // rtcam: room for the rest of the packet at once (`required` is
+        // below the packet size limit), not 64 bytes at a time.
+        self.read.reserve(required);
         loop {
             let read = self.socket.read_buf(&mut self.read).await?;
             if 0 == read {
@@ -99,7 +116,10 @@ impl<P: Protocol> Network<P> {
                 &mut self.read,
                 self.max_incoming_size,
             ) {
-                Ok(packet) => return Ok(packet),
+                Ok(packet) => {
+                    shrink(&mut self.read);
+                    return Ok(packet);
+                }
                 Err(protocol::Error::InsufficientBytes(required)) => required,
                 Err(e) => return Err(e.into()),
             };
@@ -125,7 +145,10 @@ impl<P: Protocol> Network<P> {
                         return Ok(connection_buffer_length);
                     }
                 }
-                Err(protocol::Error::InsufficientBytes(_)) => return Ok(packets.len()),
+                Err(protocol::Error::InsufficientBytes(_)) => {
+                    shrink(&mut self.read);
+                    return Ok(packets.len());
+                }
                 Err(e) => return Err(io::Error::new(ErrorKind::InvalidData, e.to_string()).into()),
             }
         }
@@ -135,6 +158,7 @@ impl<P: Protocol> Network<P> {
         Protocol::write(&self.protocol, packet, &mut self.write)?;
         self.socket.write_all(&self.write).await?;
         self.write.clear();
+        shrink(&mut self.write);
         Ok(())
     }
 
@@ -144,6 +168,7 @@ impl<P: Protocol> Network<P> {
         }
         self.socket.write_all(&self.write).await?;
         self.write.clear();
+        shrink(&mut self.write);
         Ok(())
     }
 }

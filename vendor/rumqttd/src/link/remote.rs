@@ -4,18 +4,20 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
-use crate::{ConnectionId, ConnectionSettings};
+use crate::{Acl, ConnectInfo, ConnectionId, ConnectionSettings, Refusal};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::time::error::Elapsed;
 use tokio::{select, time};
-use tracing::{trace, Span};
+use tracing::{trace, warn, Span};
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,6 +70,7 @@ impl<P: Protocol> RemoteLink<P> {
         connect_packet: Packet,
         dynamic_filters: bool,
         assigned_client_id: Option<String>,
+        acl: Option<Acl>,
     ) -> Result<RemoteLink<P>, Error> {
         let Packet::Connect(connect, props, lastwill, lastwill_props, _) = connect_packet else {
             return Err(Error::NotConnectPacket(connect_packet));
@@ -100,6 +103,7 @@ impl<P: Protocol> RemoteLink<P> {
             .last_will_properties(lastwill_props)
             .dynamic_filters(dynamic_filters)
             .topic_alias_max(topic_alias_max.unwrap_or(0))
+            .acl(acl)
             .build()?;
 
         let id = link_rx.id();
@@ -120,7 +124,8 @@ impl<P: Protocol> RemoteLink<P> {
             network,
             link_tx,
             link_rx,
-            notifications: VecDeque::with_capacity(100),
+            // rtcam: grown on demand.
+            notifications: VecDeque::new(),
             will_delay_interval,
         })
     }
@@ -171,10 +176,15 @@ impl<P: Protocol> RemoteLink<P> {
 
 /// Read MQTT connect packet from network and verify it.
 /// authentication and checks are done here.
+///
+/// rtcam: returns the CONNECT, the client id the broker assigned (when the
+/// client sent none) and, with an authenticator configured, the client's
+/// rights. A refused client gets a CONNACK saying why.
 pub async fn mqtt_connect<P>(
     config: Arc<ConnectionSettings>,
     network: &mut Network<P>,
-) -> Result<Packet, Error>
+    peer: SocketAddr,
+) -> Result<(Packet, Option<String>, Option<Acl>), Error>
 where
     P: Protocol,
 {
@@ -188,8 +198,10 @@ where
     })
     .await??;
 
-    let (connect, _props, login) = match packet {
-        Packet::Connect(ref connect, ref props, _, _, ref login) => (connect, props, login),
+    let (connect, _props, will, login) = match packet {
+        Packet::Connect(ref connect, ref props, ref will, _, ref login) => {
+            (connect, props, will, login)
+        }
         packet => return Err(Error::NotConnectPacket(packet)),
     };
 
@@ -218,8 +230,56 @@ where
         return Err(Error::InvalidClientId);
     }
 
-    // Ok((connect, props, lastwill, lastwill_props))
-    Ok(packet)
+    let assigned_client_id = empty_client_id.then(|| {
+        let uuid = Uuid::new_v4().simple();
+        format!("rumqtt-{uuid}")
+    });
+
+    // rtcam: who is this, and may it leave this will?
+    let mut acl = None;
+    if let Some(authenticator) = &config.authenticator {
+        let client_id = assigned_client_id.as_deref().unwrap_or(&connect.client_id);
+        let info = ConnectInfo {
+            client_id,
+            username: login
+                .as_ref()
+                .map(|l| l.username.as_str())
+                .filter(|u| !u.is_empty()),
+            password: login
+                .as_ref()
+                .map(|l| l.password.as_str())
+                .filter(|p| !p.is_empty()),
+            peer,
+        };
+        let decided = (authenticator.0)(&info).and_then(|rights| {
+            let will_topic = will
+                .as_ref()
+                .map(|w| std::str::from_utf8(&w.topic).map_err(|_| Refusal::NotAuthorized))
+                .transpose()?;
+            match will_topic {
+                Some(topic) if !rights.may_publish(topic) => Err(Refusal::NotAuthorized),
+                _ => Ok(rights),
+            }
+        });
+        match decided {
+            Ok(rights) => acl = Some(rights),
+            Err(refusal) => {
+                warn!(client_id, ?peer, ?refusal, "connection refused");
+                let code = match refusal {
+                    Refusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
+                    Refusal::NotAuthorized => ConnectReturnCode::NotAuthorized,
+                };
+                let ack = ConnAck {
+                    session_present: false,
+                    code,
+                };
+                network.write(Packet::ConnAck(ack, None)).await?;
+                return Err(Error::InvalidAuth);
+            }
+        }
+    }
+
+    Ok((packet, assigned_client_id, acl))
 }
 
 async fn handle_auth(
@@ -283,6 +343,7 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
+            authenticator: None,
         }
     }
 

@@ -3,7 +3,7 @@
 pub mod v4;
 pub mod v5;
 
-use std::{io, str::Utf8Error, string::FromUtf8Error};
+use std::{fmt, io, str::Utf8Error, string::FromUtf8Error};
 
 /// This module is the place where all the protocol specifics gets abstracted
 /// out and creates a structures which are common across protocols. Since,
@@ -98,10 +98,21 @@ pub struct LastWillProperties {
     pub user_properties: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Login {
     pub username: String,
     pub password: String,
+}
+
+// rtcam: a CONNECT logged at debug or trace level must not show the
+// password (rtcam's own link carries a secret).
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
 }
 
 //--------------------------- ConnectAck packet -------------------------------

@@ -49,6 +49,12 @@ impl Storage for PublishData {
 /// rtcam: bound on the topic -> matching filters cache.
 const MAX_CACHED_TOPICS: usize = 1024;
 
+/// rtcam: what a retained message costs: its entry, topic (stored twice:
+/// key and publish) and payload.
+fn retained_size(topic: &str, publish: &Publish) -> usize {
+    std::mem::size_of::<PublishData>() + 2 * topic.len() + publish.payload.len()
+}
+
 /// Stores 'device' data and 'actions' data in native commitlog
 /// organized by subscription filter. Device data is replicated
 /// while actions data is not
@@ -65,6 +71,8 @@ pub struct DataLog {
     /// Map of subscription filter name to filter index
     filter_indexes: HashMap<Filter, FilterIdx>,
     retained_publishes: HashMap<Topic, PublishData>,
+    /// rtcam: the retained messages' total size (see `retained_size`)
+    retained_bytes: usize,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
 }
@@ -93,6 +101,7 @@ impl DataLog {
             publish_filters,
             filter_indexes,
             retained_publishes,
+            retained_bytes: 0,
         })
     }
 
@@ -294,18 +303,50 @@ impl DataLog {
         inflight
     }
 
+    /// Stores a retained message, within `config.retained`'s bounds (rtcam:
+    /// upstream kept every one, at any size, forever). One that would
+    /// break a bound is not stored, and the topic's older retained message
+    /// goes too: it is stale. Returns whether it was stored.
     pub fn insert_to_retained_publishes(
         &mut self,
         publish: Publish,
         publish_properties: Option<PublishProperties>,
         topic: Topic,
-    ) {
+    ) -> bool {
+        let size = retained_size(&topic, &publish);
+        self.remove_from_retained_publishes(topic.clone());
+        if let Some(limits) = self.config.retained {
+            let fits = size <= limits.max_message_bytes
+                && self.retained_publishes.len() < limits.max_count
+                && self.retained_bytes + size <= limits.max_bytes;
+            if !fits {
+                tracing::warn!(
+                    topic,
+                    size,
+                    count = self.retained_publishes.len(),
+                    bytes = self.retained_bytes,
+                    "retained message not stored: the retained store is full or it is too large"
+                );
+                return false;
+            }
+        }
         let pub_with_props = (publish, publish_properties);
+        self.retained_bytes += size;
         self.retained_publishes.insert(topic, pub_with_props.into());
+        true
     }
 
     pub fn remove_from_retained_publishes(&mut self, topic: Topic) {
-        self.retained_publishes.remove(&topic);
+        if let Some(old) = self.retained_publishes.remove(&topic) {
+            self.retained_bytes = self
+                .retained_bytes
+                .saturating_sub(retained_size(&topic, &old.publish));
+        }
+    }
+
+    /// rtcam: retained messages stored now, and their total size.
+    pub fn retained_usage(&self) -> (usize, usize) {
+        (self.retained_publishes.len(), self.retained_bytes)
     }
 
     pub fn read_retained_messages(&mut self, filter: &str) -> Vec<PubWithProp> {
@@ -313,7 +354,8 @@ impl DataLog {
         let now = Instant::now();
 
         // discard expired retained messages
-        self.retained_publishes.retain(|_, pubdata| {
+        let mut freed = 0;
+        self.retained_publishes.retain(|topic, pubdata| {
             // Keep data if no properties exists, which implies no message expiry!
             let Some(properties) = pubdata.properties.as_mut() else {
                 return true;
@@ -327,6 +369,12 @@ impl DataLog {
             let time_spent = (now - pubdata.timestamp).as_secs() as u32;
 
             let is_valid = time_spent < *message_expiry_interval;
+            if !is_valid {
+                freed += retained_size(topic, &pubdata.publish);
+            }
+            if !is_valid {
+                freed += retained_size(topic, &pubdata.publish);
+            }
 
             // ignore expired messages
             if is_valid {
@@ -337,6 +385,8 @@ impl DataLog {
 
             is_valid
         });
+        self.retained_bytes = self.retained_bytes.saturating_sub(freed);
+        self.retained_bytes = self.retained_bytes.saturating_sub(freed);
 
         // no need to include timestamp when returning
         self.retained_publishes
@@ -406,21 +456,27 @@ where
     }
 }
 
+/// rtcam: QoS 2 publishes one connection may hold unreleased (awaiting
+/// its PUBREL); one more disconnects it. Upstream kept them all.
+const MAX_UNRELEASED: usize = 100;
+
 /// Acks log for a subscription
 #[derive(Debug)]
 pub struct AckLog {
     // Committed acks per connection. First pkid, last pkid, data
     committed: VecDeque<Ack>,
-    // Recorded qos 2 publishes
-    recorded: VecDeque<(Publish, Option<PublishProperties>)>,
+    // Recorded qos 2 publishes, by packet id (rtcam: found by id, not taken
+    // from the front; `None` for one refused as not authorized)
+    recorded: VecDeque<(u16, Option<(Publish, Option<PublishProperties>)>)>,
 }
 
 impl AckLog {
     /// New log
     pub fn new() -> AckLog {
         AckLog {
-            committed: VecDeque::with_capacity(100),
-            recorded: VecDeque::with_capacity(100),
+            // rtcam: grown on demand.
+            committed: VecDeque::new(),
+            recorded: VecDeque::new(),
         }
     }
 
@@ -439,10 +495,29 @@ impl AckLog {
         self.committed.push_back(ack);
     }
 
-    pub fn pubrec(&mut self, publish: Publish, props: Option<PublishProperties>, ack: PubRec) {
-        let ack = Ack::PubRec(ack);
-        self.recorded.push_back((publish, props));
-        self.committed.push_back(ack);
+    /// Records a QoS 2 publish until its PUBREL; false when too many wait.
+    pub fn pubrec(
+        &mut self,
+        publish: Publish,
+        props: Option<PublishProperties>,
+        ack: PubRec,
+    ) -> bool {
+        if self.recorded.len() >= MAX_UNRELEASED {
+            return false;
+        }
+        self.recorded.push_back((ack.pkid, Some((publish, props))));
+        self.committed.push_back(Ack::PubRec(ack));
+        true
+    }
+
+    /// rtcam: a refused QoS 2 publish: its PUBREL completes nothing.
+    pub fn pubrec_denied(&mut self, ack: PubRec) -> bool {
+        if self.recorded.len() >= MAX_UNRELEASED {
+            return false;
+        }
+        self.recorded.push_back((ack.pkid, None));
+        self.committed.push_back(Ack::PubRec(ack));
+        true
     }
 
     pub fn pubrel(&mut self, ack: PubRel) {
@@ -450,10 +525,15 @@ impl AckLog {
         self.committed.push_back(ack);
     }
 
-    pub fn pubcomp(&mut self, ack: PubComp) -> Option<(Publish, Option<PublishProperties>)> {
-        let ack = Ack::PubComp(ack);
-        self.committed.push_back(ack);
-        self.recorded.pop_front()
+    /// The publish `ack` releases: `None` if none waits under its packet
+    /// id, `Some(None)` if it was refused.
+    pub fn pubcomp(
+        &mut self,
+        ack: PubComp,
+    ) -> Option<Option<(Publish, Option<PublishProperties>)>> {
+        let at = self.recorded.iter().position(|(pkid, _)| *pkid == ack.pkid)?;
+        self.committed.push_back(Ack::PubComp(ack));
+        self.recorded.remove(at).map(|(_, p)| p)
     }
 
     pub fn pingresp(&mut self, ack: PingResp) {
@@ -487,6 +567,7 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            retained: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -507,6 +588,7 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            retained: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");
@@ -514,6 +596,57 @@ mod test {
         data.matches("topic/a");
 
         assert_eq!(data.publish_filters.get("topic/a").unwrap().len(), 1);
+    }
+
+    fn retained(topic: &str, size: usize) -> (crate::protocol::Publish, String) {
+        let publish = crate::protocol::Publish {
+            dup: false,
+            qos: crate::protocol::QoS::AtMostOnce,
+            retain: true,
+            topic: topic.to_string().into(),
+            pkid: 0,
+            payload: vec![b'x'; size].into(),
+        };
+        (publish, topic.to_string())
+    }
+
+    /// rtcam: the retained store keeps within its bounds, and a topic whose
+    /// new message does not fit loses its old one.
+    #[test]
+    fn the_retained_store_is_bounded() {
+        let entry = super::retained_size("t/00", &retained("t/00", 0).0);
+        let config = RouterConfig {
+            max_segment_size: 1024,
+            max_connections: 10,
+            max_segment_count: 10,
+            max_outgoing_packet_count: 1024,
+            retained: Some(crate::RetainedLimits {
+                max_count: 3,
+                max_bytes: 3 * (entry + 100),
+                max_message_bytes: entry + 100,
+            }),
+            ..Default::default()
+        };
+        let mut data = DataLog::new(config).unwrap();
+        for i in 0..3 {
+            let (p, t) = retained(&format!("t/0{i}"), 100);
+            assert!(data.insert_to_retained_publishes(p, None, t));
+        }
+        let (p, t) = retained("t/03", 10);
+        assert!(!data.insert_to_retained_publishes(p, None, t), "a fourth topic");
+        assert_eq!(data.retained_usage(), (3, 3 * (entry + 100)));
+        // Replacing one in place fits.
+        let (p, t) = retained("t/00", 50);
+        assert!(data.insert_to_retained_publishes(p, None, t));
+        assert_eq!(data.retained_usage(), (3, 2 * (entry + 100) + entry + 50));
+        // Too large: not stored, and the old one goes too.
+        let (p, t) = retained("t/01", 101);
+        assert!(!data.insert_to_retained_publishes(p, None, t));
+        assert_eq!(data.retained_usage(), (2, entry + 100 + entry + 50));
+        assert_eq!(data.read_retained_messages("t/+").len(), 2);
+        data.remove_from_retained_publishes("t/00".into());
+        data.remove_from_retained_publishes("t/02".into());
+        assert_eq!(data.retained_usage(), (0, 0));
     }
 
     //     #[test]

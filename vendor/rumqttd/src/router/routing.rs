@@ -293,7 +293,10 @@ impl Router {
             }
         }
 
-        if self.connections.len() >= self.config.max_connections {
+        // rtcam: the embedding program's own client (privileged) always
+        // finds a slot, however many others hold theirs.
+        let privileged = connection.acl.as_ref().is_some_and(|a| a.privileged());
+        if self.connections.len() >= self.config.max_connections && !privileged {
             error!("no space for new connection");
             // let ack = ConnectionAck::Failure("No space for new connection".to_owned());
             // let message = Notification::ConnectionAck(ack);
@@ -594,6 +597,44 @@ impl Router {
                     let qos = publish.qos;
                     let pkid = publish.pkid;
 
+                    // rtcam: may this client publish on this topic? A denied
+                    // publish is dropped; its ack says so (MQTT 5: "not
+                    // authorized"; 3.1.1 acks have no reason).
+                    let connection = self.connections.get_mut(id).unwrap();
+                    if let Some(acl) = connection.acl.clone() {
+                        let allowed = match acl_topic(&publish, properties.as_ref(), connection) {
+                            Some(topic) => acl.may_publish(&topic),
+                            // Bad alias or topic: append_to_commitlog refuses it below.
+                            None => true,
+                        };
+                        if !allowed {
+                            warn!(client_id, topic = ?publish.topic, "publish not authorized: dropped");
+                            self.router_meters.failed_publishes += 1;
+                            let ackslog = self.ackslog.get_mut(id).unwrap();
+                            match qos {
+                                QoS::AtMostOnce => {}
+                                QoS::AtLeastOnce => {
+                                    ackslog.puback(PubAck {
+                                        pkid,
+                                        reason: PubAckReason::NotAuthorized,
+                                    });
+                                    force_ack = true;
+                                }
+                                QoS::ExactlyOnce => {
+                                    if !ackslog.pubrec_denied(PubRec {
+                                        pkid,
+                                        reason: PubRecReason::NotAuthorized,
+                                    }) {
+                                        disconnect = true;
+                                        break;
+                                    }
+                                    force_ack = true;
+                                }
+                            }
+                            continue;
+                        }
+                    }
+
                     // Prepare acks for the above publish
                     // If any of the publish in the batch results in force flush,
                     // set global force flush flag. Force flush is triggered when the
@@ -626,7 +667,12 @@ impl Router {
                             };
 
                             let ackslog = self.ackslog.get_mut(id).unwrap();
-                            ackslog.pubrec(publish, properties, pubrec);
+                            // rtcam: a client may not hoard unreleased QoS 2
+                            // publishes (each held until its PUBREL).
+                            if !ackslog.pubrec(publish, properties, pubrec) {
+                                disconnect = true;
+                                break;
+                            }
                             force_ack = true;
                             continue;
                         }
@@ -702,6 +748,16 @@ impl Router {
                             group = Some(grp);
                             filter = filter_path;
                         };
+
+                        // rtcam: may this client read everything the filter
+                        // matches? A denied filter gets a failure return code.
+                        if let Some(acl) = &connection.acl {
+                            if !acl.may_subscribe(&filter) {
+                                warn!(client_id, filter, "subscription not authorized");
+                                return_codes.push(SubscribeReasonCode::NotAuthorized);
+                                continue;
+                            }
+                        }
 
                         let subscription_id = props.as_ref().and_then(|p| p.id);
 
@@ -851,7 +907,12 @@ impl Router {
                     // we try to retrive publish assuming broker saved the previous state
                     // successfully in graveyard.
                     let (publish, props) = match ackslog.pubcomp(pubcomp) {
-                        Some(v) => v,
+                        Some(Some(v)) => v,
+                        // rtcam: a publish refused at PUBREC: nothing to append.
+                        Some(None) => {
+                            self.scheduler.reschedule(id, ScheduleReason::IncomingAck);
+                            continue;
+                        }
                         None => {
                             disconnect = true;
                             break;
@@ -1273,7 +1334,13 @@ fn append_to_commitlog(
         }
     }
 
-    if publish.payload.is_empty() {
+    // rtcam: a client that may not retain has its publishes forwarded but
+    // never stored. Only a retained empty publish deletes the retained
+    // message: upstream deleted it on any empty publish, retained or not.
+    if connection.acl.as_ref().is_some_and(|a| !a.may_retain()) {
+        publish.retain = false;
+    }
+    if publish.retain && publish.payload.is_empty() {
         datalog.remove_from_retained_publishes(topic.to_owned());
     } else if publish.retain {
         datalog.insert_to_retained_publishes(publish.clone(), properties.clone(), topic.to_owned());
@@ -1344,7 +1411,8 @@ fn append_will_message(
         }
     }
 
-    if publish.payload.is_empty() {
+    // rtcam: only a retained empty will deletes the retained message.
+    if publish.retain && publish.payload.is_empty() {
         datalog.remove_from_retained_publishes(topic.to_owned());
     } else if publish.retain {
         datalog.insert_to_retained_publishes(publish.clone(), properties.clone(), topic.to_owned());
@@ -1376,6 +1444,27 @@ fn append_will_message(
     }
 
     Ok(o)
+}
+
+/// rtcam: the topic a publish goes to, for the ACL: its own, or the one its
+/// alias names (a new alias is recorded, as append_to_commitlog would).
+/// `None` when neither is usable; append_to_commitlog then refuses it.
+fn acl_topic(
+    publish: &Publish,
+    properties: Option<&PublishProperties>,
+    connection: &mut Connection,
+) -> Option<String> {
+    let alias = properties.and_then(|p| p.topic_alias);
+    if publish.topic.is_empty() {
+        return connection.topic_aliases.get(&alias?).cloned();
+    }
+    let topic = std::str::from_utf8(&publish.topic).ok()?.to_owned();
+    if let Some(alias) = alias {
+        if alias != 0 && alias <= TOPIC_ALIAS_MAX {
+            connection.topic_aliases.insert(alias, topic.clone());
+        }
+    }
+    Some(topic)
 }
 
 fn validate_and_set_topic_alias(

@@ -11,11 +11,15 @@ use crate::protocol::{Packet, Protocol};
 use crate::server::tls::{self, TLSAcceptor};
 use crate::{meters, ConnectionSettings, Meter};
 use flume::{RecvError, SendError, Sender};
+use crate::rtcam::{Admission, Ticket};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+// rtcam: a parking_lot mutex cannot be poisoned. With std's, one panic
+// while the will handlers were locked made every later CONNECT on the
+// listener panic too.
+use parking_lot::Mutex;
 use tracing::{error, field, info, warn, Instrument};
-use uuid::Uuid;
 
 #[cfg(feature = "websocket")]
 use async_tungstenite::tokio::accept_hdr_async;
@@ -172,6 +176,9 @@ impl Broker {
         // so we collect handles for all of the spawned servers
         let mut server_thread_handles = Vec::new();
 
+        // rtcam: one count of the sockets held, shared by every listener.
+        let admission = self.config.socket_limits.map(Admission::new);
+
         if let Some(metrics_config) = self.config.metrics.clone() {
             let timer_thread = thread::Builder::new().name("timer".to_owned());
             let router_tx = self.router_tx.clone();
@@ -206,6 +213,7 @@ impl Broker {
             for (_, config) in v4_config.clone() {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), V4);
+                server.admission = admission.clone();
                 let handle = server_thread.spawn(move || {
                     let mut runtime = tokio::runtime::Builder::new_current_thread();
                     let runtime = runtime.enable_all().build().unwrap();
@@ -224,6 +232,7 @@ impl Broker {
             for (_, config) in v5_config.clone() {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 let mut server = Server::new(config, self.router_tx.clone(), V5);
+                server.admission = admission.clone();
                 let handle = server_thread.spawn(move || {
                     let mut runtime = tokio::runtime::Builder::new_current_thread();
                     let runtime = runtime.enable_all().build().unwrap();
@@ -249,6 +258,7 @@ impl Broker {
                 let server_thread = thread::Builder::new().name(config.name.clone());
                 //TODO: Add support for V5 procotol with websockets. Registered in config or on ServerSettings
                 let mut server = Server::new(config, self.router_tx.clone(), V4);
+                server.admission = admission.clone();
                 let handle = server_thread.spawn(move || {
                     let mut runtime = tokio::runtime::Builder::new_current_thread();
                     let runtime = runtime.enable_all().build().unwrap();
@@ -349,6 +359,8 @@ pub struct Server<P> {
     router_tx: Sender<(ConnectionId, Event)>,
     protocol: P,
     awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    /// rtcam: the sockets held by every listener of the broker.
+    admission: Option<Arc<Admission>>,
 }
 
 impl<P: Protocol + Clone + Send + 'static> Server<P> {
@@ -362,21 +374,8 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             router_tx,
             protocol,
             awaiting_will_handler: Arc::new(Mutex::new(HashMap::default())),
+            admission: None,
         }
-    }
-
-    // Depending on TLS or not create a new Network
-    async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
-        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
-        match &self.config.tls {
-            Some(c) => {
-                let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
-                Ok((network, tenant_id))
-            }
-            None => Ok((Box::new(stream), None)),
-        }
-        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
-        Ok((Box::new(stream), None))
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
@@ -385,6 +384,8 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         let mut count: usize = 0;
 
         let config = Arc::new(self.config.connections.clone());
+        let tls = Arc::new(self.config.tls.clone());
+        let origin_check = self.config.ws_origin_check.clone();
         info!(
             config = self.config.name,
             listen_addr = self.config.listen.to_string(),
@@ -396,87 +397,167 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 Ok((s, r)) => (s, r),
                 Err(e) => {
                     error!(error=?e, "Unable to accept socket.");
+                    // rtcam: out of descriptors (EMFILE) the socket stays in
+                    // the backlog and accept fails at once, forever: upstream
+                    // spun a core. Pause, so what holds descriptors can end.
+                    time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
 
-            let (network, tenant_id) = match self.tls_accept(stream).await {
-                Ok(o) => o,
-                Err(e) => {
-                    error!(error=?e, "Tls accept error");
-                    continue;
-                }
+            // rtcam: bounded sockets, in all and per address, before any
+            // byte is read.
+            let ticket = match &self.admission {
+                Some(admission) => match admission.admit(addr.ip()) {
+                    Ok(t) => Some(t),
+                    Err(why) => {
+                        warn!(
+                            name = self.config.name,
+                            ?addr,
+                            ?why,
+                            open = admission.open(),
+                            "connection refused: too many sockets"
+                        );
+                        drop(stream);
+                        continue;
+                    }
+                },
+                None => None,
             };
 
-            info!(
-                name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
-            );
+            info!(name=?self.config.name, ?addr, count, "accept");
 
             let config = config.clone();
             let router_tx = self.router_tx.clone();
             count += 1;
 
             let protocol = self.protocol.clone();
-            match link_type {
-                #[cfg(feature = "websocket")]
-                LinkType::Websocket => {
-                    let stream = match accept_hdr_async(network, WSCallback).await {
-                        Ok(s) => Box::new(WsStream::new(s)),
-                        Err(e) => {
-                            error!(error=?e, "Websocket failed handshake");
-                            continue;
+            let will_handlers = self.awaiting_will_handler.clone();
+            let tls = tls.clone();
+            let origin_check = origin_check.clone();
+            // rtcam: the TLS and WebSocket handshakes run in the
+            // connection's own task, under a deadline. Upstream awaited them
+            // here, in the accept loop: one idle socket on the WebSocket
+            // port stopped every later handshake.
+            let handshake_timeout = self
+                .admission
+                .as_ref()
+                .map(|a| a.handshake_timeout())
+                .unwrap_or(Duration::from_millis(config.connection_timeout_ms.into()));
+            let name = self.config.name.clone();
+            let handshake = async move {
+                let (network, tenant_id) = tls_accept(&tls, stream).await?;
+                let network: Box<dyn N> = match link_type {
+                    #[cfg(feature = "websocket")]
+                    LinkType::Websocket => {
+                        let callback = WSCallback { origin_check };
+                        match accept_hdr_async(network, callback).await {
+                            Ok(s) => Box::new(WsStream::new(s)),
+                            Err(e) => return Err(Error::Accept(e.to_string())),
                         }
-                    };
-                    task::spawn(
-                        remote(
-                            config,
-                            tenant_id.clone(),
-                            router_tx,
-                            stream,
-                            protocol,
-                            self.awaiting_will_handler.clone(),
-                        )
-                        .instrument(tracing::info_span!(
-                            "websocket_link",
-                            client_id = field::Empty,
-                            connection_id = field::Empty
-                        )),
-                    )
-                }
-                LinkType::Remote => task::spawn(
+                    }
+                    LinkType::Remote => network,
+                };
+                Ok::<_, Error>((network, tenant_id))
+            };
+            let span = match link_type {
+                #[cfg(feature = "websocket")]
+                LinkType::Websocket => tracing::info_span!(
+                    "websocket_link",
+                    client_id = field::Empty,
+                    connection_id = field::Empty
+                ),
+                LinkType::Remote => tracing::error_span!(
+                    "remote_link",
+                    client_id = field::Empty,
+                    connection_id = field::Empty,
+                ),
+            };
+            task::spawn(
+                async move {
+                    let (network, tenant_id) =
+                        match time::timeout(handshake_timeout, handshake).await {
+                            Ok(Ok(n)) => n,
+                            Ok(Err(e)) => {
+                                warn!(name, ?addr, error = %e, "handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                warn!(name, ?addr, "handshake timed out");
+                                return;
+                            }
+                        };
                     remote(
                         config,
-                        tenant_id.clone(),
+                        tenant_id,
                         router_tx,
                         network,
                         protocol,
-                        self.awaiting_will_handler.clone(),
+                        will_handlers,
+                        addr,
+                        ticket,
                     )
-                    .instrument(tracing::error_span!(
-                        "remote_link",
-                        ?tenant_id,
-                        client_id = field::Empty,
-                        connection_id = field::Empty,
-                    )),
-                ),
-            };
+                    .await
+                }
+                .instrument(span),
+            );
 
             time::sleep(delay).await;
         }
     }
 }
 
+// Depending on TLS or not create a new Network
+async fn tls_accept(
+    tls: &Option<crate::TlsConfig>,
+    stream: TcpStream,
+) -> Result<(Box<dyn N>, Option<String>), Error> {
+    #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    match tls {
+        Some(c) => {
+            let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
+            Ok((network, tenant_id))
+        }
+        None => Ok((Box::new(stream), None)),
+    }
+    #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+    {
+        let _ = tls;
+        Ok((Box::new(stream), None))
+    }
+}
+
 /// Configures the Websocket connection to indicate the correct protocol
 /// by adding the "sec-websocket-protocol" with value of "mqtt" to the response header
 #[cfg(feature = "websocket")]
-struct WSCallback;
+struct WSCallback {
+    /// rtcam: which origins may connect (none: all).
+    origin_check: Option<crate::OriginCheck>,
+}
 #[cfg(feature = "websocket")]
 impl Callback for WSCallback {
     fn on_request(
         self,
-        _request: &Request,
+        request: &Request,
         mut response: Response,
     ) -> Result<Response, ErrorResponse> {
+        // rtcam: a browser says which page opened the socket (Origin); a
+        // page from another site must not reach the broker through the
+        // viewer's browser.
+        if let Some(check) = &self.origin_check {
+            let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+            let asked = crate::WsRequest {
+                origin: header("origin"),
+                host: header("host"),
+            };
+            if !(check.0)(&asked) {
+                warn!(origin = asked.origin, host = asked.host, "WebSocket origin refused");
+                let mut refused = ErrorResponse::new(Some("origin not allowed".to_string()));
+                *refused.status_mut() =
+                    async_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
+                return Err(refused);
+            }
+        }
         response
             .headers_mut()
             .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
@@ -489,6 +570,7 @@ impl Callback for WSCallback {
 /// waiting for mqtt connect packet. Also this honours connection wait time as per config to prevent
 /// denial of service attacks (rogue clients which only establish network connections without
 /// sending a mqtt connection packet to make the server reach its concurrent connection limit).
+#[allow(clippy::too_many_arguments)]
 async fn remote<P: Protocol>(
     config: Arc<ConnectionSettings>,
     tenant_id: Option<String>,
@@ -496,6 +578,8 @@ async fn remote<P: Protocol>(
     stream: Box<dyn N>,
     protocol: P,
     will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    peer: SocketAddr,
+    mut ticket: Option<Ticket>,
 ) {
     let mut network = Network::new(
         stream,
@@ -506,26 +590,30 @@ async fn remote<P: Protocol>(
 
     let dynamic_filters = config.dynamic_filters;
 
-    let connect_packet = match mqtt_connect(config, &mut network).await {
-        Ok(p) => p,
-        Err(e) => {
-            error!(error=?e, "Error while handling MQTT connect packet");
-            return;
-        }
-    };
+    let (connect_packet, assigned_client_id, acl) =
+        match mqtt_connect(config, &mut network, peer).await {
+            Ok(p) => p,
+            Err(e) => {
+                // rtcam: a refused or silent client is no error of ours.
+                warn!(error=?e, ?peer, "Error while handling MQTT connect packet");
+                return;
+            }
+        };
+    // rtcam: the handshake is over; the socket now counts as connected.
+    if let Some(t) = ticket.as_mut() {
+        t.established();
+    }
 
     let (mut client_id, clean_session) = match &connect_packet {
         Packet::Connect(ref connect, _, _, _, _) => {
             (connect.client_id.clone(), connect.clean_session)
         }
-        _ => unreachable!(),
+        // rtcam: mqtt_connect returns CONNECTs only; never panic on it.
+        _ => return,
     };
 
-    let mut assigned_client_id = None;
-    if client_id.is_empty() {
-        let uuid = Uuid::new_v4().simple();
-        client_id = format!("rumqtt-{uuid}");
-        assigned_client_id = Some(client_id.clone());
+    if let Some(assigned) = &assigned_client_id {
+        client_id = assigned.clone();
     }
 
     if let Some(tenant_id) = &tenant_id {
@@ -535,20 +623,31 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
+    if let Some(sender) = will_handlers.lock().remove(&client_id) {
         let awaiting_will = if clean_session {
             AwaitingWill::Fire
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        // rtcam: the earlier connection's task may be gone (its link never
+        // started: refused by the router, or reset right after CONNECT).
+        // Upstream unwrapped this send and panicked with the handlers
+        // locked, which poisoned the lock and every later CONNECT.
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
-    will_handlers
-        .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+    will_handlers.lock().insert(client_id.clone(), will_tx.clone());
+    // rtcam: removes our own entry only, never a newer connection's.
+    let forget_will_handler = |handlers: &Mutex<HashMap<String, Sender<AwaitingWill>>>| {
+        let mut handlers = handlers.lock();
+        if handlers
+            .get(&client_id)
+            .is_some_and(|s| s.same_channel(&will_tx))
+        {
+            handlers.remove(&client_id);
+        }
+    };
 
     // Start the link
     let mut link = match RemoteLink::new(
@@ -558,12 +657,15 @@ async fn remote<P: Protocol>(
         connect_packet,
         dynamic_filters,
         assigned_client_id,
+        acl,
     )
     .await
     {
         Ok(l) => l,
         Err(e) => {
-            error!(error=?e, "Remote link error");
+            warn!(error=?e, "Remote link error");
+            // rtcam: this connection never ran; it has no will to wait for.
+            forget_will_handler(&will_handlers);
             return;
         }
     };
@@ -601,6 +703,8 @@ async fn remote<P: Protocol>(
 
     // this is important to stop the connection
     drop(link);
+    // rtcam: the socket is closed; give its place back before the will's delay.
+    drop(ticket);
 
     let publish_will = match tokio::time::timeout(
         Duration::from_secs(will_delay_interval as u64),
@@ -611,7 +715,7 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            forget_will_handler(&will_handlers);
             // as will delay interval has passed, publish the will message
             true
         }

@@ -55,6 +55,9 @@ fn connect_code(return_code: ConnectReturnCode) -> u8 {
         ConnectReturnCode::ServiceUnavailable => 3,
         ConnectReturnCode::BadUserNamePassword => 4,
         ConnectReturnCode::NotAuthorized => 5,
-        _ => unreachable!(),
+        // rtcam: MQTT 5 codes have no 3.1.1 twin; never panic on one.
+        ConnectReturnCode::BadAuthenticationMethod => 4,
+        ConnectReturnCode::Banned => 5,
+        _ => 3,
     }
 }

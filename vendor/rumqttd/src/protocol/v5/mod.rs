@@ -426,7 +426,10 @@ impl Protocol for V5 {
                 let (pubcomp, properties) = pubcomp::read(fixed_header, packet)?;
                 Packet::PubComp(pubcomp, properties)
             }
-            _ => unreachable!(),
+            // rtcam: a server never receives these (CONNACK, UNSUBACK);
+            // upstream hit unreachable!() and the connection's task died
+            // without telling the router. A protocol error closes it.
+            _ => return Err(Error::InvalidPacketType(packet_type as u8)),
         };
 
         Ok(packet)
