@@ -556,43 +556,41 @@ impl Raw {
     /// waits for the broker to acknowledge what was queued.
     pub async fn send_flood(&self, kind: &str, client: &str, payload: impl Into<Bytes>) {
         let topic = format!("{}/{kind}/{client}", self.topics.prefix());
-        self.send_flood_topic(&topic, payload).await;
+        self.flood(client, &topic, payload.into()).await;
     }
 
-    /// [`Self::send_flood`] to any topic.
+    /// [`Self::send_flood`] to any topic (on the embedded broker, through
+    /// a connection of its own: what it may publish is up to its rights).
     pub async fn send_flood_topic(&self, topic: &str, payload: impl Into<Bytes>) {
-        let topic = topic.to_string();
-        let payload = payload.into();
+        self.flood("\0any", topic, payload.into()).await;
+    }
+
+    /// Publishes through the connection for `key` (a client id; anything
+    /// else names a connection with an id of its own), waiting for acks
+    /// while its queue is full.
+    async fn flood(&self, key: &str, topic: &str, payload: Bytes) {
         loop {
-            if self
-                .publish_as(client, &topic, payload.clone(), false)
-                .await
-            {
+            if self.publish_as(key, topic, payload.clone(), false).await {
                 break;
             }
-            match &self.shared {
-                Some(c) => c.flushed().await,
-                None => {
-                    let conn_flushed = {
-                        let own = self
-                            .own
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        own.iter().find(|(id, _)| id == client).map(|(_, c)| {
-                            (
-                                c.publisher.clone(),
-                                c.queued.load(std::sync::atomic::Ordering::Relaxed),
-                            )
-                        })
-                    };
-                    if let Some((p, n)) = conn_flushed {
-                        assert!(
-                            p.wait_acked(n, WAIT).await,
-                            "the broker acknowledges the flood"
-                        );
-                    }
-                }
-            }
+            let (publisher, n) = match &self.shared {
+                Some(c) => (
+                    c.publisher.clone(),
+                    c.queued.load(std::sync::atomic::Ordering::Relaxed),
+                ),
+                None => self
+                    .with_own(key, |c| {
+                        (
+                            c.publisher.clone(),
+                            c.queued.load(std::sync::atomic::Ordering::Relaxed),
+                        )
+                    })
+                    .expect("opened by publish_as"),
+            };
+            assert!(
+                publisher.wait_acked(n, WAIT).await,
+                "the broker acknowledges the flood"
+            );
         }
         self.trim().await;
     }
