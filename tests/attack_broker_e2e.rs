@@ -16,7 +16,7 @@ use common::memory::{as_service, open_fds, rss_kb};
 use common::mqtt_raw::{
     ACCEPTED, RawConn, V4_NOT_AUTHORIZED, V5_BAD_CREDENTIALS, V5_NOT_AUTHORIZED, wire,
 };
-use common::{WAIT, Watch, frames, viewer_options};
+use common::{TWO_OUTPUTS, WAIT, Watch, frames, viewer_options};
 use rtcam::config::Settings;
 use rtcam::probe::{Viewer, ViewerOptions};
 use std::net::{IpAddr, SocketAddr};
@@ -640,18 +640,6 @@ async fn every_attack_in_a_row_leaves_the_agents_memory_where_it_was() {
     t.finish().await;
 }
 
-/// Simulated pins for the token-mode test: two outputs.
-const PINS: &str = r#"
-[[gpio.pins]]
-name = "relay1"
-pin = 17
-mode = "output"
-
-[[gpio.pins]]
-name = "lamp"
-pin = 22
-mode = "output"
-"#;
 const VIEW_TOKEN: &str = "broker-view-token-0123456789";
 const CONTROL_TOKEN: &str = "broker-control-token-0123456789";
 
@@ -665,7 +653,7 @@ async fn token_mode_wants_a_token_at_the_broker_and_control_for_gpio_commands() 
         .with("gpio.backend", "sim")
         .with("gpio.mqtt", true)
         .with_toml(&format!(
-            "{PINS}\n[[auth.tokens]]\ntoken = {VIEW_TOKEN:?}\nrole = \"view\"\n\n\
+            "{TWO_OUTPUTS}\n[[auth.tokens]]\ntoken = {VIEW_TOKEN:?}\nrole = \"view\"\n\n\
              [[auth.tokens]]\ntoken = {CONTROL_TOKEN:?}\nrole = \"control\"\n"
         ));
     let mut t = Target::start_logging(cfg, Some("info,rtcam::gpio::sim=debug")).await;

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use common::agent::{AgentProcess, TestConfig, start};
 use common::mosquitto::Mosquitto;
 use common::{
-    WAIT, Watch, frames, free_port, malformed_messages_get_codes, no_error_before_barrier, viewer,
+    TWO_OUTPUTS, WAIT, Watch, frames, free_port, malformed_messages_get_codes,
+    no_error_before_barrier, viewer,
 };
 use rtcam::signaling::mqtt::{Link, LinkEvent};
 use serde_json::{Value, json};
@@ -446,19 +447,7 @@ async fn on_documented_mosquitto(prefix: &str, protocol: &str) -> (AgentProcess,
         .with("gpio.mqtt", true)
         .with("gpio.ha_prefix", ha.as_str())
         .with_env("RTCAM_LOG", "info,rtcam::gpio::sim=debug")
-        .with_toml(
-            r#"
-[[gpio.pins]]
-name = "relay1"
-pin = 17
-mode = "output"
-
-[[gpio.pins]]
-name = "lamp"
-pin = 22
-mode = "output"
-"#,
-        );
+        .with_toml(TWO_OUTPUTS);
     let agent = start(&cfg).await;
     (agent, broker)
 }

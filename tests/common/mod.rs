@@ -29,6 +29,20 @@ use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+/// Two simulated outputs, `relay1` (pin 17) and `lamp` (pin 22), for the
+/// tests that drive pins over MQTT.
+pub const TWO_OUTPUTS: &str = r#"
+[[gpio.pins]]
+name = "relay1"
+pin = 17
+mode = "output"
+
+[[gpio.pins]]
+name = "lamp"
+pin = 22
+mode = "output"
+"#;
+
 /// The simulated pins the control and security tests declare in their
 /// config files: an output, a pulled-up input, a PWM and a servo.
 pub const SIM_PINS: &str = r#"
