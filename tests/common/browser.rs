@@ -29,34 +29,7 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium allowed to use loopback
     /// candidates.
     pub async fn start(candidates: Candidates) -> Browser {
-        let port = free_port();
-        let mut driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "chromedriver is installed (the README's test command installs chromium-driver)",
-            );
-        // chromedriver announces when it listens (read on a thread of its
-        // own, so the wait is bounded).
-        let stdout = driver.stdout.take().expect("piped stdout");
-        let (started_tx, started) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("started successfully") {
-                    let _ = started_tx.send(());
-                }
-            }
-        });
-        if started.recv_timeout(WAIT).is_err() {
-            let _ = driver.kill();
-            panic!(
-                "chromedriver did not say it started within {WAIT:?} (exit: {:?})",
-                driver.try_wait()
-            );
-        }
+        let (driver, port) = start_chromedriver();
         let profile = tempfile::tempdir().expect("temp dir");
         let mut args = vec![
             "--headless=new".to_string(),
@@ -144,4 +117,50 @@ impl Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// Starts chromedriver on a free loopback port; returns it and its port.
+///
+/// chromedriver binds its port on 127.0.0.1 and on ::1, and exits when
+/// either is taken. A port free on 127.0.0.1 may still be the local port
+/// of another test's outgoing connection on ::1, so a chromedriver that
+/// exits before announcing itself is started again on another port.
+fn start_chromedriver() -> (Child, u16) {
+    const ATTEMPTS: usize = 5;
+    let mut why = String::new();
+    for _ in 0..ATTEMPTS {
+        let port = free_port();
+        let mut driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "chromedriver is installed (the README's test command installs chromium-driver)",
+            );
+        // chromedriver announces when it listens; its output is read on a
+        // thread of its own, so the wait is bounded. The channel closes
+        // when chromedriver closes its output (it exited).
+        let stdout = driver.stdout.take().expect("piped stdout");
+        let (started_tx, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("started successfully") {
+                    let _ = started_tx.send(line);
+                } else if line.contains("not available") || line.contains("Exiting") {
+                    // Its last words: kept for the failure message.
+                    let _ = started_tx.send(format!("failed: {line}"));
+                }
+            }
+        });
+        match started.recv_timeout(WAIT) {
+            Ok(line) if !line.starts_with("failed: ") => return (driver, port),
+            Ok(line) => why = format!("port {port}: {line}"),
+            Err(e) => why = format!("port {port}: no start message within {WAIT:?} ({e})"),
+        }
+        let _ = driver.kill();
+        let _ = driver.wait();
+    }
+    panic!("chromedriver did not start in {ATTEMPTS} attempts; last: {why}");
 }
