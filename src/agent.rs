@@ -6,15 +6,15 @@ use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl};
 use crate::control::{Controller, ControllerParts};
-use crate::encode::{EncoderSettings, PROFILE_LEVEL_ID};
 use crate::gpio::demo as gpio_demo;
 use crate::gpio::mqtt as gpio_mqtt;
 use crate::gpio::pins::PinMode;
 use crate::gpio::{Gpio, GpioError};
-use crate::hub::Hub;
-use crate::hub::policy::PolicyConfig;
+use crate::media::encode::{EncoderControl, EncoderSettings, PROFILE_LEVEL_ID};
+use crate::media::hub::Hub;
+use crate::media::hub::policy::PolicyConfig;
+use crate::media::pipeline::{CameraState, Pipeline, PipelineOptions, PipelineStatus};
 use crate::peer::PeerOptions;
-use crate::pipeline::{CameraState, Pipeline, PipelineOptions, PipelineStatus};
 use crate::session::table::{Counts, Limits};
 use crate::session::{self, Faults, SessionContext};
 use crate::signaling::messages::{Info, PROTOCOL_VERSION, PinInfo, VideoInfo};
@@ -69,7 +69,7 @@ pub struct AgentOptions {
     /// Faults to inject.
     pub faults: Faults,
     /// Replace the frame source (tests use a failing one).
-    pub source: Option<Arc<dyn crate::capture::SourceFactory>>,
+    pub source: Option<Arc<dyn crate::media::capture::SourceFactory>>,
 }
 
 /// A snapshot of the agent's state, served as `/stats.json`.
@@ -201,28 +201,22 @@ impl Agent {
 
         // Media: idle until a viewer subscribes.
         let v = &settings.video;
-        let hub = Hub::new(
-            PolicyConfig {
-                always_on: v.always_on,
-                ..PolicyConfig::default()
-            },
-            v.bitrate_kbps,
-        );
-        let factory: Box<dyn crate::capture::SourceFactory> = match opts.source {
+        let policy = PolicyConfig {
+            always_on: v.always_on,
+            ..PolicyConfig::default()
+        };
+        let encoder = EncoderControl::new(policy.drop_keyframe_gap, v.bitrate_kbps);
+        let hub = Hub::new(policy, encoder.clone());
+        let factory: Box<dyn crate::media::capture::SourceFactory> = match opts.source {
             Some(f) => Box::new(SharedFactory(f)),
-            None => crate::capture::factory_for(v),
+            None => crate::media::capture::factory_for(v),
         };
         let pipeline = Pipeline::spawn(
             factory,
             hub.clone(),
+            encoder.clone(),
             PipelineOptions {
-                encoder: EncoderSettings {
-                    width: v.width,
-                    height: v.height,
-                    fps: v.fps,
-                    bitrate_kbps: v.bitrate_kbps,
-                    keyframe_interval: v.keyframe_interval,
-                },
+                encoder: EncoderSettings::from_video(v),
                 backoff: Backoff::standard(),
             },
         )
@@ -377,6 +371,7 @@ impl Agent {
         });
         let control = Arc::new(Controller::new(ControllerParts {
             hub: hub.clone(),
+            encoder: encoder.clone(),
             camera: camera.clone(),
             camera_controls: pipeline.camera_controls(),
             gpio: gpio.clone(),
@@ -388,6 +383,7 @@ impl Agent {
         }));
         let ctx = Arc::new(SessionContext {
             hub: hub.clone(),
+            encoder: encoder.clone(),
             publisher: publisher.clone(),
             peer: PeerOptions::from_settings(&settings.webrtc),
             control,
@@ -780,10 +776,12 @@ impl StatsSource {
 }
 
 /// Lets tests hand in a shared factory.
-struct SharedFactory(Arc<dyn crate::capture::SourceFactory>);
+struct SharedFactory(Arc<dyn crate::media::capture::SourceFactory>);
 
-impl crate::capture::SourceFactory for SharedFactory {
-    fn open(&self) -> Result<Box<dyn crate::capture::Source>, crate::capture::SourceError> {
+impl crate::media::capture::SourceFactory for SharedFactory {
+    fn open(
+        &self,
+    ) -> Result<Box<dyn crate::media::capture::Source>, crate::media::capture::SourceError> {
         self.0.open()
     }
 }

@@ -5,10 +5,13 @@
 //! ```text
 //!  camera / test pattern          media thread (one per agent)                 async runtime
 //! ┌──────────────────────┐   ┌──────────────────────────────────────┐   ┌───────────────────────┐
-//! │ capture::Source      │──▶│ convert (→ I420) ─▶ encode (H.264)   │──▶│ hub ─▶ Subscription   │──▶ viewers
-//! │ (test, v4l2)         │   │  or H.264 passthrough (h264)         │   │  bounded queue each   │
-//! └──────────────────────┘   └──────────────────────────────────────┘   └───────────────────────┘
-//!                              pipeline: runs only while the hub has subscribers
+//! │ capture::Source      │──▶│ convert (→ I420, only if the encoder │──▶│ hub ─▶ Subscription   │──▶ viewers
+//! │ (test, v4l2)         │   │ needs it) ─▶ encode::VideoEncoder    │   │  Packets of tracks,   │
+//! └──────────────────────┘   │ (OpenH264, or camera H.264 passed    │   │  bounded queue each   │
+//!                            │  through)                            │   └───────────────────────┘
+//!                            └──────────────────────────────────────┘
+//!                              pipeline: runs only while the hub has subscribers;
+//!                              steered through encode::EncoderControl (keyframes, bitrate)
 //! ```
 //!
 //! Each frame is encoded once; the hub hands the same `Bytes` to every
@@ -21,7 +24,7 @@
 //!        signaling (client link, reconnect backoff) ──▶ session manager
 //!                                                        │ one task per viewer
 //!                     peer (WebRTC: H.264 track ◀── hub Subscription)
-//!                          └─ DataChannel ──▶ control ──▶ gpio / encoder / camera
+//!                          └─ DataChannel ──▶ control ──▶ gpio / EncoderControl / camera
 //! ```
 //!
 //! [`agent`] wires these together and owns the one shutdown path: a cancel
@@ -38,14 +41,15 @@
 //! fuzz without building the media stack.
 //!
 //! - [`config`]: TOML file + `RTCAM_*` env + CLI flags → validated [`config::Settings`] (rtcam-proto).
-//! - [`capture`]: the `Source` trait and its sources (test pattern, V4L2), device listing, mode choice.
+//! - [`media`]: the media chain, one module per stage in data-flow order:
+//!   - [`media::capture`]: the `Source` trait and its sources (test pattern, V4L2), device listing, mode choice.
+//!   - [`media::convert`]: camera formats (YUYV, NV12, MJPEG) → I420, for encoders that need it.
+//!   - [`media::encode`]: the `VideoEncoder` trait, its factory and implementations (OpenH264 configured for WebRTC, camera H.264 passthrough), and `EncoderControl` (keyframe requests, bitrate).
+//!   - [`media::frame`]: frame types passed between stages, and the hub's `Packet`s of tracks.
+//!   - [`media::h264`]: Annex B parsing: NAL types, keyframes, SPS/PPS re-insertion.
+//!   - [`media::hub`]: encode-once fan-out with per-subscriber bounded queues; [`media::hub::policy`] is its pure state machine.
+//!   - [`media::pipeline`]: the media thread tying source → convert → encode → hub, with reopen backoff.
 //! - [`blockcode`]: the test pattern's machine-readable sequence/timestamp code and its decoder.
-//! - [`frame`]: frame types passed between stages.
-//! - [`convert`]: camera formats (YUYV, NV12, MJPEG) → I420.
-//! - [`encode`]: OpenH264 configured for WebRTC (Constrained Baseline, IDR schedule, bitrate changes).
-//! - [`h264`]: Annex B parsing: NAL types, keyframes, SPS/PPS re-insertion.
-//! - [`hub`]: encode-once fan-out with per-subscriber bounded queues; [`hub::policy`] is its pure state machine.
-//! - [`pipeline`]: the media thread tying source → convert → encode → hub, with reopen backoff.
 //! - [`backoff`]: retry delays shared by every reconnect loop.
 //! - [`record`]: `rtcam record`, the hub's output as an Annex B file.
 //! - [`bench`]: `rtcam bench`, encoder and pipeline CPU cost.
@@ -69,19 +73,13 @@ pub use rtcam_proto::auth;
 pub mod backoff;
 pub mod bench;
 pub mod blockcode;
-pub mod capture;
 pub mod cli;
 pub use rtcam_proto::config;
 pub mod control;
-pub mod convert;
-pub mod encode;
-pub mod frame;
 pub mod gpio;
-pub mod h264;
-pub mod hub;
 pub mod logging;
+pub mod media;
 pub mod peer;
-pub mod pipeline;
 pub mod probe;
 pub mod record;
 pub mod session;

@@ -5,10 +5,10 @@ use anyhow::{Context, Result};
 use rtcam::bench;
 use rtcam::cli::{self, BenchCommand, Command};
 use rtcam::config::{self, Layers, Settings};
-use rtcam::encode::EncoderSettings;
-use rtcam::hub::Hub;
-use rtcam::hub::policy::PolicyConfig;
-use rtcam::pipeline::{Pipeline, PipelineOptions};
+use rtcam::media::encode::{EncoderControl, EncoderSettings};
+use rtcam::media::hub::Hub;
+use rtcam::media::hub::policy::PolicyConfig;
+use rtcam::media::pipeline::{Pipeline, PipelineOptions};
 use std::process::ExitCode;
 
 /// How long the process waits at exit for its queued log lines.
@@ -88,24 +88,18 @@ fn pipeline_for(
     backoff: rtcam::backoff::Backoff,
 ) -> Result<(std::sync::Arc<Hub>, Pipeline)> {
     let v = &settings.video;
-    let hub = Hub::new(
-        PolicyConfig {
-            always_on: v.always_on,
-            ..PolicyConfig::default()
-        },
-        v.bitrate_kbps,
-    );
+    let policy = PolicyConfig {
+        always_on: v.always_on,
+        ..PolicyConfig::default()
+    };
+    let encoder = EncoderControl::new(policy.drop_keyframe_gap, v.bitrate_kbps);
+    let hub = Hub::new(policy, encoder.clone());
     let pipeline = Pipeline::spawn(
-        rtcam::capture::factory_for(v),
+        rtcam::media::capture::factory_for(v),
         hub.clone(),
+        encoder,
         PipelineOptions {
-            encoder: EncoderSettings {
-                width: v.width,
-                height: v.height,
-                fps: v.fps,
-                bitrate_kbps: v.bitrate_kbps,
-                keyframe_interval: v.keyframe_interval,
-            },
+            encoder: EncoderSettings::from_video(v),
             backoff,
         },
     )
@@ -139,7 +133,7 @@ fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
             let v = &settings.video;
             print!(
                 "{}",
-                rtcam::capture::devices::render(&rtcam::capture::devices::list((
+                rtcam::media::capture::devices::render(&rtcam::media::capture::devices::list((
                     v.width, v.height, v.fps
                 )))
             );

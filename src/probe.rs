@@ -5,8 +5,8 @@
 //! same [`Viewer`]; users run it to check a camera from a terminal.
 
 use crate::blockcode;
-use crate::capture::test_pattern::wall_clock_ms;
-use crate::h264;
+use crate::media::capture::test_pattern::wall_clock_ms;
+use crate::media::h264;
 use crate::peer::{Channel, ChannelEvent, Peer, PeerEvent, PeerOptions, PeerState, RemoteVideo};
 use crate::signaling::messages::{self, IceCandidate};
 use crate::signaling::mqtt::{Link, LinkEvent, LinkPublisher, MqttOptions};

@@ -7,7 +7,8 @@
 //! what it wrote, once no frame has come for its timeout (`--timeout`,
 //! [`FRAME_TIMEOUT`] by default).
 
-use crate::hub::Subscription;
+use crate::media::frame::TrackId;
+use crate::media::hub::Subscription;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -73,7 +74,9 @@ pub async fn record(
     };
     while summary.frames < frames {
         let frame = match tokio::time::timeout(timeout, sub.recv()).await {
-            Ok(Some(frame)) => frame,
+            Ok(Some(frame)) if frame.track == TrackId::VIDEO => frame,
+            // The file is the video track's Annex B stream only.
+            Ok(Some(_)) => continue,
             Ok(None) => {
                 out.flush().await.map_err(io)?;
                 return Err(RecordError::Ended(summary.frames));

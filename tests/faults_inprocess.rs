@@ -1,8 +1,9 @@
 //! Faults that can only be injected inside the agent, so these tests run it
 //! in-process (`rtcam::agent::Agent` with `AgentOptions`) rather than as the
 //! shipped binary: the binary has no public door to unplug a camera (a
-//! custom frame `Source`), make a session panic (`Faults`), or make GPIO
-//! hardware refuse a write (the simulator's `fail_writes`). Everything that
+//! custom frame `Source`), make a session panic (`Faults`), make GPIO
+//! hardware refuse a write (the simulator's `fail_writes`), or plug in a
+//! camera with its own H.264 encoder. Everything that
 //! can be caused from outside is in `tests/faults_e2e.rs`, through the
 //! binary. As there, each ends with sessions, hub subscriptions and tasks
 //! back to idle and a clean shutdown. Runs inside a private network
@@ -11,14 +12,15 @@
 mod common;
 
 use bytes::Bytes;
+use common::h264_camera::H264Camera;
 use common::{
     WAIT, frames, gpio_settings, mqtt_for, settings, start, start_with, viewer, viewer_options,
 };
 use rtcam::agent::{Agent, AgentOptions, AgentStats};
-use rtcam::capture::test_pattern::TestPattern;
-use rtcam::capture::{Source, SourceError, SourceFactory, SourceInfo};
 use rtcam::config::Settings;
-use rtcam::frame::RawFrame;
+use rtcam::media::capture::test_pattern::TestPattern;
+use rtcam::media::capture::{Source, SourceError, SourceFactory, SourceInfo};
+use rtcam::media::frame::RawFrame;
 use rtcam::peer::PeerState;
 use rtcam::probe::{Signal, Viewer};
 use rtcam::session::Faults;
@@ -383,6 +385,43 @@ async fn a_gpio_write_the_hardware_refuses_gets_the_hardware_code() {
     let reply = v.command(set(true), WAIT).await.expect("a reply");
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(sim.pin("relay1").map(|p| p.high), Some(true));
+    v.bye().await;
+    shut_down(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_status_says_a_passed_through_camera_has_no_bitrate_to_set() {
+    let mut s = settings("faults-passthrough");
+    (s.video.width, s.video.height, s.video.fps) = (320, 240, 15);
+    s.video.passthrough = true;
+    let agent = start_with(
+        s.clone(),
+        AgentOptions {
+            source: Some(Arc::new(H264Camera::new(320, 240, 15))),
+            ..AgentOptions::default()
+        },
+    )
+    .await;
+    let mut v = viewer(&s, "passthrough", true).await;
+    let run = frames(&mut v, 10).await;
+    assert!(
+        run.first_keyframe && run.in_order(),
+        "the camera's H.264 plays"
+    );
+    let bitrate = json!({"cmd": "video.bitrate", "kbps": 500});
+    let reply = v.command(bitrate, WAIT).await.expect("a reply");
+    assert_eq!(reply["ok"], true, "accepted, with no effect: {reply}");
+    frames(&mut v, 5).await;
+    let reply = v
+        .command(json!({"cmd": "video.status"}), WAIT)
+        .await
+        .expect("a reply");
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert!(
+        reply["result"]["bitrate_kbps"].is_null(),
+        "no bitrate applied: the camera sets its own: {reply}"
+    );
+    assert_eq!(reply["result"]["camera"], "running", "{reply}");
     v.bye().await;
     shut_down(agent).await;
 }

@@ -23,12 +23,12 @@ mod common;
 
 use common::lab::{Planes, diff, require_lab, set_ctrl, sh, unload_media, wait_nodes};
 use common::process::{all_output, rtcam};
-use rtcam::capture::format_choice::Choice;
-use rtcam::capture::v4l2::V4l2Source;
-use rtcam::capture::{Source, SourceInfo};
 use rtcam::config::settings::SourceSpec;
-use rtcam::convert::Converter;
-use rtcam::frame::PixelFormat;
+use rtcam::media::capture::format_choice::Choice;
+use rtcam::media::capture::v4l2::V4l2Source;
+use rtcam::media::capture::{Source, SourceInfo};
+use rtcam::media::convert::Converter;
+use rtcam::media::frame::PixelFormat;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,7 +120,7 @@ fn open_factory(path: &Path, w: u32, h: u32, fps: u32) -> SourceInfo {
     video.width = w;
     video.height = h;
     video.fps = fps;
-    let mut src = rtcam::capture::factory_for(&video)
+    let mut src = rtcam::media::capture::factory_for(&video)
         .open()
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let info = src.info();

@@ -1,16 +1,20 @@
 //! The media half end to end: test pattern → encoder → hub → subscribers,
 //! checked by decoding with OpenH264 and reading the block code back.
 
+#[path = "common/h264_camera.rs"]
+mod h264_camera;
+
+use h264_camera::H264Camera;
 use rtcam::backoff::Backoff;
 use rtcam::blockcode;
-use rtcam::capture::test_pattern::{TestPattern, TestPatternFactory};
-use rtcam::capture::{Source, SourceError, SourceFactory, SourceInfo};
-use rtcam::encode::EncoderSettings;
-use rtcam::frame::{EncodedFrame, RawFrame};
-use rtcam::h264;
-use rtcam::hub::policy::PolicyConfig;
-use rtcam::hub::{Hub, Subscription};
-use rtcam::pipeline::{CameraState, Pipeline, PipelineOptions};
+use rtcam::media::capture::test_pattern::{TestPattern, TestPatternFactory};
+use rtcam::media::capture::{Source, SourceError, SourceFactory, SourceInfo};
+use rtcam::media::encode::{EncoderControl, EncoderSettings};
+use rtcam::media::frame::{Packet, RawFrame, TrackId};
+use rtcam::media::h264;
+use rtcam::media::hub::policy::PolicyConfig;
+use rtcam::media::hub::{Hub, Subscription};
+use rtcam::media::pipeline::{CameraState, Pipeline, PipelineOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -27,15 +31,26 @@ fn options() -> PipelineOptions {
             fps: 30,
             bitrate_kbps: 500,
             keyframe_interval: Duration::from_secs(2),
+            // Only the H.264 camera below is affected: raw sources are encoded.
+            passthrough: true,
         },
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(40)),
     }
 }
 
 fn start(factory: Box<dyn SourceFactory>) -> (Arc<Hub>, Pipeline) {
-    let hub = Hub::new(PolicyConfig::default(), 500);
-    let p = Pipeline::spawn(factory, hub.clone(), options()).expect("media thread starts");
+    let (hub, _, p) = start_with_control(factory);
     (hub, p)
+}
+
+fn start_with_control(
+    factory: Box<dyn SourceFactory>,
+) -> (Arc<Hub>, Arc<EncoderControl>, Pipeline) {
+    let control = EncoderControl::new(PolicyConfig::default().drop_keyframe_gap, 500);
+    let hub = Hub::new(PolicyConfig::default(), control.clone());
+    let p = Pipeline::spawn(factory, hub.clone(), control.clone(), options())
+        .expect("media thread starts");
+    (hub, control, p)
 }
 
 fn test_factory() -> Box<dyn SourceFactory> {
@@ -43,10 +58,17 @@ fn test_factory() -> Box<dyn SourceFactory> {
 }
 
 /// Receives one frame, failing the test instead of hanging.
-fn next(rt: &tokio::runtime::Runtime, sub: &mut Subscription) -> EncodedFrame {
-    rt.block_on(async { tokio::time::timeout(WAIT, sub.recv()).await })
+fn next(rt: &tokio::runtime::Runtime, sub: &mut Subscription) -> Packet {
+    let p = rt
+        .block_on(async { tokio::time::timeout(WAIT, sub.recv()).await })
         .expect("a frame within the timeout")
-        .expect("the hub is open")
+        .expect("the hub is open");
+    assert_eq!(
+        p.track,
+        TrackId::VIDEO,
+        "the camera's packets are the video track's"
+    );
+    p
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -161,7 +183,7 @@ fn slow_subscriber_drops_without_stalling_a_fast_one() {
     let mut slow_viewer = Viewer::new();
     let mut gap_seen = false;
     let mut prev: Option<u32> = None;
-    for _ in 0..(rtcam::hub::QUEUE_FRAMES + 2) {
+    for _ in 0..(rtcam::media::hub::QUEUE_FRAMES + 2) {
         let f = next(&rt, &mut slow);
         let (_, _, seq) = slow_viewer.decode(&f.data);
         if let Some(p) = prev
@@ -277,102 +299,12 @@ fn failing_source_is_reopened_and_subscribers_resume_at_a_keyframe() {
     pipeline.shutdown();
 }
 
-/// An H.264 camera, as a UVC camera with its own encoder is: the test
-/// pattern encoded inside the "camera", which sends SPS and PPS only with
-/// its first IDR (later IDRs come without them) and makes an IDR when asked.
-struct H264Camera {
-    requests: Arc<AtomicU32>,
-}
-
-struct H264CameraSource {
-    pattern: TestPattern,
-    converter: rtcam::convert::Converter,
-    encoder: rtcam::encode::H264Encoder,
-    au: Vec<u8>,
-    sent_params: bool,
-    requests: Arc<AtomicU32>,
-    epoch: std::time::Instant,
-}
-
-impl Source for H264CameraSource {
-    fn info(&self) -> SourceInfo {
-        SourceInfo {
-            format: rtcam::frame::PixelFormat::H264,
-            ..self.pattern.info()
-        }
-    }
-
-    fn next_frame(&mut self) -> Result<RawFrame<'_>, SourceError> {
-        loop {
-            let raw = self.pattern.next_frame()?;
-            let captured = raw.captured;
-            let pic = self
-                .converter
-                .to_i420(&raw)
-                .map_err(|e| SourceError::Read(e.to_string()))?;
-            let Some(au) = self
-                .encoder
-                .encode(&pic, captured.saturating_duration_since(self.epoch))
-                .map_err(|e| SourceError::Read(e.to_string()))?
-            else {
-                continue;
-            };
-            // Strip the parameter sets from every IDR but the first.
-            self.au.clear();
-            for nal in h264::nal_units(&au.data) {
-                let t = h264::nal_type(nal);
-                if (t == 7 || t == 8) && self.sent_params {
-                    continue;
-                }
-                self.au.extend_from_slice(&[0, 0, 0, 1]);
-                self.au.extend_from_slice(nal);
-            }
-            if au.keyframe {
-                self.sent_params = true;
-            }
-            return Ok(RawFrame {
-                format: rtcam::frame::PixelFormat::H264,
-                width: W as usize,
-                height: H as usize,
-                stride: 0,
-                data: &self.au,
-                captured,
-            });
-        }
-    }
-
-    fn request_keyframe(&mut self) {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        self.encoder.request_keyframe();
-    }
-}
-
-impl SourceFactory for H264Camera {
-    fn open(&self) -> Result<Box<dyn Source>, SourceError> {
-        Ok(Box::new(H264CameraSource {
-            pattern: TestPattern::new(W as usize, H as usize, 30),
-            converter: rtcam::convert::Converter::new(),
-            encoder: rtcam::encode::H264Encoder::new(&EncoderSettings {
-                // The camera's own schedule: no periodic IDR in this test's span.
-                keyframe_interval: Duration::from_secs(60),
-                ..options().encoder
-            })
-            .map_err(|e| SourceError::Read(e.to_string()))?,
-            au: Vec::new(),
-            sent_params: false,
-            requests: self.requests.clone(),
-            epoch: std::time::Instant::now(),
-        }))
-    }
-}
-
 #[test]
 fn an_h264_camera_is_passed_through_with_its_parameter_sets_restored() {
     let rt = runtime();
-    let requests = Arc::new(AtomicU32::new(0));
-    let (hub, pipeline) = start(Box::new(H264Camera {
-        requests: requests.clone(),
-    }));
+    let camera = H264Camera::new(W as usize, H as usize, 30);
+    let requests = camera.requests.clone();
+    let (hub, control, pipeline) = start_with_control(Box::new(camera));
     let mut first = hub.subscribe();
     let mut viewer = Viewer::new();
     let f = next(&rt, &mut first);
@@ -411,6 +343,31 @@ fn an_h264_camera_is_passed_through_with_its_parameter_sets_restored() {
     assert!(seq > last);
     // Passed through, not re-encoded: the hub's frames are the camera's.
     assert!(pipeline.status().frames() >= 22);
+    // The camera sets its own bitrate: a change is not applied, and status says so.
+    control.request_bitrate(200);
+    next(&rt, &mut first);
+    next(&rt, &mut first);
+    assert_eq!(
+        control.applied_kbps(),
+        None,
+        "passthrough has no bitrate to set"
+    );
     drop((first, late));
+    pipeline.shutdown();
+}
+
+#[test]
+fn the_bitrate_applied_by_the_encoder_is_reported_back() {
+    let rt = runtime();
+    let (hub, control, pipeline) = start_with_control(test_factory());
+    let mut sub = hub.subscribe();
+    next(&rt, &mut sub);
+    assert_eq!(control.applied_kbps(), Some(500), "the start bitrate");
+    control.request_bitrate(200);
+    // Applied before the next frame is encoded.
+    next(&rt, &mut sub);
+    next(&rt, &mut sub);
+    assert_eq!(control.applied_kbps(), Some(200));
+    drop(sub);
     pipeline.shutdown();
 }

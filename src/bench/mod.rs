@@ -6,12 +6,13 @@
 pub mod viewers;
 
 use crate::backoff::Backoff;
-use crate::capture::test_pattern::{PatternGenerator, TestPatternFactory};
-use crate::encode::{EncodeError, EncoderSettings, H264Encoder};
-use crate::frame::I420Image;
-use crate::hub::Hub;
-use crate::hub::policy::PolicyConfig;
-use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::media::capture::test_pattern::{PatternGenerator, TestPatternFactory};
+use crate::media::encode::openh264::OpenH264Encoder;
+use crate::media::encode::{EncodeError, EncoderControl, EncoderSettings};
+use crate::media::frame::I420Image;
+use crate::media::hub::Hub;
+use crate::media::hub::policy::PolicyConfig;
+use crate::media::pipeline::{Pipeline, PipelineOptions};
 use std::time::{Duration, Instant};
 
 /// Distinct pattern frames encoded in a loop by the encoder benchmark.
@@ -75,19 +76,20 @@ pub fn encoder(
     let prepared: Vec<I420Image> = (0..PREPARED_FRAMES)
         .map(|i| pattern.render(1_700_000_000_000 + i as u64 * 33).clone())
         .collect();
-    let mut enc = H264Encoder::new(&EncoderSettings {
+    let mut enc = OpenH264Encoder::new(&EncoderSettings {
         width,
         height,
         fps: 30,
         bitrate_kbps,
         keyframe_interval: Duration::from_secs(2),
+        passthrough: false,
     })?;
     let mut bytes = 0u64;
     let start = thread_cpu();
     for i in 0..frames {
         let pic = prepared[i as usize % PREPARED_FRAMES].view();
         let pts = Duration::from_millis(u64::from(i) * 33);
-        if let Some(au) = enc.encode(&pic, pts)? {
+        if let Some(au) = enc.encode_i420(&pic, pts)? {
             bytes += au.data.len() as u64;
         }
     }
@@ -113,12 +115,13 @@ pub fn encoder_paced(
     let prepared: Vec<I420Image> = (0..PREPARED_FRAMES)
         .map(|i| pattern.render(1_700_000_000_000 + i as u64 * 33).clone())
         .collect();
-    let mut enc = H264Encoder::new(&EncoderSettings {
+    let mut enc = OpenH264Encoder::new(&EncoderSettings {
         width,
         height,
         fps,
         bitrate_kbps,
         keyframe_interval: Duration::from_secs(2),
+        passthrough: false,
     })?;
     let interval = Duration::from_secs(1) / fps.max(1);
     let frames = fps * seconds;
@@ -133,7 +136,7 @@ pub fn encoder_paced(
         due += interval;
         let pic = prepared[i as usize % PREPARED_FRAMES].view();
         let t0 = thread_cpu();
-        if let Some(au) = enc.encode(&pic, interval * i)? {
+        if let Some(au) = enc.encode_i420(&pic, interval * i)? {
             bytes += au.data.len() as u64;
         }
         cpu += thread_cpu() - t0;
@@ -183,13 +186,12 @@ pub fn pipeline(
     seconds: u32,
     subscribers: u32,
 ) -> Result<PipelineResult, BenchError> {
-    let hub = Hub::new(
-        PolicyConfig {
-            always_on: subscribers == 0,
-            ..PolicyConfig::default()
-        },
-        bitrate_kbps,
-    );
+    let policy = PolicyConfig {
+        always_on: subscribers == 0,
+        ..PolicyConfig::default()
+    };
+    let control = EncoderControl::new(policy.drop_keyframe_gap, bitrate_kbps);
+    let hub = Hub::new(policy, control.clone());
     let pipeline = Pipeline::spawn(
         Box::new(TestPatternFactory::new(
             width as usize,
@@ -197,6 +199,7 @@ pub fn pipeline(
             fps,
         )),
         hub.clone(),
+        control,
         PipelineOptions {
             encoder: EncoderSettings {
                 width,
@@ -204,6 +207,7 @@ pub fn pipeline(
                 fps,
                 bitrate_kbps,
                 keyframe_interval: Duration::from_secs(2),
+                passthrough: false,
             },
             backoff: Backoff::standard(),
         },
@@ -257,7 +261,8 @@ pub fn hub_fanout(subscribers: u32, frames: u32) -> Duration {
             .build()
             .expect("a current-thread runtime without I/O always builds");
         rt.block_on(async {
-            let hub = Hub::new(PolicyConfig::default(), 1000);
+            let gap = PolicyConfig::default().drop_keyframe_gap;
+            let hub = Hub::new(PolicyConfig::default(), EncoderControl::new(gap, 1000));
             let mut tasks = Vec::new();
             for _ in 0..subs {
                 let mut sub = hub.subscribe();
@@ -272,7 +277,8 @@ pub fn hub_fanout(subscribers: u32, frames: u32) -> Duration {
             let data = bytes::Bytes::from(vec![0u8; 8_000]);
             let start = thread_cpu();
             for i in 0..frames {
-                hub.publish(crate::frame::EncodedFrame {
+                hub.publish(crate::media::frame::Packet {
+                    track: crate::media::frame::TrackId::VIDEO,
                     data: data.clone(),
                     pts: Duration::from_millis(u64::from(i)),
                     keyframe: i % 60 == 0,

@@ -7,11 +7,12 @@ pub mod ratelimit;
 
 pub use rtcam_proto::control::{commands, protocol};
 
-use crate::capture::SourceError;
 use crate::gpio::failsafe::SessionKey;
 use crate::gpio::{Actor, Gpio, GpioError, PinValue};
-use crate::hub::Hub;
-use crate::pipeline::{CameraControls, CameraState, PipelineStatus};
+use crate::media::capture::SourceError;
+use crate::media::encode::EncoderControl;
+use crate::media::hub::Hub;
+use crate::media::pipeline::{CameraControls, CameraState, PipelineStatus};
 use commands::Command;
 use protocol::{ControlCode, ControlError, error_reply, ok_reply, parse_request};
 use serde_json::{Value, json};
@@ -50,6 +51,7 @@ impl ControlSession {
 /// What the controller needs from the rest of the agent.
 pub struct Controller {
     hub: Arc<Hub>,
+    encoder: Arc<EncoderControl>,
     camera: Arc<PipelineStatus>,
     camera_controls: CameraControls,
     gpio: Option<Arc<Gpio>>,
@@ -64,6 +66,8 @@ pub struct Controller {
 pub struct ControllerParts {
     /// The shared encoded stream.
     pub hub: Arc<Hub>,
+    /// Keyframe and bitrate requests to the encoder, and what it applied.
+    pub encoder: Arc<EncoderControl>,
     /// Camera state and counters.
     pub camera: Arc<PipelineStatus>,
     /// Camera controls.
@@ -111,6 +115,7 @@ impl Controller {
     pub fn new(parts: ControllerParts) -> Self {
         Self {
             hub: parts.hub,
+            encoder: parts.encoder,
             camera: parts.camera,
             camera_controls: parts.camera_controls,
             gpio: parts.gpio,
@@ -249,15 +254,15 @@ impl Controller {
                 Ok(r)
             }
             Command::VideoKeyframe => {
-                self.hub.request_keyframe();
+                self.encoder.request_keyframe();
                 Ok(json!({ "requested": true }))
             }
             Command::VideoBitrate { kbps } => {
                 let (lo, hi) = self.bitrate_bounds;
                 let applied = kbps.clamp(lo, hi);
-                self.hub.request_bitrate(applied);
-                // The encoder applies it with the next frame; report the target.
-                self.hub.set_bitrate_kbps(applied);
+                // The encoder applies it with the next frame; `video.status`
+                // reports what it applied.
+                self.encoder.request_bitrate(applied);
                 Ok(
                     json!({ "kbps": applied, "requested_kbps": kbps, "min_kbps": lo, "max_kbps": hi }),
                 )
@@ -293,7 +298,8 @@ impl Controller {
             "width": w,
             "height": h,
             "fps": fps,
-            "bitrate_kbps": self.hub.bitrate_kbps(),
+            // Null when the encoder has no bitrate to set (camera H.264 passthrough).
+            "bitrate_kbps": self.encoder.applied_kbps(),
             "min_bitrate_kbps": self.bitrate_bounds.0,
             "max_bitrate_kbps": self.bitrate_bounds.1,
             "viewers": *self.viewers.borrow(),

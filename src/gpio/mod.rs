@@ -224,7 +224,7 @@ pub struct Gpio {
 }
 
 fn now_ms() -> u64 {
-    crate::capture::test_pattern::wall_clock_ms()
+    crate::media::capture::test_pattern::wall_clock_ms()
 }
 
 /// Opens the configured backend.

@@ -8,7 +8,8 @@ pub mod viewer;
 
 use crate::auth::AuthError;
 use crate::control::Controller;
-use crate::hub::Hub;
+use crate::media::encode::EncoderControl;
+use crate::media::hub::Hub;
 use crate::peer::PeerOptions;
 use crate::peer::sdp::{SdpError, summarize_offer};
 use crate::signaling::messages::{self, ErrorCode, SignalError};
@@ -32,6 +33,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub struct SessionContext {
     /// The encoded stream.
     pub hub: Arc<Hub>,
+    /// Keyframe requests (a viewer's PLI) to the encoder.
+    pub encoder: Arc<EncoderControl>,
     /// Signaling output.
     pub publisher: Publisher,
     /// WebRTC options.

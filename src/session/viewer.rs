@@ -7,7 +7,8 @@ use super::table::{EndReason, KeyframeGate, LinkState, SessionId};
 use super::{SessionCommand, SessionContext, SessionEvent};
 use crate::control::{CHANNEL_LABEL, ControlSession, Role, protocol};
 use crate::gpio::GpioEvent;
-use crate::hub::{Demand, Subscription};
+use crate::media::frame::TrackId;
+use crate::media::hub::{Demand, Subscription};
 use crate::peer::{Channel, ChannelEvent, Peer, PeerError, PeerEvent, PeerState, VideoSender};
 use crate::signaling::messages::{self, ErrorCode, IceCandidate, SignalError};
 use crate::signaling::mqtt::ToClient;
@@ -214,7 +215,7 @@ async fn session(
                 }
                 Some(PeerEvent::KeyframeRequest) => {
                     if keyframes.allow(Instant::now()) {
-                        ctx.hub.request_keyframe();
+                        ctx.encoder.request_keyframe();
                     }
                 }
                 Some(PeerEvent::RemoteVideo(_)) => {}
@@ -256,7 +257,7 @@ async fn add_candidate(ctx: &SessionContext, id: &SessionId, peer: &Peer, c: &Ic
     }
 }
 
-/// Copies hub frames into the video track until cancelled or the track fails.
+/// Copies the hub's video packets into the video track until cancelled or the track fails.
 async fn pump(
     mut sub: Subscription,
     video: VideoSender,
@@ -269,7 +270,9 @@ async fn pump(
         let frame = tokio::select! {
             _ = stop.cancelled() => break,
             f = sub.recv() => match f {
-                Some(f) => f,
+                Some(f) if f.track == TrackId::VIDEO => f,
+                // Another track's packet (none exist yet) is not for the video track.
+                Some(_) => continue,
                 None => break,
             },
         };

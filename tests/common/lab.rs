@@ -4,7 +4,7 @@
 //! runs them with `--ignored` through `tests/lab/lab run`. Run anywhere
 //! else with `--ignored`, they fail (never pass by skipping).
 
-use rtcam::frame::I420View;
+use rtcam::media::frame::I420View;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod browser;
 pub mod channels;
 pub mod coturn;
+pub mod h264_camera;
 pub mod lab;
 pub mod lines;
 pub mod memory;

@@ -86,7 +86,8 @@
     box.appendChild(el("h2", {}, "Video"));
     const lo = status ? status.min_bitrate_kbps : 100;
     const hi = status ? status.max_bitrate_kbps : 8000;
-    const cur = status ? status.bitrate_kbps : 2000;
+    // null in passthrough (the camera sets its own bitrate).
+    const cur = status && status.bitrate_kbps !== null ? status.bitrate_kbps : 2000;
     box.appendChild(row("Bitrate (kbit/s)", slider("bitrate", lo, hi, 50, cur,
       async (v) => show(await window.rtcam.call("video.bitrate", { kbps: v })))));
     const kf = el("button", { id: "keyframe", type: "button" }, "Keyframe");

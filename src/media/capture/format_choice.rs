@@ -1,7 +1,7 @@
 //! Picks the camera mode nearest the requested size and rate from what a
 //! device offers. Pure: the V4L2 source feeds it the device's enumeration.
 
-use crate::frame::PixelFormat;
+use crate::media::frame::PixelFormat;
 
 /// One size a device offers in one format, with its frame rates.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,8 @@
 //! The hub's decisions, as a pure state machine fed subscriber events and
 //! time: which frames a subscriber gets (keyframe gating after a join or a
-//! drop), when to ask the encoder for a keyframe, and whether the camera
-//! should run. No tokio, no threads: unit-tested with injected `Instant`s.
+//! drop), when a drop should ask the encoder for a keyframe, and whether
+//! the camera should run. Keyframe coalescing and rationing belong to the
+//! encoder's control ([`crate::media::encode::KeyframeRation`]). No tokio, no threads: unit-tested with injected `Instant`s.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -43,8 +44,8 @@ pub struct PolicyConfig {
     pub always_on: bool,
     /// How long the camera keeps running after the last subscriber leaves.
     pub idle_grace: Duration,
-    /// Minimum time between keyframe requests caused by drops; also how
-    /// long an unanswered request counts as on its way.
+    /// Minimum time between keyframe requests caused by drops (the agent
+    /// also rations forced IDRs camera-wide by it).
     pub drop_keyframe_gap: Duration,
 }
 
@@ -68,12 +69,6 @@ pub struct HubPolicy {
     next_id: u64,
     idle_since: Option<Instant>,
     last_drop_request: Option<Instant>,
-    /// When a keyframe was last asked for, until one passes through: one
-    /// IDR serves every subscriber waiting at that moment.
-    keyframe_asked: Option<Instant>,
-    /// When the encoder was last made to produce an IDR: forced ones are
-    /// at most one per `drop_keyframe_gap`, whoever asks.
-    last_forced: Option<Instant>,
 }
 
 impl HubPolicy {
@@ -86,53 +81,12 @@ impl HubPolicy {
             next_id: 1,
             idle_since: None,
             last_drop_request: None,
-            keyframe_asked: None,
-            last_forced: None,
         }
     }
 
-    /// Whether a pending keyframe request may go to the encoder at `now`
-    /// (and notes that it does): forced IDRs are at most one per
-    /// `drop_keyframe_gap` camera-wide, since each costs every viewer the
-    /// bits of a whole picture. A request that must wait stays pending.
-    pub fn force_keyframe_now(&mut self, now: Instant) -> bool {
-        if self
-            .last_forced
-            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.drop_keyframe_gap)
-        {
-            return false;
-        }
-        self.last_forced = Some(now);
-        true
-    }
-
-    /// Whether a keyframe asked for recently is still to come.
-    fn keyframe_on_its_way(&self, now: Instant) -> bool {
-        self.keyframe_asked
-            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.drop_keyframe_gap)
-    }
-
-    /// Notes a keyframe request made at `now`; false when one is already on
-    /// its way (the caller need not ask the encoder again).
-    pub fn ask_keyframe(&mut self, now: Instant) -> bool {
-        if self.keyframe_on_its_way(now) {
-            return false;
-        }
-        self.keyframe_asked = Some(now);
-        true
-    }
-
-    /// A frame leaves the encoder; a keyframe answers every request so far.
-    pub fn frame(&mut self, keyframe: bool) {
-        if keyframe {
-            self.keyframe_asked = None;
-        }
-    }
-
-    /// Adds a subscriber, which waits for a keyframe. True when one must be
-    /// requested: not when a keyframe asked for by someone else is already
-    /// on its way (viewers joining together share one IDR).
-    pub fn subscribe(&mut self, now: Instant) -> (SubscriberId, bool) {
+    /// Adds a subscriber, which waits for a keyframe (the caller asks the
+    /// encoder for one; requests made together share one IDR).
+    pub fn subscribe(&mut self) -> SubscriberId {
         let id = SubscriberId(self.next_id);
         self.next_id += 1;
         self.subs.insert(
@@ -143,7 +97,7 @@ impl HubPolicy {
             },
         );
         self.idle_since = None;
-        (id, self.ask_keyframe(now))
+        id
     }
 
     /// Removes a subscriber; returns its final counters.
@@ -221,7 +175,7 @@ impl HubPolicy {
             return false;
         }
         self.last_drop_request = Some(now);
-        self.ask_keyframe(now)
+        true
     }
 
     /// The stream restarted (camera reopened): everyone waits for a keyframe.
@@ -264,10 +218,9 @@ mod tests {
     }
 
     #[test]
-    fn new_subscriber_waits_for_keyframe_and_asks_for_one() {
-        let (mut p, t0) = policy();
-        let (id, ask) = p.subscribe(t0);
-        assert!(ask);
+    fn new_subscriber_waits_for_keyframe() {
+        let (mut p, _) = policy();
+        let id = p.subscribe();
         assert_eq!(p.route(id, false), Route::Skip);
         assert_eq!(p.route(id, true), Route::Deliver);
         assert_eq!(p.route(id, false), Route::Deliver);
@@ -275,44 +228,9 @@ mod tests {
     }
 
     #[test]
-    fn viewers_joining_together_share_one_keyframe_request() {
-        let (mut p, t0) = policy();
-        let (a, ask_a) = p.subscribe(t0);
-        let (b, ask_b) = p.subscribe(t0 + Duration::from_millis(100));
-        assert!(ask_a, "the first join asks");
-        assert!(!ask_b, "the second rides on the keyframe already asked for");
-        p.frame(true);
-        assert_eq!(
-            (p.route(a, true), p.route(b, true)),
-            (Route::Deliver, Route::Deliver)
-        );
-        let (_, ask_c) = p.subscribe(t0 + Duration::from_millis(200));
-        assert!(ask_c, "once a keyframe went out, a new join asks again");
-        // A request that got no keyframe within the gap is asked again.
-        let (_, ask_d) = p.subscribe(t0 + Duration::from_millis(1200));
-        assert!(ask_d, "an unanswered request expires");
-        assert!(!p.ask_keyframe(t0 + Duration::from_millis(1300)));
-        p.frame(false);
-        assert!(
-            !p.ask_keyframe(t0 + Duration::from_millis(1400)),
-            "a P-frame answers nothing"
-        );
-    }
-
-    #[test]
-    fn forced_keyframes_are_one_per_gap_camera_wide() {
-        let (mut p, t0) = policy();
-        assert!(p.force_keyframe_now(t0));
-        assert!(!p.force_keyframe_now(t0 + Duration::from_millis(300)));
-        assert!(!p.force_keyframe_now(t0 + Duration::from_millis(999)));
-        assert!(p.force_keyframe_now(t0 + Duration::from_secs(1)));
-    }
-
-    #[test]
     fn drop_gates_until_next_keyframe_and_rate_limits_requests() {
         let (mut p, t0) = policy();
-        let (id, _) = p.subscribe(t0);
-        p.frame(true);
+        let id = p.subscribe();
         p.route(id, true);
         assert!(p.dropped(id, t0), "first drop asks for a keyframe");
         assert_eq!(
@@ -332,8 +250,8 @@ mod tests {
     #[test]
     fn one_subscribers_drop_does_not_gate_another() {
         let (mut p, t0) = policy();
-        let (slow, _) = p.subscribe(t0);
-        let (fast, _) = p.subscribe(t0);
+        let slow = p.subscribe();
+        let fast = p.subscribe();
         p.route(slow, true);
         p.route(fast, true);
         p.dropped(slow, t0);
@@ -345,8 +263,8 @@ mod tests {
     fn source_runs_only_with_subscribers_plus_grace() {
         let (mut p, t0) = policy();
         assert!(!p.wants_source(t0), "idle at start");
-        let (a, _) = p.subscribe(t0);
-        let (b, _) = p.subscribe(t0);
+        let a = p.subscribe();
+        let b = p.subscribe();
         assert!(p.wants_source(t0));
         p.unsubscribe(a, t0);
         assert!(
@@ -357,7 +275,7 @@ mod tests {
         assert!(p.wants_source(t0 + Duration::from_millis(499)));
         assert!(!p.wants_source(t0 + Duration::from_millis(500)));
         assert_eq!(p.stop_deadline(), Some(t0 + Duration::from_millis(500)));
-        let (_c, _) = p.subscribe(t0);
+        let _c = p.subscribe();
         assert!(
             p.wants_source(t0 + Duration::from_secs(5)),
             "restart on demand"
@@ -370,7 +288,7 @@ mod tests {
         let (mut p, t0) = policy();
         p.hold();
         assert!(p.wants_source(t0 + Duration::from_secs(60)));
-        let (a, _) = p.subscribe(t0);
+        let a = p.subscribe();
         p.release(t0);
         assert!(
             p.wants_source(t0 + Duration::from_secs(60)),
@@ -394,7 +312,7 @@ mod tests {
     #[test]
     fn discontinuity_gates_everyone_and_unknown_ids_are_ignored() {
         let (mut p, t0) = policy();
-        let (a, _) = p.subscribe(t0);
+        let a = p.subscribe();
         p.route(a, true);
         p.discontinuity();
         assert_eq!(p.route(a, false), Route::Skip);

@@ -2,7 +2,7 @@
 //! `yuv` crate's SIMD kernels (YUYV, RGB) and `zune-jpeg` (MJPEG). I420 input
 //! is passed through as a borrowed view, without a copy.
 
-use crate::frame::{I420Image, I420View, PixelFormat, RawFrame};
+use crate::media::frame::{I420Image, I420View, PixelFormat, RawFrame};
 use yuv::{
     BufferStoreMut, YuvConversionMode, YuvPackedImage, YuvPlanarImageMut, YuvRange,
     YuvStandardMatrix,
@@ -84,11 +84,8 @@ impl Converter {
     /// Converts one frame; the view borrows either the frame or this converter.
     pub fn to_i420<'a>(&'a mut self, frame: &RawFrame<'a>) -> Result<I420View<'a>, ConvertError> {
         let (w, h) = (frame.width, frame.height);
-        if frame.format != PixelFormat::Mjpeg && (w % 2 != 0 || h % 2 != 0) {
-            return Err(ConvertError::OddSize {
-                width: w,
-                height: h,
-            });
+        if frame.format != PixelFormat::Mjpeg {
+            check_even(frame)?;
         }
         match frame.format {
             PixelFormat::I420 => i420_view(frame),
@@ -200,8 +197,21 @@ fn planar_mut(out: &mut I420Image) -> YuvPlanarImageMut<'_, u8> {
     }
 }
 
-fn i420_view<'a>(frame: &RawFrame<'a>) -> Result<I420View<'a>, ConvertError> {
+/// 4:2:0 chroma needs an even size (a JPEG's own size is checked when decoded).
+fn check_even(frame: &RawFrame<'_>) -> Result<(), ConvertError> {
+    if frame.width % 2 != 0 || frame.height % 2 != 0 {
+        return Err(ConvertError::OddSize {
+            width: frame.width,
+            height: frame.height,
+        });
+    }
+    Ok(())
+}
+
+/// Views an I420 frame's planes in place, without a copy.
+pub fn i420_view<'a>(frame: &RawFrame<'a>) -> Result<I420View<'a>, ConvertError> {
     let (w, h) = (frame.width, frame.height);
+    check_even(frame)?;
     let ys = frame.stride.max(w);
     let cs = ys / 2;
     let (luma, chroma) = (ys * h, cs * (h / 2));
@@ -225,7 +235,7 @@ fn i420_view<'a>(frame: &RawFrame<'a>) -> Result<I420View<'a>, ConvertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::test_pattern::PatternGenerator;
+    use crate::media::capture::test_pattern::PatternGenerator;
     use std::time::Instant;
 
     fn frame(format: PixelFormat, w: usize, h: usize, stride: usize, data: &[u8]) -> RawFrame<'_> {

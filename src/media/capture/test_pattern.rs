@@ -5,7 +5,7 @@
 
 use super::{ControlInfo, ControlKind, Source, SourceError, SourceFactory, SourceInfo};
 use crate::blockcode::{self, BlockCode};
-use crate::frame::{I420Image, PixelFormat, RawFrame};
+use crate::media::frame::{I420Image, PixelFormat, RawFrame};
 use font8x8::{BASIC_FONTS, UnicodeFonts};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,16 +1,18 @@
-//! The media thread: source → I420 → encoder → hub. Runs on its own OS
-//! thread, opens the camera only while the hub wants frames, and reopens a
-//! failing source with backoff (0.5 s doubling to 10 s) until shutdown.
+//! The media thread: source → (I420 when the encoder needs it) → encoder →
+//! hub. Runs on its own OS thread, opens the camera only while the hub wants
+//! frames, and reopens a failing source with backoff (0.5 s doubling to
+//! 10 s) until shutdown. Which encoder runs is the factory's choice
+//! ([`encode::open`]); this file drives any [`encode::VideoEncoder`] the same way.
 
 use crate::backoff::Backoff;
-use crate::capture::{ControlInfo, Source, SourceError, SourceFactory, SourceInfo};
-use crate::convert::{ConvertError, Converter};
-use crate::encode::{EncodeError, EncoderSettings, H264Encoder};
-use crate::frame::{EncodedFrame, PixelFormat};
-use crate::h264::{self, ParamSets};
-use crate::hub::Hub;
+use crate::media::capture::{ControlInfo, Source, SourceError, SourceFactory, SourceInfo};
+use crate::media::convert::Converter;
+use crate::media::encode::{
+    self, EncodeError, EncoderControl, EncoderInput, EncoderSettings, InputPlan, KeyframeBy,
+};
+use crate::media::frame::{Packet, TrackId};
+use crate::media::hub::Hub;
 use crate::systemd::Heartbeat;
-use bytes::Bytes;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
@@ -129,7 +131,8 @@ enum RunError {
 /// Pipeline tunables.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
-    /// Encoder parameters (size and rate are replaced by what the source delivers).
+    /// Encoder parameters (size and rate are replaced by what the source
+    /// delivers, the bitrate by the control's current target).
     pub encoder: EncoderSettings,
     /// Reopen delays after a failure.
     pub backoff: Backoff,
@@ -177,10 +180,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the media thread. It idles until the hub has subscribers.
+    /// Starts the media thread. It idles until the hub has subscribers, and
+    /// takes keyframe and bitrate requests from `control`.
     pub fn spawn(
         factory: Box<dyn SourceFactory>,
         hub: Arc<Hub>,
+        control: Arc<EncoderControl>,
         opts: PipelineOptions,
     ) -> std::io::Result<Self> {
         let status = Arc::new(PipelineStatus::new());
@@ -188,6 +193,7 @@ impl Pipeline {
         let worker = Worker {
             factory,
             hub: hub.clone(),
+            control,
             status: status.clone(),
             opts,
             commands: rx,
@@ -245,6 +251,7 @@ impl Drop for Pipeline {
 struct Worker {
     factory: Box<dyn SourceFactory>,
     hub: Arc<Hub>,
+    control: Arc<EncoderControl>,
     status: Arc<PipelineStatus>,
     opts: PipelineOptions,
     commands: mpsc::Receiver<Command>,
@@ -362,20 +369,19 @@ impl Worker {
         let info = src.info();
         tracing::info!(source = %info.name, format = %info.format, width = info.width, height = info.height, fps = info.fps, "camera running");
         self.status.set(CameraState::Running(info.clone()));
-        let mut encoder = match info.format {
-            PixelFormat::H264 => None,
-            _ => Some(H264Encoder::new(&EncoderSettings {
-                width: info.width as u32,
-                height: info.height as u32,
-                fps: info.fps,
-                bitrate_kbps: self.hub.bitrate_kbps(),
+        let (mut encoder, plan) = encode::open(
+            &info,
+            &EncoderSettings {
+                bitrate_kbps: self.control.target_kbps(),
                 ..self.opts.encoder.clone()
-            })?),
-        };
+            },
+        )?;
+        tracing::info!(encoder = %encoder.kind(), convert = ?plan, "encoder open");
+        self.control.set_applied_kbps(encoder.bitrate_kbps());
         let mut converter = Converter::new();
-        let mut params = ParamSets::default();
         let mut last_bad_log: Option<Instant> = None;
         self.hub.discontinuity();
+        self.control.restarted();
         loop {
             self.status.beat();
             self.serve_commands();
@@ -386,49 +392,38 @@ impl Worker {
                 .source
                 .as_mut()
                 .expect("the source stays stored while running");
-            if self.hub.take_keyframe_request() {
-                match encoder.as_mut() {
-                    Some(enc) => enc.request_keyframe(),
-                    None => src.request_keyframe(),
-                }
-            }
-            if let Some(kbps) = self.hub.take_bitrate_request()
-                && let Some(enc) = encoder.as_mut()
+            if self.control.take_keyframe_request()
+                && encoder.request_keyframe() == KeyframeBy::Source
             {
-                match enc.set_bitrate(kbps) {
-                    Ok(()) => self.hub.set_bitrate_kbps(kbps),
+                src.request_keyframe();
+            }
+            if let Some(kbps) = self.control.take_bitrate_request() {
+                match encoder.set_bitrate(kbps) {
+                    Ok(applied) => self.control.set_applied_kbps(applied),
                     Err(e) => tracing::warn!(error = %e, "bitrate change refused"),
                 }
             }
             let frame = src.next_frame()?;
             let pts = frame.captured.saturating_duration_since(self.hub.epoch());
-            let produced: Result<Option<(Bytes, bool)>, ConvertError> =
-                match (frame.format, encoder.as_mut()) {
-                    (PixelFormat::H264, _) => {
-                        let data = match params.fix_access_unit(frame.data) {
-                            Some(fixed) => Bytes::from(fixed),
-                            None => Bytes::copy_from_slice(frame.data),
-                        };
-                        let key = h264::is_keyframe(&data);
-                        Ok(Some((data, key)))
-                    }
-                    (_, Some(enc)) => match converter.to_i420(&frame) {
-                        Ok(pic) => Ok(enc.encode(&pic, pts)?.map(|au| (au.data, au.keyframe))),
-                        Err(e) => Err(e),
-                    },
-                    (_, None) => Ok(None),
-                };
+            let input = match plan {
+                InputPlan::AsIs => Ok(EncoderInput::Frame(frame)),
+                InputPlan::ToI420 => converter.to_i420(&frame).map(EncoderInput::I420),
+            };
+            let produced = input
+                .map_err(EncodeError::from)
+                .and_then(|input| encoder.encode(input, pts));
             match produced {
-                Ok(Some((data, keyframe))) => {
-                    self.hub.publish(EncodedFrame {
-                        data,
+                Ok(Some(au)) => {
+                    self.hub.publish(Packet {
+                        track: TrackId::VIDEO,
+                        data: au.data,
                         pts,
-                        keyframe,
+                        keyframe: au.keyframe,
                     });
                     self.status.frames.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(None) => {}
-                Err(e) => {
+                Err(EncodeError::BadFrame(e)) => {
                     // One corrupt camera frame is skipped, not fatal; log at most every 5 s.
                     self.status.bad_frames.fetch_add(1, Ordering::Relaxed);
                     if last_bad_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
@@ -436,6 +431,7 @@ impl Worker {
                         last_bad_log = Some(Instant::now());
                     }
                 }
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Frame types passed along the pipeline: raw camera frames (borrowed from
-//! the source's buffers), I420 pictures, and encoded H.264 access units.
+//! the source's buffers), I420 pictures, and the encoded packets of a track.
 
 use bytes::Bytes;
 use std::fmt;
@@ -161,14 +161,52 @@ pub struct I420View<'a> {
     pub uv_stride: usize,
 }
 
-/// One H.264 access unit as fanned out by the hub. Cloning shares the bytes.
+/// Identifies one track of the stream the hub carries (video today; audio later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TrackId(pub u8);
+
+impl TrackId {
+    /// The camera's video track.
+    pub const VIDEO: TrackId = TrackId(0);
+}
+
+/// What a track's packets contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// H.264 Annex B access units; keyframes carry SPS and PPS in front of the IDR.
+    H264,
+}
+
+/// A track as described once to subscribers, instead of on every packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// The id its packets carry.
+    pub id: TrackId,
+    /// The codec of its packets.
+    pub codec: Codec,
+    /// Whether subscribers must start (and resume after a gap) at a keyframe.
+    pub keyframe_gated: bool,
+}
+
+impl TrackInfo {
+    /// The camera's H.264 video track.
+    pub const VIDEO_H264: TrackInfo = TrackInfo {
+        id: TrackId::VIDEO,
+        codec: Codec::H264,
+        keyframe_gated: true,
+    };
+}
+
+/// One encoded unit of a track as fanned out by the hub. Cloning shares the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodedFrame {
-    /// Annex B access unit; keyframes carry SPS and PPS in front of the IDR.
+pub struct Packet {
+    /// The track it belongs to (its codec is in the hub's [`TrackInfo`]).
+    pub track: TrackId,
+    /// The encoded bytes (for H.264: one Annex B access unit).
     pub data: Bytes,
     /// Presentation time since the hub was created (monotonic across camera restarts).
     pub pts: Duration,
-    /// True when the access unit is an IDR (a decoder can start here).
+    /// True when a decoder can start here (for H.264: an IDR).
     pub keyframe: bool,
 }
 

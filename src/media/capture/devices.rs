@@ -3,7 +3,7 @@
 
 use super::format_choice::Mode;
 use super::ioctl;
-use crate::frame::PixelFormat;
+use crate::media::frame::PixelFormat;
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,12 @@
 //! an IDR every `keyframe_interval` (by presentation time), SPS/PPS in-band
 //! before every IDR, on-demand keyframes and run-time bitrate changes.
 
-use crate::frame::I420View;
-use crate::h264;
+use super::{
+    EncodeError, EncodedAu, EncoderInput, EncoderKind, EncoderSettings, KeyframeBy, VideoEncoder,
+};
+use crate::media::convert;
+use crate::media::frame::{I420View, PixelFormat};
+use crate::media::h264;
 use bytes::Bytes;
 use openh264::encoder::{
     BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level,
@@ -14,57 +18,12 @@ use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
 use std::time::Duration;
 
-/// The `profile-level-id` rtcam announces: Constrained Baseline, level 3.1.
-pub const PROFILE_LEVEL_ID: &str = "42e01f";
 /// Lowest QP: finer than this spends bits a viewer cannot see.
 const MIN_QP: u8 = 16;
 /// Highest QP (H.264's maximum), so low bitrates are reachable without skipping frames.
 const MAX_QP: u8 = 51;
 /// SPS constraint flags byte for Constrained Baseline (constraint_set0..2).
 const CONSTRAINED_BASELINE_FLAGS: u8 = 0xe0;
-
-/// Encoder parameters (from `[video]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EncoderSettings {
-    /// Picture width (even).
-    pub width: u32,
-    /// Picture height (even).
-    pub height: u32,
-    /// Nominal frame rate.
-    pub fps: u32,
-    /// Target bitrate in kbit/s.
-    pub bitrate_kbps: u32,
-    /// Time between periodic IDRs.
-    pub keyframe_interval: Duration,
-}
-
-/// Why the encoder failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EncodeError {
-    /// OpenH264 refused the configuration.
-    #[error("cannot initialise the H.264 encoder: {0}")]
-    Init(String),
-    /// OpenH264 failed on a frame.
-    #[error("H.264 encoding failed: {0}")]
-    Encode(String),
-    /// The run-time bitrate change was refused.
-    #[error("cannot set bitrate to {kbps} kbit/s: {reason}")]
-    Bitrate {
-        /// Requested bitrate.
-        kbps: u32,
-        /// OpenH264's answer.
-        reason: String,
-    },
-}
-
-/// One encoded access unit.
-#[derive(Debug, Clone)]
-pub struct EncodedAu {
-    /// Annex B bytes.
-    pub data: Bytes,
-    /// True for an IDR (then SPS and PPS come first).
-    pub keyframe: bool,
-}
 
 /// Decides when the next IDR is due: periodically by presentation time, or
 /// at once on request. Pure, so the policy is tested without an encoder.
@@ -123,14 +82,14 @@ fn level_for(width: u32, height: u32, fps: u32) -> Level {
 }
 
 /// OpenH264 configured for WebRTC.
-pub struct H264Encoder {
+pub struct OpenH264Encoder {
     enc: Encoder,
     settings: EncoderSettings,
     schedule: KeyframeSchedule,
     out: Vec<u8>,
 }
 
-impl H264Encoder {
+impl OpenH264Encoder {
     /// Creates the encoder; the first frame it produces is an IDR.
     pub fn new(settings: &EncoderSettings) -> Result<Self, EncodeError> {
         let config = EncoderConfig::new()
@@ -165,11 +124,6 @@ impl H264Encoder {
     /// Makes the next frame an IDR.
     pub fn request_keyframe(&mut self) {
         self.schedule.request();
-    }
-
-    /// Current target bitrate in kbit/s.
-    pub fn bitrate_kbps(&self) -> u32 {
-        self.settings.bitrate_kbps
     }
 
     /// Changes the target bitrate while running.
@@ -214,8 +168,8 @@ impl H264Encoder {
         Ok(())
     }
 
-    /// Encodes one picture presented at `pts`. `None` when the encoder emitted nothing.
-    pub fn encode(
+    /// Encodes one I420 picture presented at `pts`. `None` when the encoder emitted nothing.
+    pub fn encode_i420(
         &mut self,
         pic: &I420View<'_>,
         pts: Duration,
@@ -250,6 +204,47 @@ impl H264Encoder {
             data: Bytes::copy_from_slice(&self.out),
             keyframe,
         }))
+    }
+}
+
+impl VideoEncoder for OpenH264Encoder {
+    fn kind(&self) -> EncoderKind {
+        EncoderKind::OpenH264
+    }
+
+    fn accepts(&self) -> &[PixelFormat] {
+        &[PixelFormat::I420]
+    }
+
+    fn encode(
+        &mut self,
+        input: EncoderInput<'_>,
+        pts: Duration,
+    ) -> Result<Option<EncodedAu>, EncodeError> {
+        match input {
+            EncoderInput::I420(pic) => self.encode_i420(&pic, pts),
+            EncoderInput::Frame(frame) if frame.format == PixelFormat::I420 => {
+                self.encode_i420(&convert::i420_view(&frame)?, pts)
+            }
+            other => Err(EncodeError::Unsupported {
+                format: other.format(),
+                encoder: EncoderKind::OpenH264,
+            }),
+        }
+    }
+
+    fn request_keyframe(&mut self) -> KeyframeBy {
+        OpenH264Encoder::request_keyframe(self);
+        KeyframeBy::Encoder
+    }
+
+    fn set_bitrate(&mut self, kbps: u32) -> Result<Option<u32>, EncodeError> {
+        OpenH264Encoder::set_bitrate(self, kbps)?;
+        Ok(Some(self.settings.bitrate_kbps))
+    }
+
+    fn bitrate_kbps(&self) -> Option<u32> {
+        Some(self.settings.bitrate_kbps)
     }
 }
 

@@ -9,7 +9,7 @@ pub mod test_pattern;
 pub mod v4l2;
 
 use crate::config::{SourceSpec, VideoSettings};
-use crate::frame::{PixelFormat, RawFrame};
+use crate::media::frame::{PixelFormat, RawFrame};
 use std::path::PathBuf;
 
 /// What a source delivers once opened.

@@ -10,7 +10,7 @@ use super::format_choice::{self, Choice};
 use super::ioctl::{self, MmapStream};
 use super::{ControlInfo, ControlKind, Source, SourceError, SourceFactory, SourceInfo};
 use crate::config::VideoSettings;
-use crate::frame::{PixelFormat, RawFrame};
+use crate::media::frame::{PixelFormat, RawFrame};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

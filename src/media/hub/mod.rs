@@ -1,25 +1,29 @@
-//! Encode once, fan out to many: the hub hands each [`EncodedFrame`] to every
-//! subscriber through its own bounded queue. Frames share one `Bytes` buffer
-//! (no copy per subscriber); a full queue drops the frame for that subscriber
-//! only, never stalling capture. The decisions live in [`policy`]; this file
-//! is the thread-safe shell around it that the pipeline and sessions share.
+//! Encode once, fan out to many: the hub hands each [`Packet`] of its
+//! tracks to every subscriber through its own bounded queue. Packets share
+//! one `Bytes` buffer (no copy per subscriber); a full queue drops the
+//! packet for that subscriber only, never stalling capture. The decisions
+//! live in [`policy`]; this file is the thread-safe shell around it that the
+//! pipeline and sessions share. Steering the encoder is not the hub's job:
+//! it asks the [`EncoderControl`] it was given for the keyframes its
+//! subscribers need, and tells it when one passes (which answers them).
 
 pub mod policy;
 
-use crate::frame::EncodedFrame;
+use crate::media::encode::EncoderControl;
+use crate::media::frame::{Packet, TrackId, TrackInfo};
 use policy::{HubPolicy, PolicyConfig, Route, SubscriberId, SubscriberStats};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Frames a subscriber may have queued before the hub starts dropping for it.
+/// Packets a subscriber may have queued before the hub starts dropping for it.
 pub const QUEUE_FRAMES: usize = 8;
 
 struct State {
     policy: HubPolicy,
-    queues: BTreeMap<SubscriberId, mpsc::Sender<EncodedFrame>>,
+    queues: BTreeMap<SubscriberId, mpsc::Sender<Packet>>,
 }
 
 /// Totals across the hub's lifetime.
@@ -41,16 +45,25 @@ pub struct Hub {
     demand: Condvar,
     epoch: Instant,
     closed: AtomicBool,
-    keyframe_requested: AtomicBool,
-    bitrate_request: AtomicU32,
-    bitrate_kbps: AtomicU32,
+    tracks: Vec<TrackInfo>,
+    /// Where the keyframes that joining and dropping subscribers need are asked for.
+    video_control: Arc<EncoderControl>,
     published: AtomicU64,
     dropped: AtomicU64,
 }
 
 impl Hub {
-    /// A hub with the given policy; `bitrate_kbps` is the encoder's starting bitrate.
-    pub fn new(cfg: PolicyConfig, bitrate_kbps: u32) -> Arc<Self> {
+    /// A hub carrying the camera's H.264 video track, asking `video_control` for its keyframes.
+    pub fn new(cfg: PolicyConfig, video_control: Arc<EncoderControl>) -> Arc<Self> {
+        Self::with_tracks(cfg, vec![TrackInfo::VIDEO_H264], video_control)
+    }
+
+    /// A hub carrying `tracks`; keyframes of the gated ones are asked of `video_control`.
+    pub fn with_tracks(
+        cfg: PolicyConfig,
+        tracks: Vec<TrackInfo>,
+        video_control: Arc<EncoderControl>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 policy: HubPolicy::new(cfg),
@@ -59,9 +72,8 @@ impl Hub {
             demand: Condvar::new(),
             epoch: Instant::now(),
             closed: AtomicBool::new(false),
-            keyframe_requested: AtomicBool::new(false),
-            bitrate_request: AtomicU32::new(0),
-            bitrate_kbps: AtomicU32::new(bitrate_kbps),
+            tracks,
+            video_control,
             published: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         })
@@ -72,23 +84,31 @@ impl Hub {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The tracks this hub carries, each described once.
+    pub fn tracks(&self) -> &[TrackInfo] {
+        &self.tracks
+    }
+
+    /// The description of one track, if the hub carries it.
+    pub fn track(&self, id: TrackId) -> Option<&TrackInfo> {
+        self.tracks.iter().find(|t| t.id == id)
+    }
+
     /// The instant presentation times count from.
     pub fn epoch(&self) -> Instant {
         self.epoch
     }
 
-    /// Adds a subscriber; its first frame will be a keyframe, requested now.
+    /// Adds a subscriber; its first video packet will be a keyframe, requested now.
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
         let id = {
             let mut st = self.lock();
-            let (id, ask) = st.policy.subscribe(Instant::now());
+            let id = st.policy.subscribe();
             st.queues.insert(id, tx);
-            if ask {
-                self.keyframe_requested.store(true, Ordering::Release);
-            }
             id
         };
+        self.video_control.request_keyframe();
         if self.closed.load(Ordering::Acquire) {
             // Closed between the check and now: hand back a finished subscription.
             self.lock().queues.remove(&id);
@@ -128,27 +148,37 @@ impl Hub {
         }
     }
 
-    /// Hands a frame to every subscriber that can take it (called by the pipeline).
-    pub fn publish(&self, frame: EncodedFrame) {
+    /// Hands a packet to every subscriber that can take it (called by the
+    /// pipeline). Packets of a track the hub does not carry are dropped.
+    pub fn publish(&self, packet: Packet) {
+        let Some(track) = self.track(packet.track) else {
+            tracing::debug!(track = packet.track.0, "packet of an unknown track dropped");
+            return;
+        };
+        let gated = track.keyframe_gated;
+        if gated && packet.keyframe {
+            // This keyframe answers every request made so far.
+            self.video_control.produced(true);
+        }
         let now = Instant::now();
         let mut ask_keyframe = false;
-        // Counted before delivery, so a subscriber holding the frame sees it counted.
+        // Counted before delivery, so a subscriber holding the packet sees it counted.
         self.published.fetch_add(1, Ordering::Relaxed);
         let mut st = self.lock();
         let State { policy, queues } = &mut *st;
-        policy.frame(frame.keyframe);
         queues.retain(|&id, tx| {
-            if policy.route(id, frame.keyframe) == Route::Skip {
+            if gated && policy.route(id, packet.keyframe) == Route::Skip {
                 return true;
             }
-            match tx.try_send(frame.clone()) {
+            match tx.try_send(packet.clone()) {
                 Ok(()) => {
                     policy.delivered(id);
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
-                    ask_keyframe |= policy.dropped(id, now);
+                    // Only a gated track resumes at a keyframe; others just lose the packet.
+                    ask_keyframe |= gated && policy.dropped(id, now);
                     true
                 }
                 // The receiver is gone; its Subscription drop will tidy the policy.
@@ -157,69 +187,14 @@ impl Hub {
         });
         drop(st);
         if ask_keyframe {
-            // The policy noted the request already.
-            self.keyframe_requested.store(true, Ordering::Release);
+            self.video_control.request_keyframe();
         }
     }
 
-    /// Asks the encoder for a keyframe (coalesced: one IDR serves every
-    /// request made before it).
-    pub fn request_keyframe(&self) {
-        if self.lock().policy.ask_keyframe(Instant::now()) {
-            self.keyframe_requested.store(true, Ordering::Release);
-        }
-    }
-
-    /// Takes a pending keyframe request (called by the pipeline before each
-    /// frame), if one may be served now: at most one forced IDR per second
-    /// camera-wide; a later one stays pending until then.
-    pub fn take_keyframe_request(&self) -> bool {
-        if !self.keyframe_requested.load(Ordering::Acquire) {
-            return false;
-        }
-        if !self.lock().policy.force_keyframe_now(Instant::now()) {
-            return false;
-        }
-        self.keyframe_requested.swap(false, Ordering::AcqRel)
-    }
-
-    /// Whether a keyframe request waits for the encoder.
-    pub fn keyframe_pending(&self) -> bool {
-        self.keyframe_requested.load(Ordering::Acquire)
-    }
-
-    /// Asks the encoder to change its bitrate (shared by every viewer).
-    pub fn request_bitrate(&self, kbps: u32) {
-        self.bitrate_request.store(kbps, Ordering::Release);
-    }
-
-    /// Takes a pending bitrate change (called by the pipeline).
-    pub fn take_bitrate_request(&self) -> Option<u32> {
-        match self.bitrate_request.swap(0, Ordering::AcqRel) {
-            0 => None,
-            kbps => Some(kbps),
-        }
-    }
-
-    /// Records the bitrate the encoder now runs at.
-    pub fn set_bitrate_kbps(&self, kbps: u32) {
-        self.bitrate_kbps.store(kbps, Ordering::Release);
-    }
-
-    /// The bitrate the encoder runs at (or will start with).
-    pub fn bitrate_kbps(&self) -> u32 {
-        self.bitrate_kbps.load(Ordering::Acquire)
-    }
-
-    /// The stream restarted: every subscriber waits for the next keyframe.
+    /// The stream restarted: every subscriber waits for the next keyframe
+    /// (which the pipeline asks its encoder control for).
     pub fn discontinuity(&self) {
-        let mut st = self.lock();
-        st.policy.discontinuity();
-        // Forced: a request made before the restart went to the old stream.
-        st.policy.frame(true);
-        st.policy.ask_keyframe(Instant::now());
-        drop(st);
-        self.keyframe_requested.store(true, Ordering::Release);
+        self.lock().policy.discontinuity();
     }
 
     /// Whether the camera should be running now.
@@ -310,23 +285,23 @@ impl Drop for Demand {
 /// One subscriber's end of the hub. Dropping it unsubscribes.
 pub struct Subscription {
     id: SubscriberId,
-    rx: mpsc::Receiver<EncodedFrame>,
+    rx: mpsc::Receiver<Packet>,
     hub: Arc<Hub>,
 }
 
 impl Subscription {
-    /// The next frame; `None` when the hub closed.
-    pub async fn recv(&mut self) -> Option<EncodedFrame> {
+    /// The next packet; `None` when the hub closed.
+    pub async fn recv(&mut self) -> Option<Packet> {
         self.rx.recv().await
     }
 
-    /// The next frame, blocking the thread (not for use on the async runtime).
-    pub fn blocking_recv(&mut self) -> Option<EncodedFrame> {
+    /// The next packet, blocking the thread (not for use on the async runtime).
+    pub fn blocking_recv(&mut self) -> Option<Packet> {
         self.rx.blocking_recv()
     }
 
-    /// A frame if one is queued, without waiting.
-    pub fn try_recv(&mut self) -> Option<EncodedFrame> {
+    /// A packet if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<Packet> {
         self.rx.try_recv().ok()
     }
 
@@ -357,8 +332,18 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn frame(n: u8, keyframe: bool) -> EncodedFrame {
-        EncodedFrame {
+    fn control() -> Arc<EncoderControl> {
+        EncoderControl::new(PolicyConfig::default().drop_keyframe_gap, 1000)
+    }
+
+    fn hub_with(cfg: PolicyConfig) -> (Arc<Hub>, Arc<EncoderControl>) {
+        let c = control();
+        (Hub::new(cfg, c.clone()), c)
+    }
+
+    fn frame(n: u8, keyframe: bool) -> Packet {
+        Packet {
+            track: TrackId::VIDEO,
             data: Bytes::from(vec![0, 0, 0, 1, if keyframe { 0x65 } else { 0x41 }, n]),
             pts: Duration::from_millis(u64::from(n) * 33),
             keyframe,
@@ -367,7 +352,7 @@ mod tests {
 
     #[test]
     fn frames_share_one_buffer() {
-        let hub = Hub::new(PolicyConfig::default(), 1000);
+        let (hub, _) = hub_with(PolicyConfig::default());
         let mut a = hub.subscribe();
         let mut b = hub.subscribe();
         let f = frame(0, true);
@@ -381,10 +366,10 @@ mod tests {
 
     #[test]
     fn slow_subscriber_drops_and_resumes_at_keyframe() {
-        let hub = Hub::new(PolicyConfig::default(), 1000);
+        let (hub, ctl) = hub_with(PolicyConfig::default());
         let mut slow = hub.subscribe();
         let mut fast = hub.subscribe();
-        assert!(hub.take_keyframe_request(), "joining asked for a keyframe");
+        assert!(ctl.take_keyframe_request(), "joining asked for a keyframe");
         hub.publish(frame(0, true));
         fast.try_recv();
         for n in 1..=QUEUE_FRAMES as u8 + 3 {
@@ -395,9 +380,9 @@ mod tests {
                 "fast never misses"
             );
         }
-        assert!(hub.keyframe_pending(), "the drop asked for a keyframe");
+        assert!(ctl.keyframe_pending(), "the drop asked for a keyframe");
         assert!(
-            !hub.take_keyframe_request(),
+            !ctl.take_keyframe_request(),
             "not served within a second of the last forced one"
         );
         assert_eq!(
@@ -420,7 +405,7 @@ mod tests {
 
     #[test]
     fn dropping_a_subscription_unsubscribes_and_close_ends_streams() {
-        let hub = Hub::new(PolicyConfig::default(), 1000);
+        let (hub, _) = hub_with(PolicyConfig::default());
         let a = hub.subscribe();
         let mut b = hub.subscribe();
         assert_eq!(hub.stats().subscribers, 2);
@@ -436,13 +421,10 @@ mod tests {
 
     #[test]
     fn demand_follows_subscribers() {
-        let hub = Hub::new(
-            PolicyConfig {
-                idle_grace: Duration::ZERO,
-                ..PolicyConfig::default()
-            },
-            1000,
-        );
+        let (hub, _) = hub_with(PolicyConfig {
+            idle_grace: Duration::ZERO,
+            ..PolicyConfig::default()
+        });
         assert!(!hub.wants_source());
         let s = hub.subscribe();
         assert!(hub.wait_for_demand(Duration::from_secs(5)));
@@ -451,13 +433,37 @@ mod tests {
     }
 
     #[test]
-    fn bitrate_requests_are_taken_once() {
-        let hub = Hub::new(PolicyConfig::default(), 1000);
-        assert_eq!(hub.take_bitrate_request(), None);
-        hub.request_bitrate(500);
-        assert_eq!(hub.take_bitrate_request(), Some(500));
-        assert_eq!(hub.take_bitrate_request(), None);
-        hub.set_bitrate_kbps(500);
-        assert_eq!(hub.bitrate_kbps(), 500);
+    fn packets_carry_their_track_and_only_gated_tracks_wait_for_keyframes() {
+        const OTHER: TrackId = TrackId(1);
+        let other = TrackInfo {
+            id: OTHER,
+            codec: crate::media::frame::Codec::H264,
+            keyframe_gated: false,
+        };
+        let hub = Hub::with_tracks(
+            PolicyConfig::default(),
+            vec![TrackInfo::VIDEO_H264, other],
+            control(),
+        );
+        assert_eq!(hub.track(OTHER), Some(&other));
+        assert_eq!(hub.tracks().len(), 2);
+        let mut sub = hub.subscribe();
+        hub.publish(frame(1, false));
+        hub.publish(Packet {
+            track: OTHER,
+            ..frame(2, false)
+        });
+        hub.publish(Packet {
+            track: TrackId(9),
+            ..frame(3, true)
+        });
+        let got = sub.try_recv().expect("the ungated track's packet");
+        assert_eq!((got.track, got.data[5]), (OTHER, 2));
+        assert!(
+            sub.try_recv().is_none(),
+            "the video P-frame waited for a keyframe; the unknown track is dropped"
+        );
+        hub.publish(frame(4, true));
+        assert_eq!(sub.try_recv().map(|p| p.track), Some(TrackId::VIDEO));
     }
 }

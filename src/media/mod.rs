@@ -1,0 +1,22 @@
+//! The media chain, one stage per module, in the order data flows:
+//!
+//! ```text
+//!  capture ─▶ convert ─▶ encode ─▶ hub ─▶ subscribers (viewers, `rtcam record`)
+//!  (Source)   (→ I420,    (VideoEncoder:     (Packets of tracks,
+//!              only when   OpenH264 or        bounded queue per
+//!              the encoder passthrough)       subscriber)
+//!              needs it)      ▲
+//!                             └── EncoderControl: keyframe requests, bitrate
+//! ```
+//!
+//! [`pipeline`] is the media thread that drives these stages; [`frame`]
+//! holds the types passed between them and [`h264`] the Annex B parsing
+//! the H.264 stages share. Nothing here names WebRTC or MQTT types.
+
+pub mod capture;
+pub mod convert;
+pub mod encode;
+pub mod frame;
+pub mod h264;
+pub mod hub;
+pub mod pipeline;
