@@ -94,7 +94,7 @@ pub enum Command {
 /// `rtcam bench` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Encoder alone on one core: frames per CPU-second.
+    /// Encoder alone: frames per CPU-second and per wall-clock second.
     Encoder {
         /// Picture width.
         #[arg(long, default_value_t = 1280)]
@@ -108,6 +108,9 @@ pub enum BenchCommand {
         /// Frames to encode.
         #[arg(long, default_value_t = 300)]
         frames: u32,
+        /// OpenH264 threads (0: one per core, at most 4).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
+        threads: u32,
     },
     /// Whole pipeline in real time: CPU time per frame with N subscribers.
     Pipeline {
@@ -129,6 +132,9 @@ pub enum BenchCommand {
         /// Subscribers draining the hub.
         #[arg(long, default_value_t = 1)]
         subscribers: u32,
+        /// OpenH264 threads (0: one per core, at most 4).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
+        threads: u32,
     },
     /// The agent with real WebRTC viewers over loopback: first frame, latency, CPU and RSS per viewer.
     /// Run inside a private network namespace.
@@ -142,6 +148,18 @@ pub enum BenchCommand {
         /// Seconds per CPU/RSS window.
         #[arg(long, default_value_t = 10)]
         load_seconds: u32,
+    },
+    /// OpenH264 thread scaling (1, 2, 4 threads at 720p and 1080p) and the pipeline's ratio to the encoder.
+    Threads {
+        /// Frames per flat-out encoder run.
+        #[arg(long, default_value_t = 300)]
+        frames: u32,
+        /// Seconds per real-time run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Interleaved rounds of the real-time runs; medians are reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
     },
     /// Everything docs/BENCHMARKS.md reports for the media pipeline, with ratios.
     All {

@@ -296,10 +296,13 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             height,
             bitrate_kbps,
             frames,
+            threads,
         } => {
-            let r = bench::encoder(width, height, bitrate_kbps, frames)?;
+            let s = bench::settings(width, height, 30, bitrate_kbps, threads);
+            let r = bench::encoder(&s, frames)?;
             println!(
-                "encoder {width}x{height} @ {bitrate_kbps} kbit/s: {:.1} frames per CPU-second ({:.2} ms/frame, {} frames, {:.0} kbit/s at 30 fps)",
+                "encoder {width}x{height} @ {bitrate_kbps} kbit/s, {threads} threads: {:.1} frames/s, {:.1} frames per CPU-second ({:.2} ms CPU/frame, {} frames, {:.0} kbit/s at 30 fps)",
+                r.wall_fps(),
                 r.fps(),
                 r.ms_per_frame(),
                 r.frames,
@@ -313,8 +316,10 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             bitrate_kbps,
             seconds,
             subscribers,
+            threads,
         } => {
-            let r = bench::pipeline(width, height, fps, bitrate_kbps, seconds, subscribers)?;
+            let s = bench::settings(width, height, fps, bitrate_kbps, threads);
+            let r = bench::pipeline(&s, seconds, subscribers)?;
             println!(
                 "pipeline {width}x{height}@{fps}, {subscribers} subscribers: {:.2} ms CPU per frame ({} frames, each subscriber got >= {})",
                 r.ms_per_frame(),
@@ -336,6 +341,13 @@ fn run_bench(what: BenchCommand) -> Result<()> {
                 "{}",
                 runtime()?.block_on(rtcam::bench::viewers::run(&opts))?
             );
+        }
+        BenchCommand::Threads {
+            frames,
+            seconds,
+            rounds,
+        } => {
+            print!("{}", bench::report_threads(frames, seconds, rounds)?);
         }
         BenchCommand::All { seconds, rounds } => {
             print!("{}", bench::report_all(seconds, rounds)?);

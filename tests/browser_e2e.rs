@@ -38,7 +38,10 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_the_stream_from_the_built_in_page() {
-    let cfg = TestConfig::new("browser").with("webrtc.disconnected_timeout_ms", 1000);
+    // Four encoder threads: four slices per picture, which Chromium must decode.
+    let cfg = TestConfig::new("browser")
+        .with("webrtc.disconnected_timeout_ms", 1000)
+        .with("video.encoder_threads", 4);
     let agent = start(&cfg).await;
     let s = agent.settings().clone();
     let base = agent.stats().await;

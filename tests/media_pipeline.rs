@@ -33,6 +33,7 @@ fn options() -> PipelineOptions {
             keyframe_interval: Duration::from_secs(2),
             // Only the H.264 camera below is affected: raw sources are encoded.
             passthrough: true,
+            threads: 1,
         },
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(40)),
     }

@@ -1175,6 +1175,13 @@ const INT_KEYS: &[IntKey] = &[
         get: |s| s.video.keyframe_interval.as_millis() as i64,
     },
     IntKey {
+        path: "video.encoder_threads",
+        min: 0,
+        max: 4,
+        even: false,
+        get: |s| s.video.encoder_threads.into(),
+    },
+    IntKey {
         path: "video.min_bitrate_kbps",
         min: 50,
         max: 50_000,

@@ -47,8 +47,10 @@ pub fn process_cpu() -> Duration {
 pub struct EncoderResult {
     /// Frames encoded.
     pub frames: u32,
-    /// CPU time spent encoding (one thread).
+    /// CPU time spent encoding: the process's, so OpenH264's worker threads count.
     pub cpu: Duration,
+    /// Wall-clock time spent encoding.
+    pub wall: Duration,
     /// Output bytes.
     pub bytes: u64,
 }
@@ -59,33 +61,52 @@ impl EncoderResult {
         f64::from(self.frames) / self.cpu.as_secs_f64().max(1e-9)
     }
 
+    /// Frames per wall-clock second: what the threads achieved together.
+    pub fn wall_fps(&self) -> f64 {
+        f64::from(self.frames) / self.wall.as_secs_f64().max(1e-9)
+    }
+
     /// CPU milliseconds per frame.
     pub fn ms_per_frame(&self) -> f64 {
         self.cpu.as_secs_f64() * 1000.0 / f64::from(self.frames.max(1))
     }
 }
 
-/// Encodes `frames` test-pattern frames on this thread, counting only encoder CPU time.
-pub fn encoder(
+/// Test-pattern frames rendered ahead, so only encoding is measured.
+fn prepared_frames(width: u32, height: u32) -> Vec<I420Image> {
+    let mut pattern = PatternGenerator::new(width as usize, height as usize);
+    (0..PREPARED_FRAMES)
+        .map(|i| pattern.render(1_700_000_000_000 + i as u64 * 33).clone())
+        .collect()
+}
+
+/// The benchmarks' encoder settings: an IDR every 2 s, the rest as given.
+pub fn settings(
     width: u32,
     height: u32,
+    fps: u32,
     bitrate_kbps: u32,
-    frames: u32,
-) -> Result<EncoderResult, EncodeError> {
-    let mut pattern = PatternGenerator::new(width as usize, height as usize);
-    let prepared: Vec<I420Image> = (0..PREPARED_FRAMES)
-        .map(|i| pattern.render(1_700_000_000_000 + i as u64 * 33).clone())
-        .collect();
-    let mut enc = OpenH264Encoder::new(&EncoderSettings {
+    threads: u32,
+) -> EncoderSettings {
+    EncoderSettings {
         width,
         height,
-        fps: 30,
+        fps,
         bitrate_kbps,
         keyframe_interval: Duration::from_secs(2),
         passthrough: false,
-    })?;
+        threads,
+    }
+}
+
+/// Encodes `frames` test-pattern frames as fast as the encoder's threads
+/// go, counting the process's CPU time and the wall time of the encode
+/// calls only.
+pub fn encoder(settings: &EncoderSettings, frames: u32) -> Result<EncoderResult, EncodeError> {
+    let prepared = prepared_frames(settings.width, settings.height);
+    let mut enc = OpenH264Encoder::new(settings)?;
     let mut bytes = 0u64;
-    let start = thread_cpu();
+    let (cpu0, wall0) = (process_cpu(), Instant::now());
     for i in 0..frames {
         let pic = prepared[i as usize % PREPARED_FRAMES].view();
         let pts = Duration::from_millis(u64::from(i) * 33);
@@ -95,7 +116,8 @@ pub fn encoder(
     }
     Ok(EncoderResult {
         frames,
-        cpu: thread_cpu() - start,
+        cpu: process_cpu() - cpu0,
+        wall: wall0.elapsed(),
         bytes,
     })
 }
@@ -105,28 +127,16 @@ pub fn encoder(
 /// pipeline's cost ratio (CPU per frame depends on the duty cycle: caches and
 /// clock frequency cool down between frames).
 pub fn encoder_paced(
-    width: u32,
-    height: u32,
-    bitrate_kbps: u32,
-    fps: u32,
+    settings: &EncoderSettings,
     seconds: u32,
 ) -> Result<EncoderResult, EncodeError> {
-    let mut pattern = PatternGenerator::new(width as usize, height as usize);
-    let prepared: Vec<I420Image> = (0..PREPARED_FRAMES)
-        .map(|i| pattern.render(1_700_000_000_000 + i as u64 * 33).clone())
-        .collect();
-    let mut enc = OpenH264Encoder::new(&EncoderSettings {
-        width,
-        height,
-        fps,
-        bitrate_kbps,
-        keyframe_interval: Duration::from_secs(2),
-        passthrough: false,
-    })?;
-    let interval = Duration::from_secs(1) / fps.max(1);
-    let frames = fps * seconds;
+    let prepared = prepared_frames(settings.width, settings.height);
+    let mut enc = OpenH264Encoder::new(settings)?;
+    let interval = Duration::from_secs(1) / settings.fps.max(1);
+    let frames = settings.fps * seconds;
     let mut bytes = 0u64;
     let mut cpu = Duration::ZERO;
+    let mut wall = Duration::ZERO;
     let mut due = Instant::now();
     for i in 0..frames {
         let now = Instant::now();
@@ -135,13 +145,19 @@ pub fn encoder_paced(
         }
         due += interval;
         let pic = prepared[i as usize % PREPARED_FRAMES].view();
-        let t0 = thread_cpu();
+        let (t0, w0) = (process_cpu(), Instant::now());
         if let Some(au) = enc.encode_i420(&pic, interval * i)? {
             bytes += au.data.len() as u64;
         }
-        cpu += thread_cpu() - t0;
+        cpu += process_cpu() - t0;
+        wall += w0.elapsed();
     }
-    Ok(EncoderResult { frames, cpu, bytes })
+    Ok(EncoderResult {
+        frames,
+        cpu,
+        wall,
+        bytes,
+    })
 }
 
 /// Result of the pipeline benchmark.
@@ -175,14 +191,12 @@ pub enum BenchError {
     Spawn(#[from] std::io::Error),
 }
 
-/// Runs test pattern → encoder → hub in real time at `fps` with `subscribers`
-/// draining it on a current-thread runtime (as sessions would), and measures
-/// process CPU per frame over `seconds` after one second of warm-up.
+/// Runs test pattern → encoder → hub in real time at the settings' rate
+/// with `subscribers` draining it on a current-thread runtime (as sessions
+/// would), and measures process CPU per frame over `seconds` after one
+/// second of warm-up.
 pub fn pipeline(
-    width: u32,
-    height: u32,
-    fps: u32,
-    bitrate_kbps: u32,
+    settings: &EncoderSettings,
     seconds: u32,
     subscribers: u32,
 ) -> Result<PipelineResult, BenchError> {
@@ -190,25 +204,18 @@ pub fn pipeline(
         always_on: subscribers == 0,
         ..PolicyConfig::default()
     };
-    let control = EncoderControl::new(policy.drop_keyframe_gap, bitrate_kbps);
+    let control = EncoderControl::new(policy.drop_keyframe_gap, settings.bitrate_kbps);
     let hub = Hub::new(policy, control.clone());
     let pipeline = Pipeline::spawn(
         Box::new(TestPatternFactory::new(
-            width as usize,
-            height as usize,
-            fps,
+            settings.width as usize,
+            settings.height as usize,
+            settings.fps,
         )),
         hub.clone(),
         control,
         PipelineOptions {
-            encoder: EncoderSettings {
-                width,
-                height,
-                fps,
-                bitrate_kbps,
-                keyframe_interval: Duration::from_secs(2),
-                passthrough: false,
-            },
+            encoder: settings.clone(),
             backoff: Backoff::standard(),
         },
     )?;
@@ -309,8 +316,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn report_all(seconds: u32, rounds: u32) -> Result<String, BenchError> {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let e480 = encoder(640, 480, 1000, 900)?;
-    let e720 = encoder(1280, 720, 2000, 450)?;
+    let e480 = encoder(&settings(640, 480, 30, 1000, 1), 900)?;
+    let s720 = settings(1280, 720, 30, 2000, 1);
+    let e720 = encoder(&s720, 450)?;
     for (label, r) in [("640x480 @ 1000", e480), ("1280x720 @ 2000", e720)] {
         let _ = writeln!(
             out,
@@ -321,9 +329,9 @@ pub fn report_all(seconds: u32, rounds: u32) -> Result<String, BenchError> {
     }
     let (mut paced, mut one, mut ten) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        paced.push(encoder_paced(1280, 720, 2000, 30, seconds)?.ms_per_frame());
-        one.push(pipeline(1280, 720, 30, 2000, seconds, 1)?.ms_per_frame());
-        ten.push(pipeline(1280, 720, 30, 2000, seconds, 10)?.ms_per_frame());
+        paced.push(encoder_paced(&s720, seconds)?.ms_per_frame());
+        one.push(pipeline(&s720, seconds, 1)?.ms_per_frame());
+        ten.push(pipeline(&s720, seconds, 10)?.ms_per_frame());
     }
     let (paced, one, ten) = (median(paced), median(one), median(ten));
     let _ = writeln!(
@@ -355,6 +363,43 @@ pub fn report_all(seconds: u32, rounds: u32) -> Result<String, BenchError> {
     Ok(out)
 }
 
+/// Sizes (and bitrates) the thread-scaling report measures.
+const SCALING_SIZES: [(u32, u32, u32); 2] = [(1280, 720, 2000), (1920, 1080, 4000)];
+/// Thread counts the thread-scaling report measures.
+const SCALING_THREADS: [u32; 3] = [1, 2, 4];
+
+/// OpenH264 thread scaling, as `docs/BENCHMARKS.md` reports it: for each
+/// size and thread count, frames/s and CPU per frame encoding flat out
+/// (`frames` frames), then CPU per frame at 30 fps in real time for the
+/// encoder alone and for the pipeline with one subscriber, and their ratio
+/// (medians over `rounds` interleaved rounds of `seconds` each).
+pub fn report_threads(frames: u32, seconds: u32, rounds: u32) -> Result<String, BenchError> {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "| size | threads | flat out: frames/s | flat out: ms CPU/frame | 30 fps: encoder ms CPU/frame | 30 fps: pipeline ms CPU/frame | pipeline / encoder |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (w, h, kbps) in SCALING_SIZES {
+        for threads in SCALING_THREADS {
+            let s = settings(w, h, 30, kbps, threads);
+            let flat = encoder(&s, frames)?;
+            let (mut paced, mut piped) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                paced.push(encoder_paced(&s, seconds)?.ms_per_frame());
+                piped.push(pipeline(&s, seconds, 1)?.ms_per_frame());
+            }
+            let (paced, piped) = (median(paced), median(piped));
+            let _ = writeln!(
+                out,
+                "| {w}×{h} @ {kbps} kbit/s | {threads} | {:.0} | {:.2} | {paced:.2} | {piped:.2} | {:.3}× |",
+                flat.wall_fps(),
+                flat.ms_per_frame(),
+                piped / paced
+            );
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,8 +418,10 @@ mod tests {
 
     #[test]
     fn encoder_bench_reports_frames_and_bytes() {
-        let r = encoder(320, 240, 500, 10).expect("encoder works");
-        assert_eq!(r.frames, 10);
-        assert!(r.bytes > 0 && r.fps() > 0.0);
+        for threads in [1, 2] {
+            let r = encoder(&settings(320, 240, 30, 500, threads), 10).expect("encoder works");
+            assert_eq!(r.frames, 10);
+            assert!(r.bytes > 0 && r.fps() > 0.0 && r.wall_fps() > 0.0);
+        }
     }
 }

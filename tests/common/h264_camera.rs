@@ -59,6 +59,7 @@ impl SourceFactory for H264Camera {
             // The camera's own schedule: no periodic IDR in a test's span.
             keyframe_interval: Duration::from_secs(60),
             passthrough: false,
+            threads: 1,
         })
         .map_err(|e| SourceError::Read(e.to_string()))?;
         Ok(Box::new(H264CameraSource {

@@ -119,6 +119,11 @@ pub const KEYS: &[Key] = &[
         help: "Time between periodic keyframes in ms (100-60000)",
     },
     Key {
+        path: "video.encoder_threads",
+        kind: Kind::Int,
+        help: "OpenH264 encoding threads (0-4; 0: one per core, at most 4)",
+    },
+    Key {
         path: "video.passthrough",
         kind: Kind::Bool,
         help: "Forward the camera's own H.264 when it offers it, without re-encoding",

@@ -117,6 +117,9 @@ pub struct RawVideo {
     /// `video.keyframe_interval_ms`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keyframe_interval_ms: Option<i64>,
+    /// `video.encoder_threads`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder_threads: Option<i64>,
     /// `video.passthrough`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passthrough: Option<bool>,

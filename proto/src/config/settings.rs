@@ -52,6 +52,8 @@ pub struct VideoSettings {
     pub bitrate_kbps: u32,
     /// Time between periodic IDRs.
     pub keyframe_interval: Duration,
+    /// OpenH264 threads (1-4), or 0 for one per core up to 4 (decided by the encoder).
+    pub encoder_threads: u32,
     /// Forward camera H.264 without re-encoding.
     pub passthrough: bool,
     /// Keep the camera running with no viewers.
@@ -644,6 +646,16 @@ fn video(raw: &RawVideo, origin: OriginOf<'_>) -> Result<VideoSettings, ConfigEr
             false,
             origin,
         )?)),
+        // OpenH264 clips its thread count at 4 (MAX_THREADS_NUM): a larger
+        // value would not do what it says, so it is refused.
+        encoder_threads: int(
+            "video.encoder_threads",
+            raw.encoder_threads,
+            0,
+            (0, 4),
+            false,
+            origin,
+        )?,
         passthrough: raw.passthrough.unwrap_or(false),
         always_on: raw.always_on.unwrap_or(false),
         min_bitrate_kbps: int(
@@ -1646,6 +1658,7 @@ impl Settings {
                 fps: Some(v.fps.into()),
                 bitrate_kbps: Some(v.bitrate_kbps.into()),
                 keyframe_interval_ms: Some(v.keyframe_interval.as_millis() as i64),
+                encoder_threads: Some(v.encoder_threads.into()),
                 passthrough: Some(v.passthrough),
                 always_on: Some(v.always_on),
                 min_bitrate_kbps: Some(v.min_bitrate_kbps.into()),
@@ -1799,7 +1812,31 @@ mod tests {
         );
         assert_eq!(s.video.bitrate_kbps, 2000);
         assert_eq!(s.video.keyframe_interval, Duration::from_secs(2));
+        assert_eq!(s.video.encoder_threads, 0, "automatic");
         assert!(!s.video.passthrough && !s.video.always_on);
+    }
+
+    #[test]
+    fn encoder_threads_take_0_to_4_and_name_the_key_otherwise() {
+        for ok in 0..=4 {
+            let mut raw = RawConfig::default();
+            raw.video.encoder_threads = Some(ok);
+            assert_eq!(
+                check(raw).expect("in range").video.encoder_threads,
+                ok as u32
+            );
+        }
+        for bad in [-1, 5, 65] {
+            let mut raw = RawConfig::default();
+            raw.video.encoder_threads = Some(bad);
+            let e = check(raw).expect_err("out of range");
+            assert_eq!(e.key(), Some("video.encoder_threads"));
+            let text = e.to_string();
+            assert!(
+                text.contains(&bad.to_string()) && text.contains("0 to 4"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

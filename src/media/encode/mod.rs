@@ -39,6 +39,8 @@ pub struct EncoderSettings {
     pub keyframe_interval: Duration,
     /// Pass a camera's own H.264 through instead of encoding (`video.passthrough`).
     pub passthrough: bool,
+    /// OpenH264 threads (and slices per picture); 0 picks one per core, at most 4.
+    pub threads: u32,
 }
 
 impl EncoderSettings {
@@ -51,6 +53,7 @@ impl EncoderSettings {
             bitrate_kbps: v.bitrate_kbps,
             keyframe_interval: v.keyframe_interval,
             passthrough: v.passthrough,
+            threads: v.encoder_threads,
         }
     }
 }
@@ -235,6 +238,7 @@ mod tests {
             bitrate_kbps: 300,
             keyframe_interval: Duration::from_secs(2),
             passthrough,
+            threads: 1,
         }
     }
 

@@ -2,12 +2,14 @@
 //! defaults: Constrained Baseline, bitrate rate control, no frame skipping,
 //! an IDR every `keyframe_interval` (by presentation time), SPS/PPS in-band
 //! before every IDR, on-demand keyframes and run-time bitrate changes.
+//! With more than one thread, each picture is cut into as many slices,
+//! encoded in parallel (as libwebrtc does with OpenH264).
 
 use super::{
     EncodeError, EncodedAu, EncoderInput, EncoderKind, EncoderSettings, KeyframeBy, VideoEncoder,
 };
 use crate::media::convert;
-use crate::media::frame::{I420View, PixelFormat};
+use crate::media::frame::{I420Image, I420View, PixelFormat};
 use crate::media::h264;
 use bytes::Bytes;
 use openh264::encoder::{
@@ -24,6 +26,22 @@ const MIN_QP: u8 = 16;
 const MAX_QP: u8 = 51;
 /// SPS constraint flags byte for Constrained Baseline (constraint_set0..2).
 const CONSTRAINED_BASELINE_FLAGS: u8 = 0xe0;
+/// Most threads OpenH264 encodes with (its `MAX_THREADS_NUM`); it clips higher counts.
+pub const MAX_THREADS: u32 = 4;
+
+/// The thread count `video.encoder_threads = 0` means: one per core
+/// available to rtcam, at most [`MAX_THREADS`].
+pub fn auto_threads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS as usize) as u32)
+}
+
+/// The thread count to encode with for a configured one (0: automatic).
+pub fn resolve_threads(configured: u32) -> u32 {
+    match configured {
+        0 => auto_threads(),
+        n => n.min(MAX_THREADS),
+    }
+}
 
 /// Decides when the next IDR is due: periodically by presentation time, or
 /// at once on request. Pure, so the policy is tested without an encoder.
@@ -92,33 +110,31 @@ pub struct OpenH264Encoder {
 impl OpenH264Encoder {
     /// Creates the encoder; the first frame it produces is an IDR.
     pub fn new(settings: &EncoderSettings) -> Result<Self, EncodeError> {
-        let config = EncoderConfig::new()
-            .profile(Profile::Baseline)
-            .level(level_for(settings.width, settings.height, settings.fps))
-            .usage_type(UsageType::CameraVideoRealTime)
-            .rate_control_mode(RateControlMode::Bitrate)
-            .bitrate(BitRate::from_bps(
-                settings.bitrate_kbps.saturating_mul(1000),
-            ))
-            .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
-            .skip_frames(false)
-            // An explicit QP range: left at 0, OpenH264 caps QP at 42, too fine
-            // to reach low bitrates without skipping frames.
-            .qp(QpRange::new(MIN_QP, MAX_QP))
-            // Periodic IDRs are scheduled here by time, not by OpenH264's frame count.
-            .intra_frame_period(IntraFramePeriod::from_num_frames(0))
-            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
-            .complexity(Complexity::Low)
-            .num_threads(1);
-        let mut enc = Encoder::with_api_config(OpenH264API::from_source(), config)
-            .map_err(|e| EncodeError::Init(e.to_string()))?;
-        route_logs(&mut enc);
+        let mut threads = resolve_threads(settings.threads);
+        let mut enc = open(settings, threads)?;
+        if threads > 1 {
+            if let Err(reason) = use_slices(&mut enc, settings, threads) {
+                // Small pictures cannot be cut into slices under rate control;
+                // one thread still encodes them, so fall back rather than fail.
+                tracing::warn!(threads, width = settings.width, height = settings.height, %reason, "OpenH264 refused multi-threaded encoding; using one thread");
+                enc = open(settings, 1)?;
+                threads = 1;
+            }
+        }
         Ok(Self {
             enc,
-            settings: settings.clone(),
+            settings: EncoderSettings {
+                threads,
+                ..settings.clone()
+            },
             schedule: KeyframeSchedule::new(settings.keyframe_interval),
             out: Vec::new(),
         })
+    }
+
+    /// Threads (and slices per picture) this encoder asked OpenH264 for.
+    pub fn threads(&self) -> u32 {
+        self.settings.threads
     }
 
     /// Makes the next frame an IDR.
@@ -248,6 +264,95 @@ impl VideoEncoder for OpenH264Encoder {
     }
 }
 
+/// A fresh OpenH264 encoder with rtcam's WebRTC settings.
+fn open(settings: &EncoderSettings, threads: u32) -> Result<Encoder, EncodeError> {
+    let config = EncoderConfig::new()
+        .profile(Profile::Baseline)
+        .level(level_for(settings.width, settings.height, settings.fps))
+        .usage_type(UsageType::CameraVideoRealTime)
+        .rate_control_mode(RateControlMode::Bitrate)
+        .bitrate(BitRate::from_bps(
+            settings.bitrate_kbps.saturating_mul(1000),
+        ))
+        .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
+        .skip_frames(false)
+        // An explicit QP range: left at 0, OpenH264 caps QP at 42, too fine
+        // to reach low bitrates without skipping frames.
+        .qp(QpRange::new(MIN_QP, MAX_QP))
+        // Periodic IDRs are scheduled here by time, not by OpenH264's frame count.
+        .intra_frame_period(IntraFramePeriod::from_num_frames(0))
+        .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+        .complexity(Complexity::Low)
+        .num_threads(threads as u16);
+    let mut enc = Encoder::with_api_config(OpenH264API::from_source(), config)
+        .map_err(|e| EncodeError::Init(e.to_string()))?;
+    route_logs(&mut enc);
+    Ok(enc)
+}
+
+/// Switches `enc` to `threads` slices per picture, one per thread.
+///
+/// OpenH264 only runs threads over slices (it clips its thread count to the
+/// slice count), and the `openh264` crate always asks for a single slice.
+/// OpenH264 accepts new parameters only once initialised, which the crate
+/// does on the first frame; so one throw-away frame initialises it, then the
+/// parameters are replaced. That change re-creates the encoder's context
+/// (fresh rate control, next frame an IDR), so nothing of the throw-away
+/// frame reaches the stream. Multiple slices per picture are allowed in
+/// Constrained Baseline, and libwebrtc sends the same for its OpenH264 path.
+fn use_slices(enc: &mut Encoder, settings: &EncoderSettings, threads: u32) -> Result<(), String> {
+    if settings.width % 2 != 0 || settings.height % 2 != 0 {
+        // The crate's picture wrapper asserts on odd sizes; say no instead.
+        return Err(format!(
+            "odd picture size {}x{}",
+            settings.width, settings.height
+        ));
+    }
+    let blank = I420Image::new(settings.width as usize, settings.height as usize);
+    let pic = blank.view();
+    let src = YUVSlices::new(
+        (pic.y, pic.u, pic.v),
+        (pic.width, pic.height),
+        (pic.y_stride, pic.uv_stride, pic.uv_stride),
+    );
+    enc.encode_at(&src, Timestamp::ZERO)
+        .map_err(|e| e.to_string())?;
+    let mut params = openh264_sys2::SEncParamExt::default();
+    let rc = svc_params(enc, &mut params, false);
+    if rc != 0 {
+        return Err(format!("reading parameters: OpenH264 returned {rc}"));
+    }
+    params.iMultipleThreadIdc = threads as u16;
+    let slices = &mut params.sSpatialLayers[0].sSliceArgument;
+    slices.uiSliceMode = openh264_sys2::SM_FIXEDSLCNUM_SLICE;
+    slices.uiSliceNum = threads;
+    slices.uiSliceSizeConstraint = 0;
+    // Zero lets OpenH264 share the macroblock rows out evenly.
+    slices.uiSliceMbNum.fill(0);
+    let rc = svc_params(enc, &mut params, true);
+    if rc != 0 {
+        return Err(format!("{threads} slices: OpenH264 returned {rc}"));
+    }
+    Ok(())
+}
+
+/// Reads OpenH264's whole parameter set into `params`, or (`set`) replaces
+/// it with `params`; OpenH264's return code. Only valid once initialised.
+fn svc_params(enc: &mut Encoder, params: &mut openh264_sys2::SEncParamExt, set: bool) -> i32 {
+    let option = openh264_sys2::ENCODER_OPTION_SVC_ENCODE_PARAM_EXT;
+    let ptr = std::ptr::from_mut(params).cast();
+    // SAFETY: `params` is a complete SEncParamExt, valid for the duration
+    // of the call, which copies this option's value out of or into it;
+    // OpenH264 refuses the call (without touching it) before initialisation.
+    unsafe {
+        if set {
+            enc.raw_api().set_option(option, ptr)
+        } else {
+            enc.raw_api().get_option(option, ptr)
+        }
+    }
+}
+
 /// OpenH264 prints to stderr by itself; send its messages to `tracing` instead.
 fn route_logs(enc: &mut Encoder) {
     let mut callback: openh264_sys2::WelsTraceCallback = Some(wels_log);
@@ -326,6 +431,112 @@ mod tests {
         assert!(matches!(level_for(1280, 720, 30), Level::Level_3_1));
         assert!(matches!(level_for(1920, 1080, 30), Level::Level_4_0));
         assert!(matches!(level_for(3840, 2160, 30), Level::Level_5_1));
+    }
+
+    #[test]
+    fn thread_counts_resolve_within_openh264s_limit() {
+        assert!((1..=MAX_THREADS).contains(&resolve_threads(0)));
+        assert_eq!(resolve_threads(0), auto_threads());
+        assert_eq!(resolve_threads(1), 1);
+        assert_eq!(resolve_threads(2), 2);
+        assert_eq!(resolve_threads(9), MAX_THREADS);
+    }
+
+    /// Encodes `frames` test-pattern pictures, asking for a keyframe halfway.
+    fn encode_pattern(
+        settings: &EncoderSettings,
+        frames: u32,
+    ) -> (OpenH264Encoder, Vec<EncodedAu>) {
+        let mut enc = OpenH264Encoder::new(settings).expect("encoder opens");
+        let mut pattern = crate::media::capture::test_pattern::PatternGenerator::new(
+            settings.width as usize,
+            settings.height as usize,
+        );
+        let mut aus = Vec::new();
+        for i in 0..frames {
+            if i == frames / 2 {
+                enc.request_keyframe();
+            }
+            let pts = Duration::from_millis(u64::from(i) * 33);
+            let pic = pattern.render(1_700_000_000_000 + u64::from(i) * 33);
+            if let Some(au) = enc.encode_i420(&pic.view(), pts).expect("frame encodes") {
+                aus.push(au);
+            }
+        }
+        (enc, aus)
+    }
+
+    #[test]
+    fn threaded_encoding_stays_constrained_baseline_and_decodes() {
+        use openh264::formats::YUVSource;
+        const FRAMES: u32 = 20;
+        for threads in [1, 2, 4] {
+            let settings = EncoderSettings {
+                width: 640,
+                height: 480,
+                fps: 30,
+                bitrate_kbps: 1000,
+                keyframe_interval: Duration::from_secs(60),
+                passthrough: false,
+                threads,
+            };
+            let (enc, aus) = encode_pattern(&settings, FRAMES);
+            assert_eq!(enc.threads(), threads);
+            assert_eq!(
+                aus.len(),
+                FRAMES as usize,
+                "{threads} threads: one AU per frame"
+            );
+            assert!(aus[0].keyframe && aus[FRAMES as usize / 2].keyframe);
+            let mut decoder = openh264::decoder::Decoder::new().expect("decoder opens");
+            let mut decoded = 0;
+            for au in &aus {
+                let units: Vec<&[u8]> = h264::nal_units(&au.data).collect();
+                // One slice per thread: that is what OpenH264 runs threads over.
+                let slices = units
+                    .iter()
+                    .filter(|n| matches!(h264::nal_type(n), h264::NAL_IDR | h264::NAL_SLICE))
+                    .count();
+                assert_eq!(
+                    slices, threads as usize,
+                    "{threads} threads: slices per picture"
+                );
+                if let Some(sps) = units.iter().find(|n| h264::nal_type(n) == h264::NAL_SPS) {
+                    assert_eq!(sps[1], 66, "profile_idc Baseline");
+                    assert_ne!(sps[2] & 0x40, 0, "constraint_set1: Constrained Baseline");
+                    assert_eq!(h264::profile_level_id(sps).as_deref(), Some("42e01e"));
+                }
+                assert_eq!(au.keyframe, h264::is_keyframe(&au.data));
+                if let Some(pic) = decoder.decode(&au.data).expect("AU decodes") {
+                    assert_eq!(pic.dimensions(), (640, 480));
+                    decoded += 1;
+                }
+            }
+            decoded += decoder.flush_remaining().expect("decoder flushes").len();
+            assert_eq!(
+                decoded, FRAMES as usize,
+                "{threads} threads: frames decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn pictures_too_small_to_slice_still_encode() {
+        let settings = EncoderSettings {
+            width: 160,
+            height: 120,
+            fps: 30,
+            bitrate_kbps: 300,
+            keyframe_interval: Duration::from_secs(60),
+            passthrough: false,
+            threads: 4,
+        };
+        let (_, aus) = encode_pattern(&settings, 4);
+        assert_eq!(aus.len(), 4);
+        let mut decoder = openh264::decoder::Decoder::new().expect("decoder opens");
+        for au in &aus {
+            decoder.decode(&au.data).expect("AU decodes");
+        }
     }
 
     #[test]
