@@ -371,8 +371,9 @@ const SCALING_THREADS: [u32; 3] = [1, 2, 4];
 /// OpenH264 thread scaling, as `docs/BENCHMARKS.md` reports it: for each
 /// size and thread count, frames/s and CPU per frame encoding flat out
 /// (`frames` frames), then CPU per frame at 30 fps in real time for the
-/// encoder alone and for the pipeline with one subscriber, and their ratio
-/// (medians over `rounds` interleaved rounds of `seconds` each).
+/// encoder alone and for the pipeline with one subscriber (`seconds`
+/// each), and their ratio. Every figure is the median of `rounds`
+/// interleaved rounds, since a shared machine drifts between runs.
 pub fn report_threads(frames: u32, seconds: u32, rounds: u32) -> Result<String, BenchError> {
     use std::fmt::Write as _;
     let mut out = String::from(
@@ -381,9 +382,12 @@ pub fn report_threads(frames: u32, seconds: u32, rounds: u32) -> Result<String, 
     for (w, h, kbps) in SCALING_SIZES {
         for threads in SCALING_THREADS {
             let s = settings(w, h, 30, kbps, threads);
-            let flat = encoder(&s, frames)?;
-            let (mut paced, mut piped) = (Vec::new(), Vec::new());
+            let (mut fps, mut flat_ms, mut paced, mut piped) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
+                let flat = encoder(&s, frames)?;
+                fps.push(flat.wall_fps());
+                flat_ms.push(flat.ms_per_frame());
                 paced.push(encoder_paced(&s, seconds)?.ms_per_frame());
                 piped.push(pipeline(&s, seconds, 1)?.ms_per_frame());
             }
@@ -391,8 +395,8 @@ pub fn report_threads(frames: u32, seconds: u32, rounds: u32) -> Result<String, 
             let _ = writeln!(
                 out,
                 "| {w}×{h} @ {kbps} kbit/s | {threads} | {:.0} | {:.2} | {paced:.2} | {piped:.2} | {:.3}× |",
-                flat.wall_fps(),
-                flat.ms_per_frame(),
+                median(fps),
+                median(flat_ms),
                 piped / paced
             );
         }
