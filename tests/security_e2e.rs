@@ -235,6 +235,11 @@ async fn limits_answer_with_their_codes_and_spare_the_streaming_viewer() {
     }
     for _ in 0..3 {
         connect(&s, "eager", false, None).await.bye().await;
+        // The next offer reuses the client id: until the agent has handled
+        // the bye, that is someone else's live session (client_id_in_use).
+        agent
+            .wait_stats("eager's session to end", |st| st.sessions == 1)
+            .await;
     }
     assert_eq!(refused(&s, "eager", None).await, "rate_limited");
     // Payload size.
