@@ -109,7 +109,9 @@ fn nofile() -> u64 {
     };
     // SAFETY: getrlimit writes the struct it is given, nothing else.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
-        r.rlim_cur
+        // rlim_t is u32 on 32-bit targets (armv7), u64 elsewhere.
+        #[allow(clippy::useless_conversion)]
+        u64::from(r.rlim_cur)
     } else {
         1024
     }
