@@ -1,6 +1,7 @@
 //! Log setup: `RTCAM_LOG` filter (default `info`), to stderr. Under systemd
 //! (`JOURNAL_STREAM` set) lines carry no ANSI colour and no timestamp, since
-//! journald adds its own.
+//! journald adds its own; elsewhere colour only on a terminal without
+//! `NO_COLOR`.
 //!
 //! The WebRTC stack logs through the `log` crate, at levels chosen for a
 //! library: a viewer closing its tab is an `ERROR` there ("handle_inbound
@@ -18,7 +19,7 @@
 //! `/stats.json` has the total (`log_lines_dropped`).
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -282,7 +283,12 @@ pub fn init() {
     let installed = if std::env::var_os("JOURNAL_STREAM").is_some() {
         tracing::subscriber::set_global_default(builder.with_ansi(false).without_time().finish())
     } else {
-        tracing::subscriber::set_global_default(builder.finish())
+        // Lines go through our pipe, so the formatter cannot see whether
+        // stderr is a terminal: colour only there, and never with NO_COLOR
+        // (a log redirected to a file or a pipe stays plain text).
+        let colour = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        tracing::subscriber::set_global_default(builder.with_ansi(colour).finish())
     };
     // Already installed (tests call init more than once): keep the first.
     if installed.is_ok() {

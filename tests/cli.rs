@@ -279,3 +279,32 @@ fn token_command_mints_tokens_that_the_configured_secret_accepts() {
     assert!(!status.success() && out.is_empty(), "{said}");
     assert!(said.contains("secret_file"), "{said}");
 }
+
+/// A log written to a file or a pipe is plain text: no ANSI colour codes,
+/// with or without `NO_COLOR` (the harness sets it; a user's shell may not).
+#[test]
+fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
+    for no_color in [true, false] {
+        let mut cmd = rtcam();
+        if !no_color {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd
+            .env("RTCAM_LOG", "debug")
+            .args([
+                "bench", "encoder", "--frames", "3", "--width", "64", "--height", "48",
+            ])
+            .output()
+            .expect("rtcam runs");
+        assert_success(&out);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("DEBUG"),
+            "the encoder logs at DEBUG (NO_COLOR={no_color}): {log}"
+        );
+        assert!(
+            !log.contains('\u{1b}'),
+            "no escape codes (NO_COLOR={no_color}): {log}"
+        );
+    }
+}
