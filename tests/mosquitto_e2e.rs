@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::agent::{AgentProcess, TestConfig, start};
 use common::mosquitto::Mosquitto;
 use common::{
-    TWO_OUTPUTS, WAIT, Watch, frames, free_port, malformed_messages_get_codes,
+    SIM_PINS, TWO_OUTPUTS, WAIT, Watch, frames, free_port, malformed_messages_get_codes,
     no_error_before_barrier, viewer,
 };
 use rtcam::signaling::mqtt::{Link, LinkEvent};
@@ -203,33 +203,7 @@ async fn gpio_over_mqtt_with_home_assistant_discovery() {
         .with("gpio.backend", "sim")
         .with("gpio.mqtt", true)
         .with_env("RTCAM_LOG", "info,rtcam::gpio::sim=debug")
-        .with_toml(
-            r#"
-[[gpio.pins]]
-name = "relay1"
-pin = 17
-mode = "output"
-failsafe = false
-
-[[gpio.pins]]
-name = "door"
-pin = 27
-mode = "input"
-pull = "up"
-debounce_ms = 0
-
-[[gpio.pins]]
-name = "dim"
-pin = 18
-mode = "pwm"
-max_duty = 0.9
-
-[[gpio.pins]]
-name = "pan"
-pin = 12
-mode = "servo"
-"#,
-        );
+        .with_toml(SIM_PINS);
     let agent = start(&cfg).await;
     let s = agent.settings().clone();
     let p = s.mqtt.topic_prefix.clone();

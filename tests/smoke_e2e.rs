@@ -11,10 +11,9 @@ mod common;
 
 use common::agent::{AgentProcess, TestConfig};
 use common::viewer_options;
-use rtcam::agent::AgentStats;
 use rtcam::probe::Viewer;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Emulated ARM runs the whole stack ~20x slower than native: every wait
 /// here is an upper bound on an event, never a rate.
@@ -53,29 +52,6 @@ mode = "servo"
 /// The simulator's log line for an electrical change of `pin`.
 fn line_of(pin: &str, level: &str) -> String {
     format!("simulated line {pin}: {level}")
-}
-
-/// Polls `/stats.json` until `pred` holds, for at most [`SLOW`] (the
-/// harness's own wait is sized for native runs).
-async fn wait_stats_slow(
-    agent: &AgentProcess,
-    what: &str,
-    pred: impl Fn(&AgentStats) -> bool,
-) -> AgentStats {
-    let deadline = Instant::now() + SLOW;
-    loop {
-        let st = agent.stats().await;
-        if pred(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {st:?}\nagent log:\n{}",
-            agent.log().tail(40)
-        );
-        // A process boundary has no event to wait on.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,10 +134,11 @@ async fn a_small_stream_reaches_a_viewer_through_the_embedded_broker() {
     // to its failsafe (off) once the session that drove it has ended.
     let lows = agent.log().count(|l| l.contains(&line_of("relay1", "low")));
     v.bye().await;
-    let after = wait_stats_slow(&agent, "the session to end and free everything", |st| {
-        st.sessions == 0 && st.subscribers == 0 && st.holds == 0 && st.tasks == base.tasks
-    })
-    .await;
+    let after = agent
+        .wait_stats_within(SLOW, "the session to end and free everything", |st| {
+            st.sessions == 0 && st.subscribers == 0 && st.holds == 0 && st.tasks == base.tasks
+        })
+        .await;
     assert_eq!(after.subscribers, 0, "hub subscription released");
     agent
         .log()
@@ -175,6 +152,8 @@ async fn a_small_stream_reaches_a_viewer_through_the_embedded_broker() {
             l.contains("failsafe applied") && l.contains("pin=relay1")
         })
         .await;
-    wait_stats_slow(&agent, "the camera to stop", |st| st.camera == "idle").await;
+    agent
+        .wait_stats_within(SLOW, "the camera to stop", |st| st.camera == "idle")
+        .await;
     agent.shutdown().await;
 }

@@ -230,45 +230,24 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) -> bool {
     true
 }
 
-/// Polls `/stats.json` until `pred` holds, for at most [`SLOW`] (a round's
-/// vanished viewers end on the ICE consent timeout; emulated runs are slow).
-async fn wait_stats_slow(
-    agent: &AgentProcess,
-    what: &str,
-    pred: impl Fn(&AgentStats) -> bool,
-) -> AgentStats {
-    let deadline = Instant::now() + SLOW;
-    loop {
-        let st = agent.stats().await;
-        if pred(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {st:?}\nagent log:\n{}",
-            agent.log().tail(40)
-        );
-        // A process boundary has no event to wait on.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until every session has ended and freed what it held, in the
 /// agent (its tracked tasks and its runtime's) and on the viewers' side.
 async fn quiesce(agent: &AgentProcess, idle: &AgentStats, idle_tasks: usize) {
-    let st = wait_stats_slow(
-        agent,
-        "sessions, hub subscriptions and the agent's tasks back to idle",
-        |st| st.sessions == 0 && st.subscribers == 0 && st.holds == 0 && st.tasks == idle.tasks,
-    )
-    .await;
+    let st = agent
+        .wait_stats_within(
+            SLOW,
+            "sessions, hub subscriptions and the agent's tasks back to idle",
+            |st| st.sessions == 0 && st.subscribers == 0 && st.holds == 0 && st.tasks == idle.tasks,
+        )
+        .await;
     assert_eq!((st.negotiating, st.connected), (0, 0), "{st:?}");
-    wait_stats_slow(
-        agent,
-        "the agent's runtime tasks (the WebRTC stack's included) back to idle",
-        |st| st.runtime_tasks <= idle.runtime_tasks,
-    )
-    .await;
+    agent
+        .wait_stats_within(
+            SLOW,
+            "the agent's runtime tasks (the WebRTC stack's included) back to idle",
+            |st| st.runtime_tasks <= idle.runtime_tasks,
+        )
+        .await;
     assert!(
         eventually("the viewers' runtime tasks to return to idle", || {
             alive_tasks() <= idle_tasks

@@ -278,7 +278,17 @@ impl AgentProcess {
     /// Polls `/stats.json` until `pred` holds (a process boundary has no
     /// event to wait on); panics naming `what` after [`WAIT`].
     pub async fn wait_stats(&self, what: &str, pred: impl Fn(&AgentStats) -> bool) -> AgentStats {
-        let deadline = Instant::now() + WAIT;
+        self.wait_stats_within(WAIT, what, pred).await
+    }
+
+    /// [`Self::wait_stats`] with a bound of its own (emulated runs are slow).
+    pub async fn wait_stats_within(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&AgentStats) -> bool,
+    ) -> AgentStats {
+        let deadline = Instant::now() + within;
         loop {
             let st = self.stats().await;
             if pred(&st) {

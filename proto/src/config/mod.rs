@@ -227,44 +227,54 @@ pub fn load(layers: &Layers<'_>) -> Result<Loaded, ConfigError> {
         settings.mqtt.password = Some(settings::Secret::new(text.trim_end_matches(['\r', '\n'])));
     }
     if let Some(path) = &settings.webrtc.turn_secret_file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let secret = text.trim();
-        if secret.len() < crate::auth::MIN_SECRET_LEN {
-            return Err(ConfigError::Invalid {
-                key: "webrtc.turn_secret_file".into(),
-                value: path.display().to_string(),
-                allowed: format!(
-                    "the file must hold the TURN server's static-auth-secret, at least {} characters",
-                    crate::auth::MIN_SECRET_LEN
-                ),
-                origin: origin_of("webrtc.turn_secret_file"),
-            });
-        }
-        settings.webrtc.turn_secret = Some(settings::Secret::new(secret));
+        let secret = read_secret_file(
+            path,
+            "webrtc.turn_secret_file",
+            format!(
+                "the file must hold the TURN server's static-auth-secret, at least {} characters",
+                crate::auth::MIN_SECRET_LEN
+            ),
+            &origin_of,
+        )?;
+        settings.webrtc.turn_secret = Some(secret);
     }
     if let Some(path) = &settings.auth.secret_file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let secret = text.trim();
-        if secret.len() < crate::auth::MIN_SECRET_LEN {
-            return Err(ConfigError::Invalid {
-                key: "auth.secret_file".into(),
-                value: path.display().to_string(),
-                allowed: format!(
-                    "the file must hold a secret of at least {} characters (e.g. `head -c 32 /dev/urandom | base64`)",
-                    crate::auth::MIN_SECRET_LEN
-                ),
-                origin: origin_of("auth.secret_file"),
-            });
-        }
-        settings.auth.secret = Some(settings::Secret::new(secret));
+        let secret = read_secret_file(
+            path,
+            "auth.secret_file",
+            format!(
+                "the file must hold a secret of at least {} characters (e.g. `head -c 32 /dev/urandom | base64`)",
+                crate::auth::MIN_SECRET_LEN
+            ),
+            &origin_of,
+        )?;
+        settings.auth.secret = Some(secret);
     }
     Ok(Loaded { settings, origins })
+}
+
+/// Reads the secret in the file `path` named by config key `key` (trimmed),
+/// refusing one shorter than [`crate::auth::MIN_SECRET_LEN`] with `allowed`.
+fn read_secret_file(
+    path: &std::path::Path,
+    key: &str,
+    allowed: String,
+    origin_of: &dyn Fn(&str) -> Origin,
+) -> Result<settings::Secret, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let secret = text.trim();
+    if secret.len() < crate::auth::MIN_SECRET_LEN {
+        return Err(ConfigError::Invalid {
+            key: key.into(),
+            value: path.display().to_string(),
+            allowed,
+            origin: origin_of(key),
+        });
+    }
+    Ok(settings::Secret::new(secret))
 }
 
 /// The effective configuration as TOML, for `rtcam config --print`.
