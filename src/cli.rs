@@ -38,7 +38,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "print")]
         check: bool,
     },
-    /// List V4L2 capture devices with their formats, sizes and rates.
+    /// List V4L2 capture devices with their formats, sizes and rates, then the memory-to-memory encoders.
     Devices,
     /// Record the encoded stream to an Annex B H.264 file.
     Record {
@@ -111,6 +111,15 @@ pub enum BenchCommand {
         /// OpenH264 threads (0: one per core, at most 4).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
         threads: u32,
+        /// Encoder to measure: openh264, or v4l2m2m (the board's memory-to-memory encoder, fed I420 by MMAP).
+        #[arg(long, value_enum, default_value_t = BenchEncoderKind::Openh264)]
+        encoder: BenchEncoderKind,
+        /// The v4l2m2m encoder's node (default: the first whose capture queue gives --codec).
+        #[arg(long)]
+        device: Option<std::path::PathBuf>,
+        /// What the v4l2m2m encoder produces: h264, or fwht (the kernel lab's vicodec).
+        #[arg(long, value_enum, default_value_t = BenchCodec::H264)]
+        codec: BenchCodec,
     },
     /// Whole pipeline in real time: CPU time per frame with N subscribers.
     Pipeline {
@@ -135,6 +144,15 @@ pub enum BenchCommand {
         /// OpenH264 threads (0: one per core, at most 4).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
         threads: u32,
+        /// Encoder to measure: openh264, or v4l2m2m (the board's memory-to-memory encoder, fed I420 by MMAP).
+        #[arg(long, value_enum, default_value_t = BenchEncoderKind::Openh264)]
+        encoder: BenchEncoderKind,
+        /// The v4l2m2m encoder's node (default: the first whose capture queue gives --codec).
+        #[arg(long)]
+        device: Option<std::path::PathBuf>,
+        /// What the v4l2m2m encoder produces: h264, or fwht (the kernel lab's vicodec).
+        #[arg(long, value_enum, default_value_t = BenchCodec::H264)]
+        codec: BenchCodec,
     },
     /// The agent with real WebRTC viewers over loopback: first frame, latency, CPU and RSS per viewer.
     /// Run inside a private network namespace.
@@ -170,6 +188,24 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
         rounds: u32,
     },
+}
+
+/// `rtcam bench --encoder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchEncoderKind {
+    /// OpenH264 in software.
+    Openh264,
+    /// A V4L2 memory-to-memory encoder.
+    V4l2m2m,
+}
+
+/// `rtcam bench --codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchCodec {
+    /// H.264.
+    H264,
+    /// FWHT (vicodec, the kernel lab's stand-in for a hardware H.264 encoder).
+    Fwht,
 }
 
 /// The command definition with one global flag per config key.

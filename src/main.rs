@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use rtcam::bench;
-use rtcam::cli::{self, BenchCommand, Command};
+use rtcam::cli::{self, BenchCodec, BenchCommand, BenchEncoderKind, Command};
 use rtcam::config::{self, Layers, Settings};
 use rtcam::media::encode::{EncoderControl, EncoderSettings};
 use rtcam::media::hub::Hub;
@@ -136,6 +136,12 @@ fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
                 rtcam::media::capture::devices::render(&rtcam::media::capture::devices::list((
                     v.width, v.height, v.fps
                 )))
+            );
+            print!(
+                "{}",
+                rtcam::media::encode::m2m_devices::render(
+                    &rtcam::media::encode::m2m_devices::list()
+                )
             );
             Ok(())
         }
@@ -289,6 +295,27 @@ async fn run_probe(
     Ok(())
 }
 
+/// The benchmark's encoder settings with `--encoder`, `--device` and `--codec` applied.
+fn bench_settings(
+    s: rtcam::media::encode::EncoderSettings,
+    encoder: BenchEncoderKind,
+    device: Option<std::path::PathBuf>,
+    codec: BenchCodec,
+) -> rtcam::media::encode::EncoderSettings {
+    rtcam::media::encode::EncoderSettings {
+        pref: match encoder {
+            BenchEncoderKind::Openh264 => rtcam::config::EncoderPref::OpenH264,
+            BenchEncoderKind::V4l2m2m => rtcam::config::EncoderPref::V4l2M2m,
+        },
+        device,
+        coded: match codec {
+            BenchCodec::H264 => rtcam::media::encode::CodedFormat::H264,
+            BenchCodec::Fwht => rtcam::media::encode::CodedFormat::Fwht,
+        },
+        ..s
+    }
+}
+
 fn run_bench(what: BenchCommand) -> Result<()> {
     match what {
         BenchCommand::Encoder {
@@ -297,11 +324,23 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             bitrate_kbps,
             frames,
             threads,
+            encoder,
+            device,
+            codec,
         } => {
-            let s = bench::settings(width, height, 30, bitrate_kbps, threads);
+            let s = bench_settings(
+                bench::settings(width, height, 30, bitrate_kbps, threads),
+                encoder,
+                device,
+                codec,
+            );
             let r = bench::encoder(&s, frames)?;
+            let what = match encoder {
+                BenchEncoderKind::Openh264 => format!("{threads} threads"),
+                BenchEncoderKind::V4l2m2m => format!("v4l2m2m {}", s.coded),
+            };
             println!(
-                "encoder {width}x{height} @ {bitrate_kbps} kbit/s, {threads} threads: {:.1} frames/s, {:.1} frames per CPU-second ({:.2} ms CPU/frame, {} frames, {:.0} kbit/s at 30 fps)",
+                "encoder {width}x{height} @ {bitrate_kbps} kbit/s, {what}: {:.1} frames/s, {:.1} frames per CPU-second ({:.2} ms CPU/frame, {} frames, {:.0} kbit/s at 30 fps)",
                 r.wall_fps(),
                 r.fps(),
                 r.ms_per_frame(),
@@ -317,8 +356,16 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             seconds,
             subscribers,
             threads,
+            encoder,
+            device,
+            codec,
         } => {
-            let s = bench::settings(width, height, fps, bitrate_kbps, threads);
+            let s = bench_settings(
+                bench::settings(width, height, fps, bitrate_kbps, threads),
+                encoder,
+                device,
+                codec,
+            );
             let r = bench::pipeline(&s, seconds, subscribers)?;
             println!(
                 "pipeline {width}x{height}@{fps}, {subscribers} subscribers: {:.2} ms CPU per frame ({} frames, each subscriber got >= {})",

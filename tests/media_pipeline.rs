@@ -34,6 +34,9 @@ fn options() -> PipelineOptions {
             // Only the H.264 camera below is affected: raw sources are encoded.
             passthrough: true,
             threads: 1,
+            pref: rtcam::config::EncoderPref::OpenH264,
+            device: None,
+            coded: rtcam::media::encode::CodedFormat::H264,
         },
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(40)),
     }

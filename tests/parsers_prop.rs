@@ -1567,6 +1567,8 @@ fn plausible(path: &'static str) -> Option<BoxedStrategy<toml::Value>> {
     }
     match path {
         "video.source" => s(&["test", "auto", "/dev/video0", " test "]),
+        "video.encoder" => s(&["auto", "openh264", "v4l2m2m"]),
+        "video.encoder_device" => s(&["/dev/video11", "/dev/video31", ""]),
         "device.name" => Some(
             "[A-Za-z0-9][A-Za-z0-9 _.-]{0,20}"
                 .prop_map(toml::Value::String)

@@ -6,9 +6,14 @@
 pub mod viewers;
 
 use crate::backoff::Backoff;
+use crate::config::EncoderPref;
 use crate::media::capture::test_pattern::{PatternGenerator, TestPatternFactory};
 use crate::media::encode::openh264::OpenH264Encoder;
-use crate::media::encode::{EncodeError, EncoderControl, EncoderSettings};
+use crate::media::encode::v4l2m2m::V4l2M2mEncoder;
+use crate::media::encode::{
+    self, CodedFormat, EncodeError, EncoderControl, EncoderInput, EncoderKind, EncoderSettings,
+    VideoEncoder, m2m_devices,
+};
 use crate::media::frame::I420Image;
 use crate::media::hub::Hub;
 use crate::media::hub::policy::PolicyConfig;
@@ -96,6 +101,38 @@ pub fn settings(
         keyframe_interval: Duration::from_secs(2),
         passthrough: false,
         threads,
+        pref: EncoderPref::OpenH264,
+        device: None,
+        coded: CodedFormat::H264,
+    }
+}
+
+/// The encoder a benchmark measures: OpenH264, or (`pref = V4l2M2m`) the
+/// M2M encoder at `settings.device` or the first that gives `settings.coded`,
+/// fed I420 pictures (so the MMAP path: one copy per picture).
+pub fn bench_encoder(settings: &EncoderSettings) -> Result<Box<dyn VideoEncoder>, EncodeError> {
+    if settings.pref != EncoderPref::V4l2M2m {
+        return Ok(Box::new(OpenH264Encoder::new(settings)?));
+    }
+    let choice = encode::choose(
+        crate::media::frame::PixelFormat::I420,
+        settings,
+        &m2m_devices::list(),
+    )?;
+    match (choice.kind, choice.device) {
+        (EncoderKind::V4l2M2m, Some(device)) => Ok(Box::new(V4l2M2mEncoder::open(
+            &device,
+            encode::m2m_params::OpenParams {
+                width: settings.width,
+                height: settings.height,
+                fps: settings.fps,
+                bitrate_kbps: settings.bitrate_kbps,
+                keyframe_interval: settings.keyframe_interval,
+                coded: settings.coded,
+            },
+            crate::media::frame::PixelFormat::I420,
+        )?)),
+        _ => Err(EncodeError::Init(choice.why)),
     }
 }
 
@@ -104,13 +141,13 @@ pub fn settings(
 /// calls only.
 pub fn encoder(settings: &EncoderSettings, frames: u32) -> Result<EncoderResult, EncodeError> {
     let prepared = prepared_frames(settings.width, settings.height);
-    let mut enc = OpenH264Encoder::new(settings)?;
+    let mut enc = bench_encoder(settings)?;
     let mut bytes = 0u64;
     let (cpu0, wall0) = (process_cpu(), Instant::now());
     for i in 0..frames {
         let pic = prepared[i as usize % PREPARED_FRAMES].view();
         let pts = Duration::from_millis(u64::from(i) * 33);
-        if let Some(au) = enc.encode_i420(&pic, pts)? {
+        if let Some(au) = enc.encode(EncoderInput::I420(pic), pts)? {
             bytes += au.data.len() as u64;
         }
     }
@@ -131,7 +168,7 @@ pub fn encoder_paced(
     seconds: u32,
 ) -> Result<EncoderResult, EncodeError> {
     let prepared = prepared_frames(settings.width, settings.height);
-    let mut enc = OpenH264Encoder::new(settings)?;
+    let mut enc = bench_encoder(settings)?;
     let interval = Duration::from_secs(1) / settings.fps.max(1);
     let frames = settings.fps * seconds;
     let mut bytes = 0u64;
@@ -146,7 +183,7 @@ pub fn encoder_paced(
         due += interval;
         let pic = prepared[i as usize % PREPARED_FRAMES].view();
         let (t0, w0) = (process_cpu(), Instant::now());
-        if let Some(au) = enc.encode_i420(&pic, interval * i)? {
+        if let Some(au) = enc.encode(EncoderInput::I420(pic), interval * i)? {
             bytes += au.data.len() as u64;
         }
         cpu += process_cpu() - t0;

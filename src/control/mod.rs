@@ -304,6 +304,9 @@ impl Controller {
             "max_bitrate_kbps": self.bitrate_bounds.1,
             "viewers": *self.viewers.borrow(),
             "frames": self.camera.frames(),
+            // Which encoder runs, and the CPU copies of pictures on their way to it.
+            "encoder": self.camera.encoder().map(|k| k.to_string()),
+            "frame_copies": self.camera.copies(),
             "frames_dropped": stats.dropped,
             "camera": match self.camera.state() {
                 CameraState::Idle => "idle".to_string(),

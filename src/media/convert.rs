@@ -246,6 +246,7 @@ mod tests {
             stride,
             data,
             captured: Instant::now(),
+            dmabuf: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use std::fmt;
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 /// Pixel formats a source can deliver.
@@ -80,6 +81,24 @@ pub struct RawFrame<'a> {
     pub data: &'a [u8],
     /// When the frame was captured, on the monotonic clock.
     pub captured: Instant,
+    /// The source's buffer as a DMA-BUF, when the driver exports one: a
+    /// hardware encoder can then read the picture without a CPU copy.
+    pub dmabuf: Option<DmaBufRef<'a>>,
+}
+
+/// A frame's buffer exported as a DMA-BUF (`VIDIOC_EXPBUF`), valid while
+/// the frame is borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct DmaBufRef<'a> {
+    /// The exported buffer.
+    pub fd: BorrowedFd<'a>,
+    /// The source's index of the buffer (the same buffer always has the same
+    /// index, so an importer can keep one slot per buffer).
+    pub index: u32,
+    /// Length of the whole buffer in bytes.
+    pub length: u32,
+    /// Where the picture's bytes start in the buffer.
+    pub offset: u32,
 }
 
 /// An owned, tightly packed I420 picture (Y, then U, then V).
@@ -175,6 +194,9 @@ impl TrackId {
 pub enum Codec {
     /// H.264 Annex B access units; keyframes carry SPS and PPS in front of the IDR.
     H264,
+    /// FWHT frames from the kernel's `vicodec`: the lab's stand-in for a
+    /// hardware H.264 encoder. Never negotiated with viewers.
+    Fwht,
 }
 
 /// A track as described once to subscribers, instead of on every packet.

@@ -8,7 +8,8 @@ use crate::backoff::Backoff;
 use crate::media::capture::{ControlInfo, Source, SourceError, SourceFactory, SourceInfo};
 use crate::media::convert::Converter;
 use crate::media::encode::{
-    self, EncodeError, EncoderControl, EncoderInput, EncoderSettings, InputPlan, KeyframeBy,
+    self, EncodeError, EncoderControl, EncoderInput, EncoderKind, EncoderSettings, InputPlan,
+    KeyframeBy,
 };
 use crate::media::frame::{Packet, TrackId};
 use crate::media::hub::Hub;
@@ -43,6 +44,8 @@ pub struct PipelineStatus {
     frames: AtomicU64,
     bad_frames: AtomicU64,
     restarts: AtomicU64,
+    copies: AtomicU64,
+    encoder: Mutex<Option<EncoderKind>>,
     heartbeat: Arc<Heartbeat>,
 }
 
@@ -54,6 +57,8 @@ impl PipelineStatus {
             frames: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            copies: AtomicU64::new(0),
+            encoder: Mutex::new(None),
             heartbeat: Arc::new(Heartbeat::new()),
         }
     }
@@ -103,6 +108,18 @@ impl PipelineStatus {
     /// Times the source failed and was reopened.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// CPU copies of camera pictures made on their way to the encoder
+    /// since start: conversions to I420 and copies into an encoder's own
+    /// buffers. Zero when a hardware encoder reads the camera's buffers.
+    pub fn copies(&self) -> u64 {
+        self.copies.load(Ordering::Relaxed)
+    }
+
+    /// The encoder of the current (or last) camera run.
+    pub fn encoder(&self) -> Option<EncoderKind> {
+        *self.encoder.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The media thread's heartbeat (for the watchdog).
@@ -377,7 +394,13 @@ impl Worker {
             },
         )?;
         tracing::info!(encoder = %encoder.kind(), convert = ?plan, "encoder open");
+        *self
+            .status
+            .encoder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(encoder.kind());
         self.control.set_applied_kbps(encoder.bitrate_kbps());
+        let mut encoder_copies = 0;
         let mut converter = Converter::new();
         let mut last_bad_log: Option<Instant> = None;
         self.hub.discontinuity();
@@ -409,9 +432,17 @@ impl Worker {
                 InputPlan::AsIs => Ok(EncoderInput::Frame(frame)),
                 InputPlan::ToI420 => converter.to_i420(&frame).map(EncoderInput::I420),
             };
+            if plan == InputPlan::ToI420 && input.is_ok() {
+                self.status.copies.fetch_add(1, Ordering::Relaxed);
+            }
             let produced = input
                 .map_err(EncodeError::from)
                 .and_then(|input| encoder.encode(input, pts));
+            let copies = encoder.input_copies();
+            self.status
+                .copies
+                .fetch_add(copies.saturating_sub(encoder_copies), Ordering::Relaxed);
+            encoder_copies = copies;
             match produced {
                 Ok(Some(au)) => {
                     self.hub.publish(Packet {

@@ -60,6 +60,9 @@ impl SourceFactory for H264Camera {
             keyframe_interval: Duration::from_secs(60),
             passthrough: false,
             threads: 1,
+            pref: rtcam::config::EncoderPref::OpenH264,
+            device: None,
+            coded: rtcam::media::encode::CodedFormat::H264,
         })
         .map_err(|e| SourceError::Read(e.to_string()))?;
         Ok(Box::new(H264CameraSource {
@@ -117,6 +120,7 @@ impl Source for H264CameraSource {
                 stride: 0,
                 data: &self.au,
                 captured,
+                dmabuf: None,
             });
         }
     }

@@ -129,6 +129,16 @@ pub const KEYS: &[Key] = &[
         help: "Forward the camera's own H.264 when it offers it, without re-encoding",
     },
     Key {
+        path: "video.encoder",
+        kind: Kind::Str,
+        help: "H.264 encoder: auto (camera passthrough, else the board's V4L2 M2M encoder, else OpenH264), openh264 or v4l2m2m",
+    },
+    Key {
+        path: "video.encoder_device",
+        kind: Kind::Str,
+        help: "V4L2 memory-to-memory encoder node (default: the first whose capture queue offers H.264)",
+    },
+    Key {
         path: "video.always_on",
         kind: Kind::Bool,
         help: "Keep the camera running with no viewers (faster first frame, more power)",

@@ -123,6 +123,12 @@ pub struct RawVideo {
     /// `video.passthrough`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passthrough: Option<bool>,
+    /// `video.encoder`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
+    /// `video.encoder_device`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder_device: Option<String>,
     /// `video.always_on`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub always_on: Option<bool>,

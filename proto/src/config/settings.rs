@@ -37,6 +37,29 @@ impl SourceSpec {
     }
 }
 
+/// Which H.264 encoder `[video] encoder` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderPref {
+    /// Camera H.264 passed through when `passthrough = true` and offered; else a hardware (V4L2 M2M) encoder when one exists and opens; else OpenH264.
+    #[default]
+    Auto,
+    /// OpenH264 in software.
+    OpenH264,
+    /// The board's V4L2 memory-to-memory H.264 encoder (e.g. the Raspberry Pi 4's /dev/video11).
+    V4l2M2m,
+}
+
+impl EncoderPref {
+    /// The config text for this preference.
+    pub fn as_config(&self) -> &'static str {
+        match self {
+            EncoderPref::Auto => "auto",
+            EncoderPref::OpenH264 => "openh264",
+            EncoderPref::V4l2M2m => "v4l2m2m",
+        }
+    }
+}
+
 /// `[video]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoSettings {
@@ -56,6 +79,11 @@ pub struct VideoSettings {
     pub encoder_threads: u32,
     /// Forward camera H.264 without re-encoding.
     pub passthrough: bool,
+    /// Which H.264 encoder to use.
+    pub encoder: EncoderPref,
+    /// The V4L2 memory-to-memory encoder node; `None`: the first
+    /// memory-to-memory device whose capture queue offers H.264.
+    pub encoder_device: Option<PathBuf>,
     /// Keep the camera running with no viewers.
     pub always_on: bool,
     /// Lowest bitrate a command may set.
@@ -625,6 +653,40 @@ fn video(raw: &RawVideo, origin: OriginOf<'_>) -> Result<VideoSettings, ConfigEr
             ));
         }
     };
+    let encoder = match raw.encoder.as_deref() {
+        None | Some("auto") => EncoderPref::Auto,
+        Some("openh264") => EncoderPref::OpenH264,
+        Some("v4l2m2m") => EncoderPref::V4l2M2m,
+        Some(other) => {
+            return Err(invalid(
+                "video.encoder",
+                format!("{other:?}"),
+                "expected \"auto\", \"openh264\" or \"v4l2m2m\"",
+                origin,
+            ));
+        }
+    };
+    // Empty means unset, as for the other path keys.
+    let encoder_device = match raw.encoder_device.as_deref().filter(|p| !p.is_empty()) {
+        None => None,
+        Some(p) if !p.starts_with('/') => {
+            return Err(invalid(
+                "video.encoder_device",
+                format!("{p:?}"),
+                "expected an absolute device path such as \"/dev/video11\"",
+                origin,
+            ));
+        }
+        Some(p) if encoder == EncoderPref::OpenH264 => {
+            return Err(invalid(
+                "video.encoder_device",
+                format!("{p:?}"),
+                "only used by the v4l2m2m and auto encoders (video.encoder is \"openh264\")",
+                origin,
+            ));
+        }
+        Some(p) => Some(PathBuf::from(p)),
+    };
     Ok(VideoSettings {
         source,
         width: int("video.width", raw.width, 1280, (160, 3840), true, origin)?,
@@ -657,6 +719,8 @@ fn video(raw: &RawVideo, origin: OriginOf<'_>) -> Result<VideoSettings, ConfigEr
             origin,
         )?,
         passthrough: raw.passthrough.unwrap_or(false),
+        encoder,
+        encoder_device,
         always_on: raw.always_on.unwrap_or(false),
         min_bitrate_kbps: int(
             "video.min_bitrate_kbps",
@@ -1660,6 +1724,8 @@ impl Settings {
                 keyframe_interval_ms: Some(v.keyframe_interval.as_millis() as i64),
                 encoder_threads: Some(v.encoder_threads.into()),
                 passthrough: Some(v.passthrough),
+                encoder: Some(v.encoder.as_config().into()),
+                encoder_device: v.encoder_device.as_ref().map(|p| p.display().to_string()),
                 always_on: Some(v.always_on),
                 min_bitrate_kbps: Some(v.min_bitrate_kbps.into()),
                 max_bitrate_kbps: Some(v.max_bitrate_kbps.into()),
@@ -1814,6 +1880,82 @@ mod tests {
         assert_eq!(s.video.keyframe_interval, Duration::from_secs(2));
         assert_eq!(s.video.encoder_threads, 0, "automatic");
         assert!(!s.video.passthrough && !s.video.always_on);
+        assert_eq!(s.video.encoder, EncoderPref::Auto);
+        assert_eq!(
+            s.video.encoder_device, None,
+            "the first M2M node offering H.264"
+        );
+    }
+
+    #[test]
+    fn encoder_takes_auto_openh264_or_v4l2m2m_and_names_the_key_otherwise() {
+        for (text, want) in [
+            ("auto", EncoderPref::Auto),
+            ("openh264", EncoderPref::OpenH264),
+            ("v4l2m2m", EncoderPref::V4l2M2m),
+        ] {
+            let mut raw = RawConfig::default();
+            raw.video.encoder = Some(text.into());
+            let s = check(raw).expect("accepted");
+            assert_eq!(s.video.encoder, want);
+            assert_eq!(s.video.encoder.as_config(), text);
+            assert_eq!(check(s.to_raw()).expect("round trip"), s);
+        }
+        for bad in ["", "x264", "OpenH264", " auto", "v4l2"] {
+            let mut raw = RawConfig::default();
+            raw.video.encoder = Some(bad.into());
+            let e = check(raw).expect_err("not an encoder");
+            assert_eq!(e.key(), Some("video.encoder"));
+            let text = e.to_string();
+            for accepted in ["\"auto\"", "\"openh264\"", "\"v4l2m2m\""] {
+                assert!(text.contains(accepted), "{text}");
+            }
+            assert!(text.contains(&format!("{bad:?}")), "{text}");
+        }
+    }
+
+    #[test]
+    fn encoder_device_is_an_absolute_path_for_the_v4l2m2m_and_auto_encoders() {
+        for encoder in [None, Some("auto"), Some("v4l2m2m")] {
+            let mut raw = RawConfig::default();
+            raw.video.encoder = encoder.map(Into::into);
+            raw.video.encoder_device = Some("/dev/video11".into());
+            let s = check(raw).expect("accepted");
+            assert_eq!(
+                s.video.encoder_device.as_deref(),
+                Some(std::path::Path::new("/dev/video11"))
+            );
+            assert_eq!(check(s.to_raw()).expect("round trip"), s);
+        }
+        // Empty means unset, as for the other path keys.
+        let mut raw = RawConfig::default();
+        raw.video.encoder_device = Some(String::new());
+        assert_eq!(check(raw).expect("unset").video.encoder_device, None);
+
+        for bad in ["video11", "dev/video11", "./video11", " /dev/video11"] {
+            let mut raw = RawConfig::default();
+            raw.video.encoder_device = Some(bad.into());
+            let e = check(raw).expect_err("relative");
+            assert_eq!(e.key(), Some("video.encoder_device"));
+            let text = e.to_string();
+            assert!(text.contains("absolute") && text.contains(bad), "{text}");
+        }
+
+        let mut raw = RawConfig::default();
+        raw.video.encoder = Some("openh264".into());
+        raw.video.encoder_device = Some("/dev/video11".into());
+        let e = check(raw).expect_err("openh264 has no device");
+        assert_eq!(e.key(), Some("video.encoder_device"));
+        let text = e.to_string();
+        assert!(
+            text.contains("only used by the v4l2m2m and auto encoders")
+                && text.contains("/dev/video11"),
+            "{text}"
+        );
+        // Without a device, openh264 is fine.
+        let mut raw = RawConfig::default();
+        raw.video.encoder = Some("openh264".into());
+        assert_eq!(check(raw).expect("no device").video.encoder_device, None);
     }
 
     #[test]

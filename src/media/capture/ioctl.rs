@@ -9,12 +9,13 @@
 //! `unsafe` block of the capture code is in this file.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::raw::c_void;
 use std::sync::Arc;
 use std::time::Duration;
 use v4l::v4l_sys::{
-    v4l2_buffer, v4l2_capability, v4l2_fmtdesc, v4l2_format, v4l2_plane, v4l2_requestbuffers,
-    v4l2_streamparm,
+    v4l2_buffer, v4l2_capability, v4l2_exportbuffer, v4l2_fmtdesc, v4l2_format, v4l2_plane,
+    v4l2_requestbuffers, v4l2_streamparm,
 };
 use v4l::v4l2::{self, vidioc};
 
@@ -187,8 +188,26 @@ pub struct MmapStream {
     handle: Arc<v4l::device::Handle>,
     buf_type: u32,
     maps: Vec<Mapping>,
+    /// Each buffer exported as a DMA-BUF (empty when the driver cannot):
+    /// closed before the buffers are freed.
+    exports: Vec<OwnedFd>,
     dequeued: Option<u32>,
     timeout: Duration,
+}
+
+/// One filled buffer of an [`MmapStream`].
+#[derive(Debug, Clone, Copy)]
+pub struct Filled<'a> {
+    /// The payload.
+    pub data: &'a [u8],
+    /// The buffer's index.
+    pub index: u32,
+    /// The payload's offset in the buffer.
+    pub offset: u32,
+    /// The whole buffer's length.
+    pub length: u32,
+    /// The buffer as a DMA-BUF, when the driver exported it.
+    pub dmabuf: Option<BorrowedFd<'a>>,
 }
 
 // SAFETY: the mappings are owned by this value alone and only read through
@@ -228,6 +247,7 @@ impl MmapStream {
             handle,
             buf_type,
             maps: Vec::new(),
+            exports: Vec::new(),
             dequeued: None,
             timeout,
         };
@@ -264,9 +284,31 @@ impl MmapStream {
             s.maps.push(Mapping { ptr, len });
             s.queue(index)?;
         }
+        s.exports = s.export_all().unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "camera buffers cannot be exported as DMA-BUF");
+            Vec::new()
+        });
         let mut t = buf_type as i32;
         call(fd, vidioc::VIDIOC_STREAMON, &mut t)?;
         Ok(s)
+    }
+
+    /// `VIDIOC_EXPBUF` for every buffer (plane 0), read-only: what lets a
+    /// hardware encoder read a frame where the camera wrote it.
+    fn export_all(&self) -> io::Result<Vec<OwnedFd>> {
+        (0..self.maps.len() as u32)
+            .map(|index| {
+                let mut e: v4l2_exportbuffer = zeroed();
+                e.type_ = self.buf_type;
+                e.index = index;
+                e.plane = 0;
+                e.flags = (libc::O_CLOEXEC | libc::O_RDONLY) as u32;
+                call(self.handle.fd(), vidioc::VIDIOC_EXPBUF, &mut e)?;
+                // SAFETY: on success the kernel returned a new descriptor
+                // that nothing else owns.
+                Ok(unsafe { OwnedFd::from_raw_fd(e.fd) })
+            })
+            .collect()
     }
 
     fn queue(&mut self, index: u32) -> io::Result<()> {
@@ -279,7 +321,7 @@ impl MmapStream {
     /// from its data offset), valid until the next call. Buffers the driver
     /// marks as errored are queued back and skipped; none within the
     /// timeout is `TimedOut`.
-    pub fn next_frame(&mut self) -> io::Result<&[u8]> {
+    pub fn next_frame(&mut self) -> io::Result<Filled<'_>> {
         if let Some(i) = self.dequeued.take() {
             self.queue(i)?;
         }
@@ -311,7 +353,13 @@ impl MmapStream {
             // until Drop; the buffer stays dequeued (not written by the
             // driver) until the next call, which the borrow of `self` orders.
             let all = unsafe { std::slice::from_raw_parts(map.ptr as *const u8, map.len) };
-            return Ok(&all[start..used]);
+            return Ok(Filled {
+                data: &all[start..used],
+                index: b.index,
+                offset: start as u32,
+                length: map.len as u32,
+                dmabuf: self.exports.get(b.index as usize).map(AsFd::as_fd),
+            });
         }
         Err(io::Error::other("the driver returned only errored buffers"))
     }
@@ -322,6 +370,7 @@ impl Drop for MmapStream {
         let fd = self.handle.fd();
         let mut t = self.buf_type as i32;
         let _ = call(fd, vidioc::VIDIOC_STREAMOFF, &mut t);
+        self.exports.clear();
         for m in self.maps.drain(..) {
             // SAFETY: each mapping came from mmap with this length.
             unsafe { libc::munmap(m.ptr, m.len) };

@@ -179,6 +179,7 @@ impl Source for TestPattern {
             stride: img.width,
             data: &img.data,
             captured,
+            dmabuf: None,
         })
     }
 

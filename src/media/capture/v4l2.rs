@@ -10,7 +10,7 @@ use super::format_choice::{self, Choice};
 use super::ioctl::{self, MmapStream};
 use super::{ControlInfo, ControlKind, Source, SourceError, SourceFactory, SourceInfo};
 use crate::config::VideoSettings;
-use crate::media::frame::{PixelFormat, RawFrame};
+use crate::media::frame::{DmaBufRef, PixelFormat, RawFrame};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -264,14 +264,20 @@ impl Source for V4l2Source {
     fn next_frame(&mut self) -> Result<RawFrame<'_>, SourceError> {
         let path = &self.path;
         let read = |e: std::io::Error| SourceError::Read(format!("{}: {e}", path.display()));
-        let data = self.stream.next_frame().map_err(read)?;
+        let filled = self.stream.next_frame().map_err(read)?;
         Ok(RawFrame {
             format: self.info.format,
             width: self.info.width,
             height: self.info.height,
             stride: self.stride,
-            data,
+            data: filled.data,
             captured: Instant::now(),
+            dmabuf: filled.dmabuf.map(|fd| DmaBufRef {
+                fd,
+                index: filled.index,
+                length: filled.length,
+                offset: filled.offset,
+            }),
         })
     }
 

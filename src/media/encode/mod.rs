@@ -6,19 +6,30 @@
 //! Adding an encoder is one file here plus an arm in [`EncoderKind`] and
 //! [`open`]. Steering (keyframe requests, bitrate) reaches the media thread
 //! through [`EncoderControl`], not through the hub.
+//!
+//! Which encoder runs ([`choose`], pure): the camera's H.264 passed through
+//! when `passthrough = true` and the camera delivers it; else, for
+//! `encoder = "auto"`, the board's V4L2 memory-to-memory encoder when one
+//! offers H.264 and opens, else OpenH264.
 
 mod control;
+pub mod m2m_devices;
+pub mod m2m_params;
 pub mod openh264;
 pub mod passthrough;
+pub mod v4l2m2m;
 
 pub use control::{EncoderControl, KeyframeRation};
+pub use m2m_params::CodedFormat;
 
-use crate::config::VideoSettings;
+use crate::config::{EncoderPref, VideoSettings};
 use crate::media::capture::SourceInfo;
 use crate::media::convert::ConvertError;
 use crate::media::frame::{I420View, PixelFormat, RawFrame};
 use bytes::Bytes;
+use m2m_devices::M2mEncoder;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The `profile-level-id` rtcam announces: Constrained Baseline, level 3.1.
@@ -41,6 +52,12 @@ pub struct EncoderSettings {
     pub passthrough: bool,
     /// OpenH264 threads (and slices per picture); 0 picks one per core, at most 4.
     pub threads: u32,
+    /// Which encoder `[video] encoder` asks for.
+    pub pref: EncoderPref,
+    /// The M2M encoder node (`video.encoder_device`); `None`: the first that fits.
+    pub device: Option<PathBuf>,
+    /// What an M2M encoder produces: H.264, or FWHT in the kernel lab.
+    pub coded: CodedFormat,
 }
 
 impl EncoderSettings {
@@ -54,6 +71,20 @@ impl EncoderSettings {
             keyframe_interval: v.keyframe_interval,
             passthrough: v.passthrough,
             threads: v.encoder_threads,
+            pref: v.encoder,
+            device: v.encoder_device.clone(),
+            coded: CodedFormat::H264,
+        }
+    }
+
+    fn m2m_params(&self) -> m2m_params::OpenParams {
+        m2m_params::OpenParams {
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            bitrate_kbps: self.bitrate_kbps,
+            keyframe_interval: self.keyframe_interval,
+            coded: self.coded,
         }
     }
 }
@@ -62,10 +93,10 @@ impl EncoderSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     /// The encoder refused the configuration.
-    #[error("cannot initialise the H.264 encoder: {0}")]
+    #[error("cannot open the video encoder: {0}")]
     Init(String),
     /// The encoder failed on a frame.
-    #[error("H.264 encoding failed: {0}")]
+    #[error("encoding failed: {0}")]
     Encode(String),
     /// The run-time bitrate change was refused.
     #[error("cannot set bitrate to {kbps} kbit/s: {reason}")]
@@ -150,6 +181,12 @@ pub trait VideoEncoder: Send {
 
     /// The bitrate it runs at; `None` when it has none to set.
     fn bitrate_kbps(&self) -> Option<u32>;
+
+    /// CPU copies of input pictures it has made so far (0 for encoders
+    /// that read the picture where it lies).
+    fn input_copies(&self) -> u64 {
+        0
+    }
 }
 
 /// The encoders rtcam has.
@@ -159,6 +196,8 @@ pub enum EncoderKind {
     Passthrough,
     /// OpenH264 in software.
     OpenH264,
+    /// A V4L2 memory-to-memory (hardware) encoder.
+    V4l2M2m,
 }
 
 impl fmt::Display for EncoderKind {
@@ -166,17 +205,82 @@ impl fmt::Display for EncoderKind {
         f.write_str(match self {
             EncoderKind::Passthrough => "passthrough",
             EncoderKind::OpenH264 => "openh264",
+            EncoderKind::V4l2M2m => "v4l2m2m",
         })
     }
 }
 
-/// Which encoder serves a source delivering `format`: the camera's H.264
-/// passed through when it offers it and passthrough is on, else OpenH264.
-pub fn choose(format: PixelFormat, settings: &EncoderSettings) -> EncoderKind {
+/// The encoder chosen for a source, and why (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The encoder.
+    pub kind: EncoderKind,
+    /// Its device node (hardware encoders).
+    pub device: Option<PathBuf>,
+    /// Why it was chosen.
+    pub why: String,
+}
+
+/// Which encoder serves a source delivering `format`, given the M2M
+/// encoders found (`hardware`, in node order). Refused: `encoder =
+/// "v4l2m2m"` with no usable hardware encoder, which names each one tried.
+pub fn choose(
+    format: PixelFormat,
+    settings: &EncoderSettings,
+    hardware: &[M2mEncoder],
+) -> Result<Choice, EncodeError> {
+    let software = |why: String| Choice {
+        kind: EncoderKind::OpenH264,
+        device: None,
+        why,
+    };
     if format == PixelFormat::H264 && settings.passthrough {
-        EncoderKind::Passthrough
-    } else {
-        EncoderKind::OpenH264
+        return Ok(Choice {
+            kind: EncoderKind::Passthrough,
+            device: None,
+            why: "the camera delivers H.264 and video.passthrough is on".into(),
+        });
+    }
+    if settings.pref == EncoderPref::OpenH264 {
+        return Ok(software("video.encoder = \"openh264\"".into()));
+    }
+    let candidates: Vec<&M2mEncoder> = match &settings.device {
+        Some(path) => hardware.iter().filter(|e| &e.path == path).collect(),
+        None => hardware.iter().collect(),
+    };
+    let mut refused = Vec::new();
+    for e in &candidates {
+        match e.unusable_for(settings.coded) {
+            None => {
+                return Ok(Choice {
+                    kind: EncoderKind::V4l2M2m,
+                    device: Some(e.path.clone()),
+                    why: format!(
+                        "{} ({}) gives {}",
+                        e.path.display(),
+                        e.driver,
+                        settings.coded
+                    ),
+                });
+            }
+            Some(why) => refused.push(why),
+        }
+    }
+    let none = match (&settings.device, refused.is_empty()) {
+        (Some(path), true) => format!(
+            "video.encoder_device {} is not a memory-to-memory encoder",
+            path.display()
+        ),
+        (None, true) => "no V4L2 memory-to-memory encoder found".to_string(),
+        (_, false) => format!(
+            "no usable V4L2 memory-to-memory {} encoder: {}",
+            settings.coded,
+            refused.join("; ")
+        ),
+    };
+    match settings.pref {
+        EncoderPref::V4l2M2m => Err(EncodeError::Init(none)),
+        _ => Ok(software(none)),
     }
 }
 
@@ -207,10 +311,27 @@ pub fn input_plan(
 }
 
 /// Opens the encoder for what `source` delivers, at the source's size and
-/// rate (the other parameters from `settings`), with how to feed it.
+/// rate (the other parameters from `settings`), with how to feed it. The
+/// M2M encoders are looked up only when the choice can use one.
 pub fn open(
     source: &SourceInfo,
     settings: &EncoderSettings,
+) -> Result<(Box<dyn VideoEncoder>, InputPlan), EncodeError> {
+    let wants_hardware = settings.pref != EncoderPref::OpenH264
+        && !(source.format == PixelFormat::H264 && settings.passthrough);
+    let hardware = if wants_hardware {
+        m2m_devices::list()
+    } else {
+        Vec::new()
+    };
+    open_with(source, settings, &hardware)
+}
+
+/// [`open`] with the M2M encoders already listed.
+pub fn open_with(
+    source: &SourceInfo,
+    settings: &EncoderSettings,
+    hardware: &[M2mEncoder],
 ) -> Result<(Box<dyn VideoEncoder>, InputPlan), EncodeError> {
     let settings = EncoderSettings {
         width: source.width as u32,
@@ -218,9 +339,32 @@ pub fn open(
         fps: source.fps,
         ..settings.clone()
     };
-    let encoder: Box<dyn VideoEncoder> = match choose(source.format, &settings) {
-        EncoderKind::Passthrough => Box::new(passthrough::Passthrough::new()),
-        EncoderKind::OpenH264 => Box::new(openh264::OpenH264Encoder::new(&settings)?),
+    let choice = choose(source.format, &settings, hardware)?;
+    tracing::info!(encoder = %choice.kind, why = %choice.why, "encoder chosen");
+    let encoder: Box<dyn VideoEncoder> = match (choice.kind, &choice.device) {
+        (EncoderKind::Passthrough, _) => Box::new(passthrough::Passthrough::new()),
+        (EncoderKind::V4l2M2m, Some(device)) => {
+            let accepts = hardware
+                .iter()
+                .find(|e| &e.path == device)
+                .map(M2mEncoder::accepts)
+                .unwrap_or_default();
+            // The camera's own format when the encoder takes it: nothing is converted.
+            let input = if accepts.contains(&source.format) {
+                source.format
+            } else {
+                PixelFormat::I420
+            };
+            match v4l2m2m::V4l2M2mEncoder::open(device, settings.m2m_params(), input) {
+                Ok(e) => Box::new(e),
+                Err(e) if settings.pref == EncoderPref::Auto => {
+                    tracing::warn!(error = %e, "the hardware encoder cannot be opened; encoding with OpenH264");
+                    Box::new(openh264::OpenH264Encoder::new(&settings)?)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        _ => Box::new(openh264::OpenH264Encoder::new(&settings)?),
     };
     let plan = input_plan(source.format, encoder.accepts(), encoder.kind())?;
     Ok((encoder, plan))
@@ -239,7 +383,25 @@ mod tests {
             keyframe_interval: Duration::from_secs(2),
             passthrough,
             threads: 1,
+            pref: EncoderPref::Auto,
+            device: None,
+            coded: CodedFormat::H264,
         }
+    }
+
+    fn hw(path: &str, coded: &str) -> M2mEncoder {
+        M2mEncoder {
+            path: path.into(),
+            card: "card".into(),
+            driver: "drv".into(),
+            multiplanar: true,
+            coded: vec![coded.into()],
+            raw: vec!["YU12".into(), "YUYV".into()],
+        }
+    }
+
+    fn kind(format: PixelFormat, s: &EncoderSettings, hardware: &[M2mEncoder]) -> EncoderKind {
+        choose(format, s, hardware).expect("a choice").kind
     }
 
     fn source(format: PixelFormat) -> SourceInfo {
@@ -255,7 +417,7 @@ mod tests {
     #[test]
     fn passthrough_only_for_offered_h264_with_passthrough_on() {
         assert_eq!(
-            choose(PixelFormat::H264, &settings(true)),
+            kind(PixelFormat::H264, &settings(true), &[]),
             EncoderKind::Passthrough
         );
         for f in [
@@ -264,13 +426,92 @@ mod tests {
             PixelFormat::Yuyv,
             PixelFormat::Mjpeg,
         ] {
-            assert_eq!(choose(f, &settings(true)), EncoderKind::OpenH264, "{f}");
-            assert_eq!(choose(f, &settings(false)), EncoderKind::OpenH264, "{f}");
+            assert_eq!(kind(f, &settings(true), &[]), EncoderKind::OpenH264, "{f}");
+            assert_eq!(kind(f, &settings(false), &[]), EncoderKind::OpenH264, "{f}");
         }
         assert_eq!(
-            choose(PixelFormat::H264, &settings(false)),
+            kind(PixelFormat::H264, &settings(false), &[]),
             EncoderKind::OpenH264
         );
+    }
+
+    #[test]
+    fn auto_takes_passthrough_then_hardware_then_openh264() {
+        let pi = [hw("/dev/video10", "FWHT"), hw("/dev/video11", "H264")];
+        let auto = settings(true);
+        // Passthrough wins over the hardware encoder.
+        assert_eq!(
+            kind(PixelFormat::H264, &auto, &pi),
+            EncoderKind::Passthrough
+        );
+        // The first encoder giving H.264, not the first M2M node.
+        let c = choose(PixelFormat::Yuyv, &auto, &pi).expect("hardware");
+        assert_eq!(c.kind, EncoderKind::V4l2M2m);
+        assert_eq!(c.device, Some(PathBuf::from("/dev/video11")));
+        // None giving H.264: OpenH264, saying what each one gives.
+        let c = choose(PixelFormat::Yuyv, &auto, &pi[..1]).expect("software");
+        assert_eq!(c.kind, EncoderKind::OpenH264);
+        assert!(c.why.contains("gives FWHT, not H264"), "{}", c.why);
+        assert!(
+            choose(PixelFormat::Yuyv, &auto, &[])
+                .expect("software")
+                .why
+                .contains("no V4L2 memory-to-memory encoder found")
+        );
+        // The lab's stand-in: vicodec chosen when FWHT is what is wanted.
+        let lab = EncoderSettings {
+            coded: CodedFormat::Fwht,
+            ..settings(false)
+        };
+        assert_eq!(
+            choose(PixelFormat::Yuyv, &lab, &pi)
+                .expect("vicodec")
+                .device,
+            Some(PathBuf::from("/dev/video10"))
+        );
+    }
+
+    #[test]
+    fn explicit_choices_are_kept_or_refused_by_name() {
+        let pi = [hw("/dev/video10", "H264"), hw("/dev/video11", "H264")];
+        let soft = EncoderSettings {
+            pref: EncoderPref::OpenH264,
+            ..settings(false)
+        };
+        assert_eq!(kind(PixelFormat::Yuyv, &soft, &pi), EncoderKind::OpenH264);
+        let pinned = EncoderSettings {
+            pref: EncoderPref::V4l2M2m,
+            device: Some("/dev/video11".into()),
+            ..settings(false)
+        };
+        assert_eq!(
+            choose(PixelFormat::Yuyv, &pinned, &pi)
+                .expect("pinned")
+                .device,
+            Some(PathBuf::from("/dev/video11"))
+        );
+        let missing = EncoderSettings {
+            device: Some("/dev/video3".into()),
+            ..pinned.clone()
+        };
+        match choose(PixelFormat::Yuyv, &missing, &pi) {
+            Err(EncodeError::Init(why)) => {
+                assert!(why.contains("video.encoder_device /dev/video3"), "{why}")
+            }
+            other => panic!("refused expected, got {other:?}"),
+        }
+        let fwht_only = [hw("/dev/video10", "FWHT")];
+        match choose(
+            PixelFormat::Yuyv,
+            &EncoderSettings {
+                device: None,
+                ..pinned
+            },
+            &fwht_only,
+        ) {
+            Err(EncodeError::Init(why)) => assert!(why.contains("gives FWHT"), "{why}"),
+            other => panic!("refused expected, got {other:?}"),
+        }
     }
 
     #[test]
@@ -312,7 +553,8 @@ mod tests {
 
     #[test]
     fn factory_opens_the_chosen_encoder_with_its_plan() {
-        let (enc, plan) = open(&source(PixelFormat::H264), &settings(true)).expect("passthrough");
+        let (enc, plan) =
+            open_with(&source(PixelFormat::H264), &settings(true), &[]).expect("passthrough");
         assert_eq!(
             (enc.kind(), plan),
             (EncoderKind::Passthrough, InputPlan::AsIs)
@@ -323,19 +565,21 @@ mod tests {
             "passthrough has no bitrate to set"
         );
 
-        let (enc, plan) = open(&source(PixelFormat::Yuyv), &settings(true)).expect("openh264");
+        let (enc, plan) =
+            open_with(&source(PixelFormat::Yuyv), &settings(true), &[]).expect("openh264");
         assert_eq!(
             (enc.kind(), plan),
             (EncoderKind::OpenH264, InputPlan::ToI420)
         );
         assert_eq!(enc.bitrate_kbps(), Some(300));
 
-        let (enc, plan) = open(&source(PixelFormat::I420), &settings(false)).expect("openh264");
+        let (enc, plan) =
+            open_with(&source(PixelFormat::I420), &settings(false), &[]).expect("openh264");
         assert_eq!((enc.kind(), plan), (EncoderKind::OpenH264, InputPlan::AsIs));
 
         assert!(
             matches!(
-                open(&source(PixelFormat::H264), &settings(false)),
+                open_with(&source(PixelFormat::H264), &settings(false), &[]),
                 Err(EncodeError::Unsupported {
                     encoder: EncoderKind::OpenH264,
                     ..

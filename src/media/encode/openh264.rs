@@ -479,6 +479,9 @@ mod tests {
                 keyframe_interval: Duration::from_secs(60),
                 passthrough: false,
                 threads,
+                pref: crate::config::EncoderPref::OpenH264,
+                device: None,
+                coded: crate::media::encode::CodedFormat::H264,
             };
             let (enc, aus) = encode_pattern(&settings, FRAMES);
             assert_eq!(enc.threads(), threads);
@@ -530,6 +533,9 @@ mod tests {
             keyframe_interval: Duration::from_secs(60),
             passthrough: false,
             threads: 4,
+            pref: crate::config::EncoderPref::OpenH264,
+            device: None,
+            coded: crate::media::encode::CodedFormat::H264,
         };
         let (_, aus) = encode_pattern(&settings, 4);
         assert_eq!(aus.len(), 4);

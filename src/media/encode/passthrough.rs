@@ -80,6 +80,7 @@ mod tests {
             stride: 0,
             data,
             captured: Instant::now(),
+            dmabuf: None,
         })
     }
 
@@ -120,6 +121,7 @@ mod tests {
             stride: 4,
             data: &[0; 8],
             captured: Instant::now(),
+            dmabuf: None,
         };
         assert!(matches!(
             p.encode(EncoderInput::Frame(raw), Duration::ZERO),
