@@ -44,7 +44,7 @@
 //! - [`media`]: the media chain, one module per stage in data-flow order:
 //!   - [`media::capture`]: the `Source` trait and its sources (test pattern, V4L2), device listing, mode choice.
 //!   - [`media::convert`]: camera formats (YUYV, NV12, MJPEG) → I420, for encoders that need it.
-//!   - [`media::encode`]: the `VideoEncoder` trait, its factory and implementations (OpenH264 configured for WebRTC, camera H.264 passthrough), and `EncoderControl` (keyframe requests, bitrate).
+//!   - [`media::encode`]: the `VideoEncoder` trait, its factory (`choose`: passthrough, the board's V4L2 M2M encoder, OpenH264) and implementations (OpenH264 configured for WebRTC, the V4L2 M2M hardware encoder fed by DMA-BUF or MMAP, camera H.264 passthrough), and `EncoderControl` (keyframe requests, bitrate).
 //!   - [`media::frame`]: frame types passed between stages, and the hub's `Packet`s of tracks.
 //!   - [`media::h264`]: Annex B parsing: NAL types, keyframes, SPS/PPS re-insertion.
 //!   - [`media::hub`]: encode-once fan-out with per-subscriber bounded queues; [`media::hub::policy`] is its pure state machine.

@@ -396,6 +396,26 @@ fn run_bench(what: BenchCommand) -> Result<()> {
         } => {
             print!("{}", bench::report_threads(frames, seconds, rounds)?);
         }
+        BenchCommand::Ratio {
+            width,
+            height,
+            fps,
+            bitrate_kbps,
+            seconds,
+            rounds,
+            threads,
+            encoder,
+            device,
+            codec,
+        } => {
+            let s = bench_settings(
+                bench::settings(width, height, fps, bitrate_kbps, threads),
+                encoder,
+                device,
+                codec,
+            );
+            print!("{}", bench::report_ratio(&s, seconds, rounds)?);
+        }
         BenchCommand::All { seconds, rounds } => {
             print!("{}", bench::report_all(seconds, rounds)?);
         }

@@ -422,6 +422,7 @@ async fn video_status_says_a_passed_through_camera_has_no_bitrate_to_set() {
         "no bitrate applied: the camera sets its own: {reply}"
     );
     assert_eq!(reply["result"]["camera"], "running", "{reply}");
+    assert_eq!(reply["result"]["encoder"], "passthrough", "{reply}");
     v.bye().await;
     shut_down(agent).await;
 }

@@ -400,6 +400,33 @@ pub fn report_all(seconds: u32, rounds: u32) -> Result<String, BenchError> {
     Ok(out)
 }
 
+/// The pipeline's CPU per frame over the encoder's alone, both fed in real
+/// time at the settings' rate (any encoder: OpenH264, or an M2M encoder
+/// with `pref = V4l2M2m`), medians of `rounds` interleaved rounds.
+pub fn report_ratio(
+    settings: &EncoderSettings,
+    seconds: u32,
+    rounds: u32,
+) -> Result<String, BenchError> {
+    let (mut paced, mut piped) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        paced.push(encoder_paced(settings, seconds)?.ms_per_frame());
+        piped.push(pipeline(settings, seconds, 1)?.ms_per_frame());
+    }
+    let (paced, piped) = (median(paced), median(piped));
+    let encoder = match settings.pref {
+        EncoderPref::V4l2M2m => format!("v4l2m2m {}", settings.coded),
+        _ => format!("openh264, {} threads", settings.threads),
+    };
+    Ok(format!(
+        "{encoder} {}x{}@{}: encoder alone {paced:.3} ms CPU/frame, pipeline (1 subscriber) {piped:.3} ms CPU/frame = {:.3}x (medians of {rounds})\n",
+        settings.width,
+        settings.height,
+        settings.fps,
+        piped / paced.max(1e-9)
+    ))
+}
+
 /// Sizes (and bitrates) the thread-scaling report measures.
 const SCALING_SIZES: [(u32, u32, u32); 2] = [(1280, 720, 2000), (1920, 1080, 4000)];
 /// Thread counts the thread-scaling report measures.

@@ -445,13 +445,14 @@ impl Worker {
             encoder_copies = copies;
             match produced {
                 Ok(Some(au)) => {
+                    // Counted first: a subscriber never holds more frames than the count says.
+                    self.status.frames.fetch_add(1, Ordering::Relaxed);
                     self.hub.publish(Packet {
                         track: TrackId::VIDEO,
                         data: au.data,
                         pts,
                         keyframe: au.keyframe,
                     });
-                    self.status.frames.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(None) => {}
                 Err(EncodeError::BadFrame(e)) => {
