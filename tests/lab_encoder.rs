@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::lab::{require_lab, set_ctrl, sh, unload_media, wait_nodes};
+use common::lab::{Planes, diff, require_lab, set_ctrl, sh, unload_media, wait_nodes};
 use common::process::{all_output, rtcam};
 use rtcam::backoff::Backoff;
 use rtcam::config::EncoderPref;
@@ -28,8 +28,9 @@ use rtcam::media::capture::format_choice::Choice;
 use rtcam::media::capture::test_pattern::TestPatternFactory;
 use rtcam::media::capture::v4l2::V4l2Source;
 use rtcam::media::capture::{Source, SourceError, SourceFactory};
+use rtcam::media::convert::Converter;
 use rtcam::media::encode::{CodedFormat, EncoderControl, EncoderKind, EncoderSettings};
-use rtcam::media::frame::{Codec, Packet, PixelFormat, TrackId, TrackInfo};
+use rtcam::media::frame::{Codec, Packet, PixelFormat, RawFrame, TrackId, TrackInfo};
 use rtcam::media::hub::policy::PolicyConfig;
 use rtcam::media::hub::{Hub, Subscription};
 use rtcam::media::pipeline::{CameraState, Pipeline, PipelineOptions, PipelineStatus};
@@ -138,28 +139,106 @@ impl Run {
             .expect("the hub is open")
     }
 
-    /// Takes `n` packets: each an FWHT frame, the first a keyframe.
-    fn take_fwht(&self, sub: &mut Subscription, n: usize) -> usize {
-        let mut keyframes = 0;
-        for i in 0..n {
-            let p = self.next(sub);
+    /// Takes `n` packets: each an FWHT frame of W x H (its header says so),
+    /// the first a keyframe.
+    fn take_fwht(&self, sub: &mut Subscription, n: usize) -> Vec<Packet> {
+        let packets: Vec<Packet> = (0..n).map(|_| self.next(sub)).collect();
+        for (i, p) in packets.iter().enumerate() {
+            // fwht_cframe_hdr: magic1, magic2, version, width, height (big-endian words).
+            let word = |at: usize| {
+                p.data
+                    .get(at..at + 4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            };
             assert!(
-                p.data.len() > 16 && p.data[..4] == FWHT_MAGIC,
+                p.data.len() > 44 && p.data[..4] == FWHT_MAGIC,
                 "packet {i} is an FWHT frame ({} bytes, starts {:02x?})",
                 p.data.len(),
                 &p.data[..p.data.len().min(8)]
             );
-            if i == 0 {
-                assert!(p.keyframe, "a subscriber starts at a keyframe");
-            }
-            keyframes += usize::from(p.keyframe);
+            assert_eq!(
+                (word(12), word(16)),
+                (Some(W), Some(H)),
+                "packet {i}'s size"
+            );
         }
-        keyframes
+        assert!(packets[0].keyframe, "a subscriber starts at a keyframe");
+        packets
     }
 
     fn status(&self) -> Arc<PipelineStatus> {
         self.pipeline.status()
     }
+}
+
+/// Decodes FWHT frames with vicodec's stateful decoder (`v4l2-ctl`, which
+/// parses the FWHT stream) into `format` (the camera's: a 4:2:2 stream
+/// decodes only to a 4:2:2 format), converted to I420. `None` in the arm64
+/// guest, whose kernel runs the same drivers but cannot run the host's x86
+/// `v4l2-ctl` (the amd64 guest, where it is required, decodes).
+fn decode_fwht(packets: &[Packet], format: PixelFormat) -> Option<Vec<Planes>> {
+    if std::env::var("LAB_ARCH").as_deref() == Ok("arm64") {
+        eprintln!(
+            "decode check not run: no v4l2-ctl for arm64 in the lab (the amd64 guest runs it)"
+        );
+        return None;
+    }
+    let decoder = wait_nodes("vicodec's decoder", 1, |n| n == "stateful-decoder");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, output) = (dir.path().join("in.fwht"), dir.path().join("out.yuv"));
+    let stream: Vec<u8> = packets
+        .iter()
+        .flat_map(|p| p.data.iter().copied())
+        .collect();
+    std::fs::write(&input, stream).expect("stream written");
+    sh(&format!(
+        "timeout 120 v4l2-ctl -d {} --set-fmt-video=pixelformat={format} --stream-from={} \
+         --stream-out-mmap --stream-mmap --stream-to={} >/dev/null",
+        decoder[0].display(),
+        input.display(),
+        output.display()
+    ));
+    let decoded = std::fs::read(&output).expect("decoded pictures");
+    let (w, h) = (W as usize, H as usize);
+    let (size, stride) = match format {
+        PixelFormat::Yuyv => (w * h * 2, w * 2),
+        _ => (w * h * 3 / 2, w),
+    };
+    let mut conv = Converter::new();
+    Some(
+        decoded
+            .chunks_exact(size)
+            .map(|data| {
+                let frame = RawFrame {
+                    format,
+                    width: w,
+                    height: h,
+                    stride,
+                    data,
+                    captured: Instant::now(),
+                    dmabuf: None,
+                };
+                Planes::of(&conv.to_i420(&frame).expect("a decoded picture converts"))
+            })
+            .collect(),
+    )
+}
+
+/// One picture of `camera` in `format`, converted to I420 as the pipeline does.
+fn reference(camera: &Path, format: PixelFormat) -> Planes {
+    let mut src = Camera {
+        path: camera.to_path_buf(),
+        format,
+    }
+    .open()
+    .expect("the camera opens");
+    for _ in 0..3 {
+        src.next_frame().expect("a frame");
+    }
+    let frame = src.next_frame().expect("a frame");
+    let mut conv = Converter::new();
+    let view = conv.to_i420(&frame).expect("converts");
+    Planes::of(&view)
 }
 
 /// The descriptor this process holds on `node`.
@@ -176,9 +255,14 @@ fn fd_of(node: &Path) -> Option<i32> {
 fn vivid_feeds_vicodec_by_dmabuf_with_no_cpu_copy_on_both_apis() {
     require_lab();
     let (single, multi, encoder) = load_drivers();
+    for camera in [&single, &multi] {
+        // vivid's colour bars without the text overlay: the same picture in every frame.
+        set_ctrl(camera, "osd_text_mode", 2);
+    }
     for (camera, api) in [(&single, "single-planar"), (&multi, "multiplanar")] {
         for format in [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::I420] {
             let what = format!("{api} {format}");
+            let expected = reference(camera, format);
             let run = start(
                 Box::new(Camera {
                     path: camera.clone(),
@@ -187,19 +271,34 @@ fn vivid_feeds_vicodec_by_dmabuf_with_no_cpu_copy_on_both_apis() {
                 settings(None),
             );
             let mut sub = run.hub.subscribe();
-            let keyframes = run.take_fwht(&mut sub, 30);
+            let packets = run.take_fwht(&mut sub, 30);
+            let keyframes = packets.iter().filter(|p| p.keyframe).count();
             let status = run.status();
             assert_eq!(status.encoder(), Some(EncoderKind::V4l2M2m), "{what}");
             assert!(status.frames() >= 30, "{what}: {}", status.frames());
             assert_eq!(status.copies(), 0, "{what}: no CPU copy of a picture");
             // 30 frames at 25 fps with an IDR every second: the first and at least one more.
             assert!(keyframes >= 2, "{what}: {keyframes} keyframes in 30 frames");
+            drop(sub);
+            run.pipeline.shutdown();
+            if let Some(pictures) = decode_fwht(&packets, format) {
+                assert_eq!(pictures.len(), 30, "{what}: every frame decodes");
+                for (i, p) in pictures.iter().enumerate() {
+                    let d = diff(&expected, p);
+                    assert!(
+                        p.luma_levels() >= 6 && d.y_mean < 3.0 && d.uv_mean < 3.0 && d.far < 0.02,
+                        "{what}: decoded picture {i} is not vivid's colour bars: {d:?}"
+                    );
+                }
+                eprintln!(
+                    "{what}: 30 frames decoded, first vs the camera: {:?}",
+                    diff(&expected, &pictures[0])
+                );
+            }
             eprintln!(
                 "{what}: {} frames, {keyframes} keyframes, 0 copies",
                 status.frames()
             );
-            drop(sub);
-            run.pipeline.shutdown();
         }
     }
     // Everything was released: vicodec's node opens again and vicodec unloads.
