@@ -515,6 +515,27 @@ mod tests {
     }
 
     #[test]
+    fn a_hardware_encoder_that_will_not_open_falls_back_to_openh264_only_under_auto() {
+        // /dev/null opens but is no V4L2 device: the open fails at VIDIOC_QUERYCAP.
+        let broken = [hw("/dev/null", "H264")];
+        let (enc, plan) = open_with(&source(PixelFormat::Yuyv), &settings(false), &broken)
+            .expect("auto falls back");
+        assert_eq!(
+            (enc.kind(), plan),
+            (EncoderKind::OpenH264, InputPlan::ToI420)
+        );
+        let pinned = EncoderSettings {
+            pref: EncoderPref::V4l2M2m,
+            ..settings(false)
+        };
+        match open_with(&source(PixelFormat::Yuyv), &pinned, &broken) {
+            Err(EncodeError::Init(why)) => assert!(why.starts_with("/dev/null: "), "{why}"),
+            Err(other) => panic!("an Init error naming the node expected, got {other}"),
+            Ok(_) => panic!("v4l2m2m must not fall back"),
+        }
+    }
+
+    #[test]
     fn frames_are_converted_only_when_the_encoder_does_not_accept_them() {
         let i420_only = [PixelFormat::I420];
         let k = EncoderKind::OpenH264;
