@@ -5,8 +5,9 @@
 //! (tests/lab). Ignored on a host; `.ci/test` runs it in the guest.
 //!
 //! - vivid → DMA-BUF → vicodec through the real pipeline on both capture
-//!   APIs and in YUYV, NV12 and YU12: FWHT frames come out, keyframes
-//!   first, and the pipeline counts **no** CPU copy of a picture; the
+//!   APIs and in YUYV, NV12 and YU12, the encoder picked by `auto`: FWHT
+//!   frames come out, keyframe first, each decodes (vicodec's decoder) to
+//!   the camera's picture, and the pipeline counts **no** CPU copy; the
 //!   pipeline stops (the encoder drains and is released), starts again,
 //!   and survives the encoder's descriptor being closed underneath it
 //!   (reopened with backoff, frames resume, still no copy);
@@ -80,7 +81,9 @@ impl SourceFactory for Camera {
     }
 }
 
-fn settings(device: Option<PathBuf>) -> EncoderSettings {
+/// The lab's encoder settings: FWHT wanted, so vicodec is the M2M encoder
+/// `pref` may pick (under `Auto`, as the board's H.264 encoder would be).
+fn settings(pref: EncoderPref, device: Option<PathBuf>) -> EncoderSettings {
     EncoderSettings {
         width: W,
         height: H,
@@ -89,7 +92,7 @@ fn settings(device: Option<PathBuf>) -> EncoderSettings {
         keyframe_interval: Duration::from_secs(1),
         passthrough: false,
         threads: 1,
-        pref: EncoderPref::V4l2M2m,
+        pref,
         device,
         coded: CodedFormat::Fwht,
     }
@@ -268,12 +271,13 @@ fn vivid_feeds_vicodec_by_dmabuf_with_no_cpu_copy_on_both_apis() {
                     path: camera.clone(),
                     format,
                 }),
-                settings(None),
+                settings(EncoderPref::Auto, None),
             );
             let mut sub = run.hub.subscribe();
             let packets = run.take_fwht(&mut sub, 30);
             let keyframes = packets.iter().filter(|p| p.keyframe).count();
             let status = run.status();
+            // encoder = "auto" took the M2M encoder (vicodec, the only one giving FWHT).
             assert_eq!(status.encoder(), Some(EncoderKind::V4l2M2m), "{what}");
             assert!(status.frames() >= 30, "{what}: {}", status.frames());
             assert_eq!(status.copies(), 0, "{what}: no CPU copy of a picture");
@@ -322,7 +326,7 @@ fn the_encoder_stops_restarts_and_survives_being_closed_underneath() {
             path: multi.clone(),
             format: PixelFormat::Nv12,
         }),
-        settings(Some(encoder.clone())),
+        settings(EncoderPref::V4l2M2m, Some(encoder.clone())),
     );
     let status = run.status();
     let mut sub = run.hub.subscribe();
@@ -377,7 +381,7 @@ fn a_source_without_dmabuf_takes_the_mmap_path_with_one_copy_per_picture() {
     let (_, _, encoder) = load_drivers();
     let run = start(
         Box::new(TestPatternFactory::new(W as usize, H as usize, 25)),
-        settings(Some(encoder)),
+        settings(EncoderPref::V4l2M2m, Some(encoder)),
     );
     let mut sub = run.hub.subscribe();
     run.take_fwht(&mut sub, 20);
