@@ -458,9 +458,22 @@ impl Agent {
                 tracker: tracker.clone(),
                 web: web_counts.clone(),
             };
+            let metrics_src = stats_src.clone();
+            let applied = encoder.clone();
             let stats: web::StatsFn = Arc::new(move || {
                 serde_json::to_value(stats_src.snapshot())
                     .expect("AgentStats is plain data and always serialises")
+            });
+            let metrics: web::MetricsFn = Arc::new(move || {
+                let camera = &metrics_src.camera;
+                let media = crate::metrics::MediaFigures {
+                    bitrate_kbps: applied.applied_kbps(),
+                    frame_copies: camera.copies(),
+                    bad_frames: camera.bad_frames(),
+                    restarts: camera.restarts(),
+                    camera_running: matches!(camera.state(), CameraState::Running(_)),
+                };
+                crate::metrics::render(&metrics_src.snapshot(), &media, camera.stage_times())
             });
             let opts = web::ServeOptions {
                 limits: web::Limits {
@@ -474,7 +487,7 @@ impl Agent {
                 listener,
                 page,
                 ws,
-                stats,
+                web::Figures { stats, metrics },
                 opts,
                 web_counts.clone(),
                 shutdown.clone(),

@@ -212,6 +212,36 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value_t = BenchCodec::H264)]
         codec: BenchCodec,
     },
+    /// Where a frame's time goes: p50/p95/max per stage of the media thread, and on to a subscriber.
+    Latency {
+        /// Picture width.
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        /// Picture height.
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        /// Frame rate.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Target bitrate in kbit/s.
+        #[arg(long, default_value_t = 2000)]
+        bitrate_kbps: u32,
+        /// Seconds to measure (after one second of warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// OpenH264 threads (0: one per core, at most 4).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
+        threads: u32,
+        /// Encoder to measure: openh264, or v4l2m2m (the board's memory-to-memory encoder, fed I420 by MMAP).
+        #[arg(long, value_enum, default_value_t = BenchEncoderKind::Openh264)]
+        encoder: BenchEncoderKind,
+        /// The v4l2m2m encoder's node (default: the first whose capture queue gives --codec).
+        #[arg(long)]
+        device: Option<std::path::PathBuf>,
+        /// What the v4l2m2m encoder produces: h264, or fwht (the kernel lab's vicodec).
+        #[arg(long, value_enum, default_value_t = BenchCodec::H264)]
+        codec: BenchCodec,
+    },
     /// Everything docs/BENCHMARKS.md reports for the media pipeline, with ratios.
     All {
         /// Seconds per real-time run.

@@ -49,10 +49,12 @@
 //!   - [`media::h264`]: Annex B parsing: NAL types, keyframes, SPS/PPS re-insertion.
 //!   - [`media::hub`]: encode-once fan-out with per-subscriber bounded queues; [`media::hub::policy`] is its pure state machine.
 //!   - [`media::pipeline`]: the media thread tying source → convert → encode → hub, with reopen backoff.
+//!   - [`media::stage_times`]: how long each frame spends in each stage (histograms and recent percentiles).
 //! - [`blockcode`]: the test pattern's machine-readable sequence/timestamp code and its decoder.
 //! - [`backoff`]: retry delays shared by every reconnect loop.
 //! - [`record`]: `rtcam record`, the hub's output as an Annex B file.
-//! - [`bench`]: `rtcam bench`, encoder and pipeline CPU cost.
+//! - [`bench`]: `rtcam bench`, encoder and pipeline CPU cost, per-stage latency.
+//! - [`metrics`]: `/metrics`, the agent's figures in the Prometheus text format.
 //! - [`signaling`]: the MQTT client link with reconnect backoff, echo filtering, the embedded broker.
 //! - [`session`]: the session manager and its pure rules ([`session::table`]), one task per viewer.
 //! - [`peer`]: the adapter over the `webrtc` crate; nothing else names its types.
@@ -79,6 +81,7 @@ pub mod control;
 pub mod gpio;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod peer;
 pub mod probe;
 pub mod record;

@@ -416,6 +416,25 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             );
             print!("{}", bench::report_ratio(&s, seconds, rounds)?);
         }
+        BenchCommand::Latency {
+            width,
+            height,
+            fps,
+            bitrate_kbps,
+            seconds,
+            threads,
+            encoder,
+            device,
+            codec,
+        } => {
+            let s = bench_settings(
+                bench::settings(width, height, fps, bitrate_kbps, threads),
+                encoder,
+                device,
+                codec,
+            );
+            print!("{}", bench::latency(&s, seconds)?);
+        }
         BenchCommand::All { seconds, rounds } => {
             print!("{}", bench::report_all(seconds, rounds)?);
         }

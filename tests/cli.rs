@@ -176,6 +176,58 @@ fn devices_lists_or_says_none() {
     );
 }
 
+#[test]
+fn devices_lists_the_encoders_too() {
+    let out = rtcam().arg("devices").output().expect("rtcam runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    // No M2M node on a CI host: the section says software encoding is used.
+    assert!(
+        text.contains("encoders (V4L2 memory-to-memory):")
+            && (text.contains("usable for H.264")
+                || text.contains("not used:")
+                || text.contains("OpenH264")),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_latency_reports_every_stage() {
+    let out = rtcam()
+        .args([
+            "bench",
+            "latency",
+            "--width",
+            "160",
+            "--height",
+            "120",
+            "--fps",
+            "15",
+            "--seconds",
+            "2",
+        ])
+        .output()
+        .expect("rtcam runs");
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for stage in [
+        "encode",
+        "publish",
+        "capture_to_publish",
+        "capture_to_subscriber",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{stage} ")))
+            .unwrap_or_else(|| panic!("no {stage} line in:\n{text}"));
+        assert!(line.ends_with("frames)"), "{stage} was measured: {line}");
+    }
+    assert!(
+        text.contains("convert              (not used)"),
+        "the test pattern's I420 is not converted:\n{text}"
+    );
+}
+
 /// A config in token mode with a fresh signing secret, in `dir`.
 fn token_mode_config(dir: &Path) -> std::path::PathBuf {
     let secret = dir.join("token.key");

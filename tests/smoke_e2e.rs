@@ -107,6 +107,26 @@ async fn a_small_stream_reaches_a_viewer_through_the_embedded_broker() {
         "one streaming session"
     );
 
+    // The same figures for Prometheus, with the media thread's stage times.
+    let (status, metrics) = common::http_get(agent.http_addr(), "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in /metrics:\n{metrics}"))
+    };
+    assert!(value("rtcam_frames_total") >= 10.0, "{metrics}");
+    assert_eq!(value("rtcam_viewers"), 1.0, "{metrics}");
+    assert_eq!(value("rtcam_camera_running"), 1.0, "{metrics}");
+    assert_eq!(value("rtcam_encoder_bitrate_kbps"), 300.0, "{metrics}");
+    assert!(
+        value("rtcam_stage_seconds_count{stage=\"encode\"}") >= 10.0
+            && value("rtcam_stage_seconds_count{stage=\"capture_to_publish\"}") >= 10.0,
+        "{metrics}"
+    );
+    assert_eq!(metrics.lines().last(), Some("# EOF"), "{metrics}");
+
     // A control command travels over the DataChannel and reaches the pin:
     // the reply says so, and so does the simulated line.
     let reply = v

@@ -427,6 +427,100 @@ pub fn report_ratio(
     ))
 }
 
+/// Where a frame's time goes: runs test pattern → encoder → hub in real
+/// time with one subscriber for `seconds` (after one second of warm-up) and
+/// reports p50/p95/max per stage of the media thread, and from capture to
+/// the subscriber's receipt (all stages, the hub's queue and the wake-up of
+/// a session's task).
+pub fn latency(settings: &EncoderSettings, seconds: u32) -> Result<String, BenchError> {
+    use crate::media::stage_times::{Stage, StageSummary};
+    use std::fmt::Write as _;
+    let policy = PolicyConfig::default();
+    let control = EncoderControl::new(policy.drop_keyframe_gap, settings.bitrate_kbps);
+    let hub = Hub::new(policy, control.clone());
+    let pipeline = Pipeline::spawn(
+        Box::new(TestPatternFactory::new(
+            settings.width as usize,
+            settings.height as usize,
+            settings.fps,
+        )),
+        hub.clone(),
+        control,
+        PipelineOptions {
+            encoder: settings.clone(),
+            backoff: Backoff::standard(),
+        },
+    )?;
+    let status = pipeline.status();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let delivery = rt.block_on(async {
+        let mut sub = hub.subscribe();
+        let warm = Instant::now() + Duration::from_secs(1);
+        let end = warm + Duration::from_secs(u64::from(seconds));
+        let mut cleared = false;
+        let mut samples = Vec::new();
+        while let Ok(Some(p)) = tokio::time::timeout_at(end.into(), sub.recv()).await {
+            let now = Instant::now();
+            if now < warm {
+                continue;
+            }
+            if !cleared {
+                status.stage_times().clear_window();
+                cleared = true;
+                continue;
+            }
+            // A packet's pts is its frame's capture time since the hub's epoch.
+            samples.push(now.saturating_duration_since(hub.epoch() + p.pts));
+        }
+        samples
+    });
+    let stages = status.stage_times();
+    let mut out = format!(
+        "latency {}x{}@{} ({}), {} s: per frame, p50 / p95 / max\n",
+        settings.width,
+        settings.height,
+        settings.fps,
+        match settings.pref {
+            EncoderPref::V4l2M2m => format!("v4l2m2m {}", settings.coded),
+            _ => format!("openh264, {} threads", settings.threads),
+        },
+        seconds
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut line = |name: &str, s: Option<StageSummary>| {
+        let _ = match s {
+            Some(s) => writeln!(
+                out,
+                "  {name:<20} {:>7.2} / {:>7.2} / {:>7.2} ms  ({} frames)",
+                ms(s.p50),
+                ms(s.p95),
+                ms(s.max),
+                s.count
+            ),
+            None => writeln!(out, "  {name:<20} (not used)"),
+        };
+    };
+    for stage in Stage::ALL {
+        line(stage.name(), stages.summary(stage));
+    }
+    let mut delivery = delivery;
+    delivery.sort_unstable();
+    let at = |q: f64| delivery[((delivery.len() - 1) as f64 * q).round() as usize];
+    line(
+        "capture_to_subscriber",
+        (!delivery.is_empty()).then(|| StageSummary {
+            count: delivery.len(),
+            p50: at(0.5),
+            p95: at(0.95),
+            max: at(1.0),
+        }),
+    );
+    pipeline.shutdown();
+    Ok(out)
+}
+
 /// Sizes (and bitrates) the thread-scaling report measures.
 const SCALING_SIZES: [(u32, u32, u32); 2] = [(1280, 720, 2000), (1920, 1080, 4000)];
 /// Thread counts the thread-scaling report measures.

@@ -3,13 +3,14 @@
 //! ```text
 //!  capture ─▶ convert ─▶ encode ─▶ hub ─▶ subscribers (viewers, `rtcam record`)
 //!  (Source)   (→ I420,    (VideoEncoder:     (Packets of tracks,
-//!              only when   OpenH264 or        bounded queue per
-//!              the encoder passthrough)       subscriber)
+//!              only when   OpenH264, V4L2     bounded queue per
+//!              the encoder M2M, passthrough)  subscriber)
 //!              needs it)      ▲
 //!                             └── EncoderControl: keyframe requests, bitrate
 //! ```
 //!
-//! [`pipeline`] is the media thread that drives these stages; [`frame`]
+//! [`pipeline`] is the media thread that drives these stages and
+//! [`stage_times`] records how long each frame spends in each; [`frame`]
 //! holds the types passed between them and [`h264`] the Annex B parsing
 //! the H.264 stages share. Nothing here names WebRTC or MQTT types.
 
@@ -20,3 +21,4 @@ pub mod frame;
 pub mod h264;
 pub mod hub;
 pub mod pipeline;
+pub mod stage_times;

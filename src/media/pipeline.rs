@@ -13,6 +13,7 @@ use crate::media::encode::{
 };
 use crate::media::frame::{Packet, TrackId};
 use crate::media::hub::Hub;
+use crate::media::stage_times::{Stage, StageTimes};
 use crate::systemd::Heartbeat;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +47,7 @@ pub struct PipelineStatus {
     restarts: AtomicU64,
     copies: AtomicU64,
     encoder: Mutex<Option<EncoderKind>>,
+    stages: StageTimes,
     heartbeat: Arc<Heartbeat>,
 }
 
@@ -59,6 +61,7 @@ impl PipelineStatus {
             restarts: AtomicU64::new(0),
             copies: AtomicU64::new(0),
             encoder: Mutex::new(None),
+            stages: StageTimes::new(),
             heartbeat: Arc::new(Heartbeat::new()),
         }
     }
@@ -120,6 +123,11 @@ impl PipelineStatus {
     /// The encoder of the current (or last) camera run.
     pub fn encoder(&self) -> Option<EncoderKind> {
         *self.encoder.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long frames spend in each stage of the media thread.
+    pub fn stage_times(&self) -> &StageTimes {
+        &self.stages
     }
 
     /// The media thread's heartbeat (for the watchdog).
@@ -427,17 +435,26 @@ impl Worker {
                 }
             }
             let frame = src.next_frame()?;
-            let pts = frame.captured.saturating_duration_since(self.hub.epoch());
+            let captured = frame.captured;
+            let pts = captured.saturating_duration_since(self.hub.epoch());
+            let stages = &self.status.stages;
             let input = match plan {
                 InputPlan::AsIs => Ok(EncoderInput::Frame(frame)),
-                InputPlan::ToI420 => converter.to_i420(&frame).map(EncoderInput::I420),
+                InputPlan::ToI420 => {
+                    let t = Instant::now();
+                    let converted = converter.to_i420(&frame).map(EncoderInput::I420);
+                    stages.observe(Stage::Convert, t.elapsed());
+                    converted
+                }
             };
             if plan == InputPlan::ToI420 && input.is_ok() {
                 self.status.copies.fetch_add(1, Ordering::Relaxed);
             }
+            let t = Instant::now();
             let produced = input
                 .map_err(EncodeError::from)
                 .and_then(|input| encoder.encode(input, pts));
+            stages.observe(Stage::Encode, t.elapsed());
             let copies = encoder.input_copies();
             self.status
                 .copies
@@ -447,12 +464,16 @@ impl Worker {
                 Ok(Some(au)) => {
                     // Counted first: a subscriber never holds more frames than the count says.
                     self.status.frames.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
                     self.hub.publish(Packet {
                         track: TrackId::VIDEO,
                         data: au.data,
                         pts,
                         keyframe: au.keyframe,
                     });
+                    let stages = &self.status.stages;
+                    stages.observe(Stage::Publish, t.elapsed());
+                    stages.observe(Stage::CaptureToPublish, captured.elapsed());
                 }
                 Ok(None) => {}
                 Err(EncodeError::BadFrame(e)) => {

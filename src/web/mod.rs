@@ -1,5 +1,7 @@
 //! The built-in web viewer: static files embedded at build time, plus
-//! `/config.json` (how the page reaches the broker) and `/stats.json`.
+//! `/config.json` (how the page reaches the broker), `/stats.json`, and
+//! `/metrics` (Prometheus text format; public like `/stats.json`: viewers
+//! are authorised on the signaling path, the page itself has no login).
 
 pub mod conn;
 
@@ -131,11 +133,24 @@ pub fn page_host(
 /// Live figures for `/stats.json`.
 pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
+/// The `/metrics` text, built at each scrape.
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Where `/stats.json` and `/metrics` get their figures.
+#[derive(Clone)]
+pub struct Figures {
+    /// `/stats.json`.
+    pub stats: StatsFn,
+    /// `/metrics`.
+    pub metrics: MetricsFn,
+}
+
 #[derive(Clone)]
 struct AppState {
     page: Arc<PageConfig>,
     ws: WsUrl,
     stats: StatsFn,
+    metrics: MetricsFn,
     known: Arc<KnownHosts>,
     /// Requests whose `Host` is not used (logged once a minute, with a count).
     host_log: Arc<Mutex<Throttle>>,
@@ -156,7 +171,7 @@ pub async fn serve(
     listener: TcpListener,
     page: PageConfig,
     ws: WsUrl,
-    stats: StatsFn,
+    figures: Figures,
     opts: ServeOptions,
     counts: Arc<WebCounts>,
     shutdown: CancellationToken,
@@ -164,7 +179,8 @@ pub async fn serve(
     let state = AppState {
         page: Arc::new(page),
         ws,
-        stats,
+        stats: figures.stats,
+        metrics: figures.metrics,
         known: Arc::new(KnownHosts::of_this_machine(&opts.hosts)),
         host_log: Arc::new(Mutex::new(Throttle::new(1, Duration::from_secs(60)))),
     };
@@ -172,6 +188,7 @@ pub async fn serve(
         .route("/", get(index))
         .route("/config.json", get(config))
         .route("/stats.json", get(stats_json))
+        .route("/metrics", get(metrics_text))
         .route("/assets/{*path}", get(asset))
         // Browsers ask for an icon on every page load; /favicon.ico too
         // (some ignore the page's <link>), and both get the same SVG.
@@ -332,6 +349,22 @@ async fn stats_json(State(s): State<AppState>) -> Response {
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         axum::Json((s.stats)()),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        (s.metrics)(),
     )
         .into_response()
 }
