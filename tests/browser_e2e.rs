@@ -61,6 +61,17 @@ async fn chromium_plays_the_stream_from_the_built_in_page() {
     let stats = &r["value"];
     assert_eq!(stats["width"], 640, "{stats}");
     assert_eq!(stats["height"], 480, "{stats}");
+    // Chromium offers the playout-delay extension and the agent answers it
+    // (webrtc.playout_delay_ms = 0: frames are shown as soon as decoded).
+    let answer = browser
+        .run("done(window.rtcam.pc.remoteDescription.sdp);")
+        .await;
+    let sdp = answer.as_str().unwrap_or_default();
+    assert!(
+        sdp.lines().any(|l| l.starts_with("a=extmap:")
+            && l.ends_with(" http://www.webrtc.org/experiments/rtp-hdrext/playout-delay")),
+        "the answer negotiates playout-delay: {answer}"
+    );
     // The page shows the device info it read from P/info.
     let device = browser
         .wait_for(
@@ -415,4 +426,50 @@ async fn the_page_takes_its_token_from_its_url() {
     );
     browser.close().await;
     agent.shutdown().await;
+}
+
+/// Benchmark, not a test (run with `--ignored`, see docs/BENCHMARKS.md):
+/// Chromium's average jitter-buffer time per frame (`inbound-rtp`
+/// `jitterBufferDelay / jitterBufferEmittedCount` over 10 s of 1280x720@30)
+/// with `webrtc.playout_delay_ms` = 0 (min = max = 0: render at once) and
+/// = 10000 (min 0, max 10 s: Chromium's own adaptive buffer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: cargo test --release --test browser_e2e -- --ignored --nocapture"]
+async fn bench_playout_delay_jitter_buffer() {
+    const READ: &str = "(async () => { let r = null; (await window.rtcam.pc.getStats()).forEach(s => { \
+        if (s.type === 'inbound-rtp' && s.kind === 'video') r = { delay: s.jitterBufferDelay, \
+        emitted: s.jitterBufferEmittedCount, decoded: s.framesDecoded }; }); done(r); })();";
+    for delay in [0, 10_000, 0, 10_000] {
+        let cfg = TestConfig::new("browser-bench")
+            .with("video.width", 1280)
+            .with("video.height", 720)
+            .with("video.fps", 30)
+            .with("video.bitrate_kbps", 2000)
+            .with("webrtc.playout_delay_ms", delay);
+        let agent = start(&cfg).await;
+        let browser = Browser::start(Candidates::PlainIps).await;
+        browser
+            .client
+            .goto(&page_url(&agent))
+            .await
+            .expect("the page loads");
+        browser
+            .wait_for(
+                "window.rtcam && window.rtcam.stats.framesDecoded >= 30",
+                "true",
+            )
+            .await;
+        let a = browser.run(READ).await;
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        let b = browser.run(READ).await;
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+        let frames = f(&b, "emitted") - f(&a, "emitted");
+        let per_frame_ms = (f(&b, "delay") - f(&a, "delay")) / frames.max(1.0) * 1000.0;
+        println!(
+            "playout_delay_ms = {delay}: jitter buffer {per_frame_ms:.1} ms per frame over {frames} frames ({} decoded)",
+            f(&b, "decoded") - f(&a, "decoded")
+        );
+        browser.close().await;
+        agent.shutdown().await;
+    }
 }

@@ -1217,6 +1217,13 @@ const INT_KEYS: &[IntKey] = &[
         get: |s| s.webrtc.disconnected_timeout.as_millis() as i64,
     },
     IntKey {
+        path: "webrtc.playout_delay_ms",
+        min: 0,
+        max: 10_000,
+        even: false,
+        get: |s| s.webrtc.playout_delay.as_millis() as i64,
+    },
+    IntKey {
         path: "gpio.max_pulse_ms",
         min: 1,
         max: 600_000,

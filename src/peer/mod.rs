@@ -16,10 +16,14 @@ use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
 use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::playout_delay_extension::{
+    PLAYOUT_DELAY_MAX_VALUE, PlayoutDelayExtension,
+};
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::statistics::report::RTCStatsReportEntry;
 use std::net::IpAddr;
@@ -150,6 +154,26 @@ pub struct PeerOptions {
     /// timer tick (at most every 200 ms once ICE is up); a short keepalive makes
     /// that tick come sooner. Only the probe (a DTLS client) sets it.
     pub keepalive: Option<Duration>,
+    /// The playout delay a sending peer asks viewers for (the playout-delay
+    /// RTP header extension, negotiated when the viewer offers it); `None`
+    /// sends none (viewers, which send no video).
+    pub playout_delay: Option<Duration>,
+}
+
+/// The playout-delay extension's URI (what SDP negotiates an id for).
+const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+
+/// The playout-delay extension for "show within `max`": min 0, max rounded
+/// up to the extension's 10 ms units (at most 40.95 s). Zero is min = max =
+/// 0, which Chromium takes as "render each frame as soon as it is decoded".
+pub fn playout_delay_extension(max: Duration) -> PlayoutDelayExtension {
+    let units = max.as_millis().div_ceil(10);
+    PlayoutDelayExtension {
+        min_delay: 0,
+        max_delay: u16::try_from(units)
+            .unwrap_or(PLAYOUT_DELAY_MAX_VALUE)
+            .min(PLAYOUT_DELAY_MAX_VALUE),
+    }
 }
 
 /// The addresses to bind for ICE: allowed interfaces' addresses (all
@@ -176,10 +200,12 @@ pub fn bind_addrs(ifaces: &[(String, IpAddr)], allow: &[String], loopback: bool)
 
 impl PeerOptions {
     /// Options for a headless viewer (the probe): as [`Self::from_settings`],
-    /// with a 50 ms ICE keepalive so its DTLS client handshake starts at once.
+    /// with a 50 ms ICE keepalive so its DTLS client handshake starts at
+    /// once, and no playout delay (it sends no video).
     pub fn for_viewer(w: &WebrtcSettings) -> Self {
         Self {
             keepalive: Some(Duration::from_millis(50)),
+            playout_delay: None,
             ..Self::from_settings(w)
         }
     }
@@ -208,6 +234,7 @@ impl PeerOptions {
             mdns_gate: Arc::default(),
             mdns_ip,
             keepalive: None,
+            playout_delay: Some(w.playout_delay),
         }
     }
 }
@@ -289,6 +316,7 @@ pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     handler: Arc<Handler>,
     video: Option<VideoSender>,
+    playout: Option<PlayoutDelayExtension>,
     /// Helper tasks (RTCP, close watch), aborted with the peer.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -362,6 +390,19 @@ async fn build(
         },
         RtpCodecKind::Video,
     );
+    if opts.playout_delay.is_some() {
+        // Answered when the viewer offers it (Chromium does), so its
+        // jitter buffer holds frames no longer than asked.
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: PLAYOUT_DELAY_URI.into(),
+                },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(stack)?;
+    }
     let mut registry = interceptors(&mut media)?;
     if forward_rtcp {
         registry = registry.with(
@@ -494,6 +535,7 @@ impl Peer {
             pc,
             handler,
             video: None,
+            playout: opts.playout_delay.map(playout_delay_extension),
             tasks: Vec::new(),
         };
         match peer.negotiate_answer(offer_sdp, send_video).await {
@@ -569,7 +611,12 @@ impl Peer {
                 .ok_or(PeerError::NoVideoCodec)?;
             self.tasks
                 .push(spawn_rtcp_poll(t.clone(), self.handler.tx.clone()));
-            self.video = Some(VideoSender { track: t, ssrc, pt });
+            self.video = Some(VideoSender {
+                track: t,
+                ssrc,
+                pt,
+                playout: self.playout,
+            });
         }
         Ok(sdp)
     }
@@ -603,6 +650,7 @@ impl Peer {
             pc,
             handler,
             video: None,
+            playout: None,
             tasks: Vec::new(),
         };
         let made = async {
@@ -813,6 +861,8 @@ pub struct VideoSender {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     pt: u8,
+    /// Sent with every packet; the stack leaves it out unless negotiated.
+    playout: Option<PlayoutDelayExtension>,
 }
 
 impl VideoSender {
@@ -829,8 +879,9 @@ impl VideoSender {
             duration,
             ..Sample::new(captured)
         };
+        let extensions = self.playout.map(HeaderExtension::PlayoutDelay);
         self.track
-            .write_sample(self.ssrc, self.pt, &sample, &[])
+            .write_sample(self.ssrc, self.pt, &sample, extensions.as_slice())
             .await
             .map_err(|_| PeerError::Closed)
     }
@@ -999,6 +1050,18 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")
+    }
+
+    #[test]
+    fn playout_delay_is_min_zero_max_in_10_ms_units() {
+        let ext = |ms| {
+            let e = playout_delay_extension(Duration::from_millis(ms));
+            (e.min_delay, e.max_delay)
+        };
+        assert_eq!(ext(0), (0, 0), "live: render at once");
+        assert_eq!(ext(95), (0, 10), "rounded up");
+        assert_eq!(ext(10_000), (0, 1000));
+        assert_eq!(ext(100_000), (0, PLAYOUT_DELAY_MAX_VALUE), "clamped");
     }
 
     #[test]

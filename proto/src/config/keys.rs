@@ -204,6 +204,11 @@ pub const KEYS: &[Key] = &[
         help: "End a session whose ICE stays disconnected this long (ms)",
     },
     Key {
+        path: "webrtc.playout_delay_ms",
+        kind: Kind::Int,
+        help: "Most time a viewer's browser may hold video before showing it (0-10000 ms; 0: show each frame at once), sent as the playout-delay RTP header extension",
+    },
+    Key {
         path: "webrtc.max_negotiating",
         kind: Kind::Int,
         help: "Most sessions still negotiating at once (1-64); more offers get busy",

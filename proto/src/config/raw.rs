@@ -180,6 +180,9 @@ pub struct RawWebrtc {
     /// `webrtc.disconnected_timeout_ms`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disconnected_timeout_ms: Option<i64>,
+    /// `webrtc.playout_delay_ms`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playout_delay_ms: Option<i64>,
     /// `webrtc.max_negotiating`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_negotiating: Option<i64>,

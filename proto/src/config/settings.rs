@@ -202,6 +202,8 @@ pub struct WebrtcSettings {
     pub negotiation_timeout: Duration,
     /// End a session disconnected this long.
     pub disconnected_timeout: Duration,
+    /// Most time a viewer may buffer video before showing it (playout-delay extension).
+    pub playout_delay: Duration,
     /// Most sessions negotiating at once.
     pub max_negotiating: usize,
     /// Candidates kept per viewer before its offer.
@@ -917,6 +919,13 @@ fn webrtc(raw: &RawWebrtc, origin: OriginOf<'_>) -> Result<WebrtcSettings, Confi
             raw.disconnected_timeout_ms,
             10_000,
             (1_000, 300_000),
+            origin,
+        )?,
+        playout_delay: ms(
+            "webrtc.playout_delay_ms",
+            raw.playout_delay_ms,
+            0,
+            (0, 10_000),
             origin,
         )?,
         max_negotiating: int(
@@ -1761,6 +1770,7 @@ impl Settings {
                 max_viewers: Some(self.webrtc.max_viewers as i64),
                 negotiation_timeout_ms: Some(self.webrtc.negotiation_timeout.as_millis() as i64),
                 disconnected_timeout_ms: Some(self.webrtc.disconnected_timeout.as_millis() as i64),
+                playout_delay_ms: Some(self.webrtc.playout_delay.as_millis() as i64),
                 max_negotiating: Some(self.webrtc.max_negotiating as i64),
                 early_ice_candidates: Some(self.webrtc.early_ice_candidates as i64),
                 early_ice_clients: Some(self.webrtc.early_ice_clients as i64),
