@@ -424,6 +424,7 @@ mod tests {
             "index.html",
             "app.js",
             "panel.js",
+            "latency.js",
             "style.css",
             "favicon.svg",
             "vendor/mqtt.min.js",

@@ -71,6 +71,7 @@ async function main() {
     say("No MQTT WebSocket URL: set http.mqtt_ws_url in the agent's config.");
     return;
   }
+  window.rtcamLatency.attach($("video"));
   connectMqtt();
   setInterval(updateStats, 1000);
 }
@@ -208,6 +209,7 @@ async function startSession() {
   // Replacing our own live session (after a restart) needs its secret.
   if (S.session) msg.session = S.session;
   publish(topic("offer"), msg);
+  window.rtcamLatency.offerSent();
   S.connectTimer = setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected") scheduleRestart(0); }, 20000);
 }
 
@@ -317,6 +319,8 @@ async function updateStats() {
   $("s-rtt").textContent = s.rttMs === null ? "–" : `${s.rttMs.toFixed(1)} ms`;
   $("s-lost").textContent = s.packetsLost;
   $("s-frames").textContent = s.framesDecoded;
+  const lat = window.rtcamLatency.summary(2000);
+  $("s-latency").textContent = lat.count ? `${lat.p50.toFixed(0)} ms` : "–";
 }
 
 window.addEventListener("pagehide", () => publish(topic("bye"), { session: S.session }));
@@ -326,6 +330,7 @@ window.rtcam = {
   get pc() { return S.pc; },
   get stats() { return S.stats; },
   get clientId() { return S.cid; },
+  latency: window.rtcamLatency,
   call,
 };
 
