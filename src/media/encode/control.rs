@@ -64,6 +64,14 @@ impl KeyframeRation {
         }
     }
 
+    /// The last keyframe reached nobody (it was published before any viewer
+    /// subscribed, e.g. the first one of a camera start while the viewer was
+    /// still connecting): it does not use up the ration, so the viewer that
+    /// subscribes next gets one at once instead of a gap later.
+    pub fn unseen(&mut self) {
+        self.last_forced = None;
+    }
+
     /// The stream restarted: a request made before went to the old stream,
     /// so a new one is noted whatever was on its way.
     pub fn restart(&mut self, now: Instant) {
@@ -134,6 +142,12 @@ impl EncoderControl {
         if keyframe {
             self.ration().produced(true);
         }
+    }
+
+    /// A keyframe was published that no subscriber received: it does not
+    /// count against the ration ([`KeyframeRation::unseen`]).
+    pub fn keyframe_unseen(&self) {
+        self.ration().unseen();
     }
 
     /// The stream restarted (encoder reopened): asks for a keyframe whatever was on its way.
@@ -221,6 +235,19 @@ mod tests {
         assert!(!r.force_now(t0 + Duration::from_millis(300)));
         assert!(!r.force_now(t0 + Duration::from_millis(999)));
         assert!(r.force_now(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_keyframe_nobody_saw_does_not_use_up_the_ration() {
+        let (mut r, t0) = ration();
+        assert!(r.force_now(t0));
+        assert!(!r.force_now(t0 + Duration::from_millis(300)));
+        r.unseen();
+        assert!(r.force_now(t0 + Duration::from_millis(300)));
+        assert!(
+            !r.force_now(t0 + Duration::from_millis(400)),
+            "the ration holds again after it"
+        );
     }
 
     #[test]

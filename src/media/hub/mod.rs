@@ -162,6 +162,7 @@ impl Hub {
         }
         let now = Instant::now();
         let mut ask_keyframe = false;
+        let mut delivered = 0usize;
         // Counted before delivery, so a subscriber holding the packet sees it counted.
         self.published.fetch_add(1, Ordering::Relaxed);
         let mut st = self.lock();
@@ -173,6 +174,7 @@ impl Hub {
             match tx.try_send(packet.clone()) {
                 Ok(()) => {
                     policy.delivered(id);
+                    delivered += 1;
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -186,6 +188,11 @@ impl Hub {
             }
         });
         drop(st);
+        if gated && packet.keyframe && delivered == 0 {
+            // Nobody saw it (a camera starting while its first viewer still
+            // connects): the next viewer's request is served at once.
+            self.video_control.keyframe_unseen();
+        }
         if ask_keyframe {
             self.video_control.request_keyframe();
         }
@@ -348,6 +355,25 @@ mod tests {
             pts: Duration::from_millis(u64::from(n) * 33),
             keyframe,
         }
+    }
+
+    #[test]
+    fn the_first_viewer_after_an_unseen_keyframe_gets_one_at_once() {
+        // The camera starts on an offer: its first IDR is out before the
+        // viewer has connected and subscribed.
+        let (hub, ctl) = hub_with(PolicyConfig::default());
+        ctl.restarted();
+        assert!(ctl.take_keyframe_request(), "the start forces an IDR");
+        hub.publish(frame(0, true));
+        let _viewer = hub.subscribe();
+        assert!(
+            ctl.take_keyframe_request(),
+            "served at once: the keyframe nobody saw does not hold it back"
+        );
+        // A keyframe that a viewer did receive still rations the next one.
+        hub.publish(frame(1, true));
+        let _second = hub.subscribe();
+        assert!(!ctl.take_keyframe_request(), "rationed");
     }
 
     #[test]
