@@ -381,6 +381,7 @@ impl Agent {
             rate_limit: settings.control.rate_limit,
             max_message: settings.control.max_message_bytes,
         }));
+        let links = Arc::new(crate::metrics::ViewerLinks::default());
         let ctx = Arc::new(SessionContext {
             hub: hub.clone(),
             encoder: encoder.clone(),
@@ -391,6 +392,7 @@ impl Agent {
             auth: settings.auth.authorizer(),
             max_payload: settings.mqtt.max_payload_bytes,
             faults: opts.faults,
+            links: links.clone(),
         });
         let limits = Limits {
             max_viewers: settings.webrtc.max_viewers,
@@ -459,6 +461,7 @@ impl Agent {
                 web: web_counts.clone(),
             };
             let metrics_src = stats_src.clone();
+            let viewer_links = links.clone();
             let applied = encoder.clone();
             let stats: web::StatsFn = Arc::new(move || {
                 serde_json::to_value(stats_src.snapshot())
@@ -473,7 +476,12 @@ impl Agent {
                     restarts: camera.restarts(),
                     camera_running: matches!(camera.state(), CameraState::Running(_)),
                 };
-                crate::metrics::render(&metrics_src.snapshot(), &media, camera.stage_times())
+                crate::metrics::render(
+                    &metrics_src.snapshot(),
+                    &media,
+                    camera.stage_times(),
+                    &viewer_links.snapshot(),
+                )
             });
             let opts = web::ServeOptions {
                 limits: web::Limits {

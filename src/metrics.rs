@@ -4,10 +4,67 @@
 
 use crate::agent::AgentStats;
 use crate::media::stage_times::StageTimes;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// One connected viewer's link, as its peer connection's statistics say.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ViewerLink {
+    /// Round-trip time of the selected ICE candidate pair.
+    pub rtt: Option<Duration>,
+    /// Share of packets lost, from the viewer's last receiver report (0-1).
+    pub fraction_lost: Option<f64>,
+    /// Packets lost in all, from the viewer's receiver reports.
+    pub packets_lost: Option<i64>,
+    /// RTP bytes sent to it.
+    pub bytes_sent: u64,
+}
+
+/// The connected viewers' links, by client id (sessions update their own
+/// entry every few seconds and remove it when they end).
+#[derive(Debug, Default)]
+pub struct ViewerLinks {
+    links: Mutex<BTreeMap<String, ViewerLink>>,
+}
+
+impl ViewerLinks {
+    /// Records `client`'s latest figures.
+    pub fn set(&self, client: &str, link: ViewerLink) {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(client.to_string(), link);
+    }
+
+    /// Forgets `client` (its session ended).
+    pub fn remove(&self, client: &str) {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(client);
+    }
+
+    /// Every viewer's figures.
+    pub fn snapshot(&self) -> BTreeMap<String, ViewerLink> {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The label of per-viewer series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClientLabel {
+    client: String,
+}
 
 /// Media figures `/stats.json` does not carry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,8 +93,52 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, g);
 }
 
+/// Per-viewer gauges and counters, one series per connected client.
+fn viewer_series(r: &mut Registry, links: &BTreeMap<String, ViewerLink>) {
+    let rtt = Family::<ClientLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let lost_share = Family::<ClientLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let lost = Family::<ClientLabel, Gauge>::default();
+    let sent = Family::<ClientLabel, Counter>::default();
+    for (client, l) in links {
+        let label = ClientLabel {
+            client: client.clone(),
+        };
+        if let Some(t) = l.rtt {
+            rtt.get_or_create(&label).set(t.as_secs_f64());
+        }
+        if let Some(f) = l.fraction_lost {
+            lost_share.get_or_create(&label).set(f);
+        }
+        if let Some(n) = l.packets_lost {
+            lost.get_or_create(&label).set(n);
+        }
+        sent.get_or_create(&label).inc_by(l.bytes_sent);
+    }
+    r.register(
+        "viewer_rtt_seconds",
+        "Round-trip time to each viewer (selected ICE pair)",
+        rtt,
+    );
+    r.register(
+        "viewer_fraction_lost",
+        "Share of packets each viewer lost, from its last receiver report",
+        lost_share,
+    );
+    r.register(
+        "viewer_packets_lost",
+        "Packets each viewer lost, from its receiver reports",
+        lost,
+    );
+    r.register("viewer_sent_bytes", "RTP bytes sent to each viewer", sent);
+}
+
 /// The text a scrape gets.
-pub fn render(stats: &AgentStats, media: &MediaFigures, stages: &StageTimes) -> String {
+pub fn render(
+    stats: &AgentStats,
+    media: &MediaFigures,
+    stages: &StageTimes,
+    links: &BTreeMap<String, ViewerLink>,
+) -> String {
     let mut r = Registry::with_prefix("rtcam");
     counter(
         &mut r,
@@ -137,6 +238,7 @@ pub fn render(stats: &AgentStats, media: &MediaFigures, stages: &StageTimes) -> 
         "Log lines dropped because stderr was blocked",
         stats.log_lines_dropped,
     );
+    viewer_series(&mut r, links);
     r.register(
         "stage_seconds",
         "Media thread time per frame in each stage (convert, encode, publish, capture_to_publish)",
@@ -152,7 +254,6 @@ pub fn render(stats: &AgentStats, media: &MediaFigures, stages: &StageTimes) -> 
 mod tests {
     use super::*;
     use crate::media::stage_times::Stage;
-    use std::time::Duration;
 
     fn stats() -> AgentStats {
         serde_json::from_value(serde_json::json!({
@@ -175,7 +276,17 @@ mod tests {
             restarts: 2,
             camera_running: true,
         };
-        let text = render(&stats(), &media, &stages);
+        let mut links = BTreeMap::new();
+        links.insert(
+            "web-1".to_string(),
+            ViewerLink {
+                rtt: Some(Duration::from_millis(12)),
+                fraction_lost: Some(0.25),
+                packets_lost: Some(7),
+                bytes_sent: 5000,
+            },
+        );
+        let text = render(&stats(), &media, &stages, &links);
         for line in [
             "rtcam_frames_total 300",
             "rtcam_frames_dropped_total 4",
@@ -187,6 +298,10 @@ mod tests {
             "rtcam_sessions 2",
             "rtcam_mqtt_connected 1",
             "rtcam_stage_seconds_count{stage=\"encode\"} 1",
+            "rtcam_viewer_rtt_seconds{client=\"web-1\"} 0.012",
+            "rtcam_viewer_fraction_lost{client=\"web-1\"} 0.25",
+            "rtcam_viewer_packets_lost{client=\"web-1\"} 7",
+            "rtcam_viewer_sent_bytes_total{client=\"web-1\"} 5000",
             "# EOF",
         ] {
             assert!(
@@ -195,7 +310,12 @@ mod tests {
             );
         }
         // Passthrough: no bitrate to report.
-        let none = render(&stats(), &MediaFigures::default(), &stages);
+        let none = render(
+            &stats(),
+            &MediaFigures::default(),
+            &stages,
+            &BTreeMap::new(),
+        );
         assert!(!none.contains("encoder_bitrate_kbps"), "{none}");
     }
 }

@@ -126,6 +126,28 @@ async fn a_small_stream_reaches_a_viewer_through_the_embedded_broker() {
         "{metrics}"
     );
     assert_eq!(metrics.lines().last(), Some("# EOF"), "{metrics}");
+    // The viewer's link, sampled by its session every 2 s.
+    let sent = "rtcam_viewer_sent_bytes_total{client=\"smoke-1\"} ";
+    let deadline = std::time::Instant::now() + SLOW;
+    let metrics = loop {
+        let (_, m) = common::http_get(agent.http_addr(), "/metrics").await;
+        if m.lines().any(|l| {
+            l.strip_prefix(sent)
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| v > 0)
+        }) {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no link figures for smoke-1 in /metrics:\n{m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        metrics.contains("rtcam_viewer_rtt_seconds{client=\"smoke-1\"}"),
+        "{metrics}"
+    );
 
     // A control command travels over the DataChannel and reaches the pin:
     // the reply says so, and so does the simulated line.
@@ -160,6 +182,11 @@ async fn a_small_stream_reaches_a_viewer_through_the_embedded_broker() {
         })
         .await;
     assert_eq!(after.subscribers, 0, "hub subscription released");
+    let (_, metrics) = common::http_get(agent.http_addr(), "/metrics").await;
+    assert!(
+        !metrics.contains("client=\"smoke-1\""),
+        "an ended session's link leaves /metrics:\n{metrics}"
+    );
     agent
         .log()
         .wait_count("relay1 back to its failsafe low", lows + 1, SLOW, |l| {

@@ -742,6 +742,12 @@ impl Peer {
             s.bytes_received += i.bytes_received;
             s.packets_received += i.received_rtp_stream_stats.packets_received;
         }
+        for e in report.iter() {
+            if let RTCStatsReportEntry::RemoteInboundRtp(r) = e {
+                s.fraction_lost = Some(r.fraction_lost);
+                s.packets_lost = Some(r.received_rtp_stream_stats.packets_lost);
+            }
+        }
         if let Some(cp) = report.candidate_pairs().find(|cp| cp.nominated) {
             s.rtt = Some(Duration::from_secs_f64(cp.current_round_trip_time.max(0.0)));
             // The pair names its candidates by their ICE ids; the stack files
@@ -828,6 +834,10 @@ pub struct PeerStats {
     pub selected_local: Option<CandidateKind>,
     /// Kind of its remote candidate (unknown for one learnt from checks).
     pub selected_remote: Option<CandidateKind>,
+    /// Share of our packets the remote lost, from its last receiver report.
+    pub fraction_lost: Option<f64>,
+    /// Our packets the remote lost in all, from its receiver reports.
+    pub packets_lost: Option<i64>,
 }
 
 /// The kind of an ICE candidate: how its address was obtained.

@@ -49,6 +49,8 @@ pub struct SessionContext {
     pub max_payload: usize,
     /// Test-only fault injection.
     pub faults: Faults,
+    /// Each connected viewer's link figures, for `/metrics`.
+    pub links: Arc<crate::metrics::ViewerLinks>,
 }
 
 /// Error replies are not sent while this many publishes await the broker's

@@ -40,6 +40,9 @@ type PeerSlot = Arc<Mutex<Option<Arc<Peer>>>>;
 /// DataChannels one session may open.
 const MAX_CHANNELS: usize = 4;
 
+/// How often a connected session samples its link for `/metrics`.
+const LINK_SAMPLE: Duration = Duration::from_secs(2);
+
 /// How long an ending session waits for its DataChannel `bye` to be
 /// delivered before closing the connection.
 const BYE_FLUSH: Duration = Duration::from_millis(500);
@@ -65,6 +68,8 @@ pub async fn run(
     children.cancel();
     kids.close();
     kids.wait().await;
+    // Its link figures leave /metrics on every end, a panic's included.
+    ctx.links.remove(id.client.as_str());
     // Outputs this viewer was the last to control go to their failsafe values.
     if let Some(g) = ctx.control.gpio() {
         g.session_ended(id.generation);
@@ -143,8 +148,20 @@ async fn session(
     let control = ctx.control.session(id.generation, spec.role);
     let mut channels: Vec<Arc<Channel>> = Vec::new();
     let mut pump_started = false;
+    // The link's figures for /metrics, sampled while connected.
+    let mut link_tick = tokio::time::interval(LINK_SAMPLE);
+    let mut connected = false;
     let reason = loop {
         tokio::select! {
+            _ = link_tick.tick(), if connected => {
+                let s = peer.stats().await;
+                ctx.links.set(id.client.as_str(), crate::metrics::ViewerLink {
+                    rtt: s.rtt,
+                    fraction_lost: s.fraction_lost,
+                    packets_lost: s.packets_lost,
+                    bytes_sent: s.bytes_sent,
+                });
+            }
             cmd = commands.recv() => match cmd {
                 Some(SessionCommand::Candidate(c)) => add_candidate(ctx, &id, &peer, &c).await,
                 Some(SessionCommand::End(reason)) => break reason,
@@ -168,6 +185,7 @@ async fn session(
                     if let Some(link) = link {
                         let _ = events.send(SessionEvent::Link(id.clone(), link));
                     }
+                    connected = state == PeerState::Connected;
                     if state == PeerState::Connected {
                         // How the viewer was reached: a remote `host` candidate
                         // behind a browser's .local name means mDNS resolved it.
