@@ -1221,7 +1221,7 @@ const INT_KEYS: &[IntKey] = &[
         min: 0,
         max: 10_000,
         even: false,
-        get: |s| s.webrtc.playout_delay.as_millis() as i64,
+        get: |s| s.webrtc.playout_delay.map_or(-1, |d| d.as_millis() as i64),
     },
     IntKey {
         path: "gpio.max_pulse_ms",

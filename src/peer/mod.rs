@@ -234,7 +234,7 @@ impl PeerOptions {
             mdns_gate: Arc::default(),
             mdns_ip,
             keepalive: None,
-            playout_delay: Some(w.playout_delay),
+            playout_delay: w.playout_delay,
         }
     }
 }

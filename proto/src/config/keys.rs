@@ -206,7 +206,7 @@ pub const KEYS: &[Key] = &[
     Key {
         path: "webrtc.playout_delay_ms",
         kind: Kind::Int,
-        help: "Most time a viewer's browser may hold video before showing it (0-10000 ms; 0: show each frame at once), sent as the playout-delay RTP header extension",
+        help: "Most time a viewer's browser may hold video before showing it (0-10000 ms), sent as the playout-delay RTP header extension; unset: none is sent",
     },
     Key {
         path: "webrtc.max_negotiating",

@@ -202,8 +202,9 @@ pub struct WebrtcSettings {
     pub negotiation_timeout: Duration,
     /// End a session disconnected this long.
     pub disconnected_timeout: Duration,
-    /// Most time a viewer may buffer video before showing it (playout-delay extension).
-    pub playout_delay: Duration,
+    /// Most time a viewer may buffer video before showing it, sent as the
+    /// playout-delay extension; `None` sends none (the browser's own buffer).
+    pub playout_delay: Option<Duration>,
     /// Most sessions negotiating at once.
     pub max_negotiating: usize,
     /// Candidates kept per viewer before its offer.
@@ -921,13 +922,10 @@ fn webrtc(raw: &RawWebrtc, origin: OriginOf<'_>) -> Result<WebrtcSettings, Confi
             (1_000, 300_000),
             origin,
         )?,
-        playout_delay: ms(
-            "webrtc.playout_delay_ms",
-            raw.playout_delay_ms,
-            0,
-            (0, 10_000),
-            origin,
-        )?,
+        playout_delay: raw
+            .playout_delay_ms
+            .map(|v| ms("webrtc.playout_delay_ms", Some(v), 0, (0, 10_000), origin))
+            .transpose()?,
         max_negotiating: int(
             "webrtc.max_negotiating",
             raw.max_negotiating,
@@ -1770,7 +1768,7 @@ impl Settings {
                 max_viewers: Some(self.webrtc.max_viewers as i64),
                 negotiation_timeout_ms: Some(self.webrtc.negotiation_timeout.as_millis() as i64),
                 disconnected_timeout_ms: Some(self.webrtc.disconnected_timeout.as_millis() as i64),
-                playout_delay_ms: Some(self.webrtc.playout_delay.as_millis() as i64),
+                playout_delay_ms: self.webrtc.playout_delay.map(|d| d.as_millis() as i64),
                 max_negotiating: Some(self.webrtc.max_negotiating as i64),
                 early_ice_candidates: Some(self.webrtc.early_ice_candidates as i64),
                 early_ice_clients: Some(self.webrtc.early_ice_clients as i64),
@@ -1889,6 +1887,10 @@ mod tests {
         assert_eq!(s.video.bitrate_kbps, 2000);
         assert_eq!(s.video.keyframe_interval, Duration::from_secs(2));
         assert_eq!(s.video.encoder_threads, 0, "automatic");
+        assert_eq!(
+            s.webrtc.playout_delay, None,
+            "no playout-delay extension unless asked for"
+        );
         assert!(!s.video.passthrough && !s.video.always_on);
         assert_eq!(s.video.encoder, EncoderPref::Auto);
         assert_eq!(
