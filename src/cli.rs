@@ -2,7 +2,9 @@
 //! Every config key also has a global flag derived from the key registry
 //! (`video.width` → `--video-width`).
 
+use crate::config::EncoderPref;
 use crate::config::keys::{self, Key, Kind};
+use crate::media::encode::{CodedFormat, EncoderSettings};
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -111,15 +113,9 @@ pub enum BenchCommand {
         /// OpenH264 threads (0: one per core, at most 4).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
         threads: u32,
-        /// Encoder to measure: openh264, or v4l2m2m (the board's memory-to-memory encoder, fed I420 by MMAP).
-        #[arg(long, value_enum, default_value_t = BenchEncoderKind::Openh264)]
-        encoder: BenchEncoderKind,
-        /// The v4l2m2m encoder's node (default: the first whose capture queue gives --codec).
-        #[arg(long)]
-        device: Option<std::path::PathBuf>,
-        /// What the v4l2m2m encoder produces: h264, or fwht (the kernel lab's vicodec).
-        #[arg(long, value_enum, default_value_t = BenchCodec::H264)]
-        codec: BenchCodec,
+        /// Which encoder to measure.
+        #[command(flatten)]
+        encoder: BenchEncoderArgs,
     },
     /// Whole pipeline in real time: CPU time per frame with N subscribers.
     Pipeline {
@@ -144,15 +140,9 @@ pub enum BenchCommand {
         /// OpenH264 threads (0: one per core, at most 4).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
         threads: u32,
-        /// Encoder to measure: openh264, or v4l2m2m (the board's memory-to-memory encoder, fed I420 by MMAP).
-        #[arg(long, value_enum, default_value_t = BenchEncoderKind::Openh264)]
-        encoder: BenchEncoderKind,
-        /// The v4l2m2m encoder's node (default: the first whose capture queue gives --codec).
-        #[arg(long)]
-        device: Option<std::path::PathBuf>,
-        /// What the v4l2m2m encoder produces: h264, or fwht (the kernel lab's vicodec).
-        #[arg(long, value_enum, default_value_t = BenchCodec::H264)]
-        codec: BenchCodec,
+        /// Which encoder to measure.
+        #[command(flatten)]
+        encoder: BenchEncoderArgs,
     },
     /// The agent with real WebRTC viewers over loopback: first frame, latency, CPU and RSS per viewer.
     /// Run inside a private network namespace.
@@ -202,15 +192,9 @@ pub enum BenchCommand {
         /// OpenH264 threads (0: one per core, at most 4).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
         threads: u32,
-        /// Encoder to measure: openh264, or v4l2m2m (the board's memory-to-memory encoder, fed I420 by MMAP).
-        #[arg(long, value_enum, default_value_t = BenchEncoderKind::Openh264)]
-        encoder: BenchEncoderKind,
-        /// The v4l2m2m encoder's node (default: the first whose capture queue gives --codec).
-        #[arg(long)]
-        device: Option<std::path::PathBuf>,
-        /// What the v4l2m2m encoder produces: h264, or fwht (the kernel lab's vicodec).
-        #[arg(long, value_enum, default_value_t = BenchCodec::H264)]
-        codec: BenchCodec,
+        /// Which encoder to measure.
+        #[command(flatten)]
+        encoder: BenchEncoderArgs,
     },
     /// Where a frame's time goes: p50/p95/max per stage of the media thread, and on to a subscriber.
     Latency {
@@ -232,15 +216,9 @@ pub enum BenchCommand {
         /// OpenH264 threads (0: one per core, at most 4).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4))]
         threads: u32,
-        /// Encoder to measure: openh264, or v4l2m2m (the board's memory-to-memory encoder, fed I420 by MMAP).
-        #[arg(long, value_enum, default_value_t = BenchEncoderKind::Openh264)]
-        encoder: BenchEncoderKind,
-        /// The v4l2m2m encoder's node (default: the first whose capture queue gives --codec).
-        #[arg(long)]
-        device: Option<std::path::PathBuf>,
-        /// What the v4l2m2m encoder produces: h264, or fwht (the kernel lab's vicodec).
-        #[arg(long, value_enum, default_value_t = BenchCodec::H264)]
-        codec: BenchCodec,
+        /// Which encoder to measure.
+        #[command(flatten)]
+        encoder: BenchEncoderArgs,
     },
     /// Everything docs/BENCHMARKS.md reports for the media pipeline, with ratios.
     All {
@@ -251,6 +229,38 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
         rounds: u32,
     },
+}
+
+/// The encoder a benchmark measures (`--encoder`, `--device`, `--codec`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchEncoderArgs {
+    /// Encoder to measure: openh264, or v4l2m2m (the board's memory-to-memory encoder, fed I420 by MMAP).
+    #[arg(long, value_enum, default_value_t = BenchEncoderKind::Openh264)]
+    pub encoder: BenchEncoderKind,
+    /// The v4l2m2m encoder's node (default: the first whose capture queue gives --codec).
+    #[arg(long)]
+    pub device: Option<std::path::PathBuf>,
+    /// What the v4l2m2m encoder produces: h264, or fwht (the kernel lab's vicodec).
+    #[arg(long, value_enum, default_value_t = BenchCodec::H264)]
+    pub codec: BenchCodec,
+}
+
+impl BenchEncoderArgs {
+    /// `base` with this choice of encoder applied.
+    pub fn apply(&self, base: EncoderSettings) -> EncoderSettings {
+        EncoderSettings {
+            pref: match self.encoder {
+                BenchEncoderKind::Openh264 => EncoderPref::OpenH264,
+                BenchEncoderKind::V4l2m2m => EncoderPref::V4l2M2m,
+            },
+            device: self.device.clone(),
+            coded: match self.codec {
+                BenchCodec::H264 => CodedFormat::H264,
+                BenchCodec::Fwht => CodedFormat::Fwht,
+            },
+            ..base
+        }
+    }
 }
 
 /// `rtcam bench --encoder`.

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use rtcam::bench;
-use rtcam::cli::{self, BenchCodec, BenchCommand, BenchEncoderKind, Command};
+use rtcam::cli::{self, BenchCommand, BenchEncoderKind, Command};
 use rtcam::config::{self, Layers, Settings};
 use rtcam::media::encode::{EncoderControl, EncoderSettings};
 use rtcam::media::hub::Hub;
@@ -295,27 +295,6 @@ async fn run_probe(
     Ok(())
 }
 
-/// The benchmark's encoder settings with `--encoder`, `--device` and `--codec` applied.
-fn bench_settings(
-    s: rtcam::media::encode::EncoderSettings,
-    encoder: BenchEncoderKind,
-    device: Option<std::path::PathBuf>,
-    codec: BenchCodec,
-) -> rtcam::media::encode::EncoderSettings {
-    rtcam::media::encode::EncoderSettings {
-        pref: match encoder {
-            BenchEncoderKind::Openh264 => rtcam::config::EncoderPref::OpenH264,
-            BenchEncoderKind::V4l2m2m => rtcam::config::EncoderPref::V4l2M2m,
-        },
-        device,
-        coded: match codec {
-            BenchCodec::H264 => rtcam::media::encode::CodedFormat::H264,
-            BenchCodec::Fwht => rtcam::media::encode::CodedFormat::Fwht,
-        },
-        ..s
-    }
-}
-
 fn run_bench(what: BenchCommand) -> Result<()> {
     match what {
         BenchCommand::Encoder {
@@ -325,17 +304,10 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             frames,
             threads,
             encoder,
-            device,
-            codec,
         } => {
-            let s = bench_settings(
-                bench::settings(width, height, 30, bitrate_kbps, threads),
-                encoder,
-                device,
-                codec,
-            );
+            let s = encoder.apply(bench::settings(width, height, 30, bitrate_kbps, threads));
             let r = bench::encoder(&s, frames)?;
-            let what = match encoder {
+            let what = match encoder.encoder {
                 BenchEncoderKind::Openh264 => format!("{threads} threads"),
                 BenchEncoderKind::V4l2m2m => format!("v4l2m2m {}", s.coded),
             };
@@ -357,15 +329,8 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             subscribers,
             threads,
             encoder,
-            device,
-            codec,
         } => {
-            let s = bench_settings(
-                bench::settings(width, height, fps, bitrate_kbps, threads),
-                encoder,
-                device,
-                codec,
-            );
+            let s = encoder.apply(bench::settings(width, height, fps, bitrate_kbps, threads));
             let r = bench::pipeline(&s, seconds, subscribers)?;
             println!(
                 "pipeline {width}x{height}@{fps}, {subscribers} subscribers: {:.2} ms CPU per frame ({} frames, each subscriber got >= {})",
@@ -405,15 +370,8 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             rounds,
             threads,
             encoder,
-            device,
-            codec,
         } => {
-            let s = bench_settings(
-                bench::settings(width, height, fps, bitrate_kbps, threads),
-                encoder,
-                device,
-                codec,
-            );
+            let s = encoder.apply(bench::settings(width, height, fps, bitrate_kbps, threads));
             print!("{}", bench::report_ratio(&s, seconds, rounds)?);
         }
         BenchCommand::Latency {
@@ -424,15 +382,8 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             seconds,
             threads,
             encoder,
-            device,
-            codec,
         } => {
-            let s = bench_settings(
-                bench::settings(width, height, fps, bitrate_kbps, threads),
-                encoder,
-                device,
-                codec,
-            );
+            let s = encoder.apply(bench::settings(width, height, fps, bitrate_kbps, threads));
             print!("{}", bench::latency(&s, seconds)?);
         }
         BenchCommand::All { seconds, rounds } => {

@@ -122,14 +122,7 @@ pub fn bench_encoder(settings: &EncoderSettings) -> Result<Box<dyn VideoEncoder>
     match (choice.kind, choice.device) {
         (EncoderKind::V4l2M2m, Some(device)) => Ok(Box::new(V4l2M2mEncoder::open(
             &device,
-            encode::m2m_params::OpenParams {
-                width: settings.width,
-                height: settings.height,
-                fps: settings.fps,
-                bitrate_kbps: settings.bitrate_kbps,
-                keyframe_interval: settings.keyframe_interval,
-                coded: settings.coded,
-            },
+            settings.m2m_params(),
             crate::media::frame::PixelFormat::I420,
         )?)),
         _ => Err(EncodeError::Init(choice.why)),
@@ -228,19 +221,11 @@ pub enum BenchError {
     Spawn(#[from] std::io::Error),
 }
 
-/// Runs test pattern → encoder → hub in real time at the settings' rate
-/// with `subscribers` draining it on a current-thread runtime (as sessions
-/// would), and measures process CPU per frame over `seconds` after one
-/// second of warm-up.
-pub fn pipeline(
+/// Starts test pattern → encoder → hub at the settings' size and rate.
+fn spawn_pattern(
     settings: &EncoderSettings,
-    seconds: u32,
-    subscribers: u32,
-) -> Result<PipelineResult, BenchError> {
-    let policy = PolicyConfig {
-        always_on: subscribers == 0,
-        ..PolicyConfig::default()
-    };
+    policy: PolicyConfig,
+) -> Result<(std::sync::Arc<Hub>, Pipeline), BenchError> {
     let control = EncoderControl::new(policy.drop_keyframe_gap, settings.bitrate_kbps);
     let hub = Hub::new(policy, control.clone());
     let pipeline = Pipeline::spawn(
@@ -256,6 +241,23 @@ pub fn pipeline(
             backoff: Backoff::standard(),
         },
     )?;
+    Ok((hub, pipeline))
+}
+
+/// Runs test pattern → encoder → hub in real time at the settings' rate
+/// with `subscribers` draining it on a current-thread runtime (as sessions
+/// would), and measures process CPU per frame over `seconds` after one
+/// second of warm-up.
+pub fn pipeline(
+    settings: &EncoderSettings,
+    seconds: u32,
+    subscribers: u32,
+) -> Result<PipelineResult, BenchError> {
+    let policy = PolicyConfig {
+        always_on: subscribers == 0,
+        ..PolicyConfig::default()
+    };
+    let (hub, pipeline) = spawn_pattern(settings, policy)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
@@ -436,21 +438,7 @@ pub fn latency(settings: &EncoderSettings, seconds: u32) -> Result<String, Bench
     use crate::media::stage_times::{Stage, StageSummary};
     use std::fmt::Write as _;
     let policy = PolicyConfig::default();
-    let control = EncoderControl::new(policy.drop_keyframe_gap, settings.bitrate_kbps);
-    let hub = Hub::new(policy, control.clone());
-    let pipeline = Pipeline::spawn(
-        Box::new(TestPatternFactory::new(
-            settings.width as usize,
-            settings.height as usize,
-            settings.fps,
-        )),
-        hub.clone(),
-        control,
-        PipelineOptions {
-            encoder: settings.clone(),
-            backoff: Backoff::standard(),
-        },
-    )?;
+    let (hub, pipeline) = spawn_pattern(settings, policy)?;
     let status = pipeline.status();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

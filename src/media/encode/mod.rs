@@ -77,7 +77,8 @@ impl EncoderSettings {
         }
     }
 
-    fn m2m_params(&self) -> m2m_params::OpenParams {
+    /// What an M2M encoder is opened with for these settings.
+    pub fn m2m_params(&self) -> m2m_params::OpenParams {
         m2m_params::OpenParams {
             width: self.width,
             height: self.height,
