@@ -4,6 +4,7 @@
 
 use crate::backoff::Backoff;
 use crate::config::Settings;
+use crate::config::settings::CongestionPolicy;
 use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl};
 use crate::control::{Controller, ControllerParts};
 use crate::gpio::demo as gpio_demo;
@@ -14,6 +15,7 @@ use crate::media::encode::{EncoderControl, EncoderSettings, PROFILE_LEVEL_ID};
 use crate::media::hub::Hub;
 use crate::media::hub::policy::PolicyConfig;
 use crate::media::pipeline::{CameraState, Pipeline, PipelineOptions, PipelineStatus};
+use crate::media::rate::policy::Mode as RateMode;
 use crate::peer::PeerOptions;
 use crate::session::table::{Counts, Limits};
 use crate::session::{self, Faults, SessionContext};
@@ -369,9 +371,27 @@ impl Agent {
                 }
             }
         });
+        let rate = crate::media::rate::RateControl::new(
+            crate::media::rate::RateSettings {
+                mode: match v.congestion {
+                    CongestionPolicy::FollowWeakest => RateMode::FollowWeakest,
+                    CongestionPolicy::KeepQuality => RateMode::KeepQuality,
+                    CongestionPolicy::Off => RateMode::Off,
+                },
+                ceiling_kbps: v.bitrate_kbps,
+                min_kbps: v.min_bitrate_kbps,
+                picture: Some(crate::media::rate::policy::Picture {
+                    width: v.width,
+                    height: v.height,
+                    fps: v.fps,
+                }),
+            },
+            encoder.clone(),
+        );
         let control = Arc::new(Controller::new(ControllerParts {
             hub: hub.clone(),
             encoder: encoder.clone(),
+            rate: rate.clone(),
             camera: camera.clone(),
             camera_controls: pipeline.camera_controls(),
             gpio: gpio.clone(),
@@ -393,6 +413,7 @@ impl Agent {
             max_payload: settings.mqtt.max_payload_bytes,
             faults: opts.faults,
             links: links.clone(),
+            rate: rate.clone(),
         });
         let limits = Limits {
             max_viewers: settings.webrtc.max_viewers,
@@ -471,6 +492,8 @@ impl Agent {
                 let camera = &metrics_src.camera;
                 let media = crate::metrics::MediaFigures {
                     bitrate_kbps: applied.applied_kbps(),
+                    bitrate_ceiling_kbps: rate.ceiling_kbps(),
+                    frame_divisor: applied.frame_divisor(),
                     frame_copies: camera.copies(),
                     bad_frames: camera.bad_frames(),
                     restarts: camera.restarts(),

@@ -25,6 +25,10 @@ pub struct ViewerLink {
     pub packets_lost: Option<i64>,
     /// RTP bytes sent to it.
     pub bytes_sent: u64,
+    /// Congestion control's estimate of what its link carries, kbit/s.
+    pub estimated_kbps: Option<u32>,
+    /// Whether it gets keyframes only (it cannot keep up with the stream).
+    pub keyframes_only: bool,
 }
 
 /// The connected viewers' links, by client id (sessions update their own
@@ -71,6 +75,10 @@ struct ClientLabel {
 pub struct MediaFigures {
     /// The bitrate the encoder applied (kbit/s); `None` when it has none (passthrough).
     pub bitrate_kbps: Option<u32>,
+    /// The ceiling `video.bitrate` (or the config) set, in kbit/s.
+    pub bitrate_ceiling_kbps: u32,
+    /// Camera frames per encoded one (congestion control lowers the frame rate).
+    pub frame_divisor: u32,
     /// CPU copies of pictures on their way to the encoder since start.
     pub frame_copies: u64,
     /// Frames that could not be converted or encoded (skipped).
@@ -99,6 +107,8 @@ fn viewer_series(r: &mut Registry, links: &BTreeMap<String, ViewerLink>) {
     let lost_share = Family::<ClientLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let lost = Family::<ClientLabel, Gauge>::default();
     let sent = Family::<ClientLabel, Counter>::default();
+    let estimate = Family::<ClientLabel, Gauge>::default();
+    let keyframes_only = Family::<ClientLabel, Gauge>::default();
     for (client, l) in links {
         let label = ClientLabel {
             client: client.clone(),
@@ -113,6 +123,12 @@ fn viewer_series(r: &mut Registry, links: &BTreeMap<String, ViewerLink>) {
             lost.get_or_create(&label).set(n);
         }
         sent.get_or_create(&label).inc_by(l.bytes_sent);
+        if let Some(kbps) = l.estimated_kbps {
+            estimate.get_or_create(&label).set(i64::from(kbps));
+        }
+        keyframes_only
+            .get_or_create(&label)
+            .set(i64::from(l.keyframes_only));
     }
     r.register(
         "viewer_rtt_seconds",
@@ -130,6 +146,16 @@ fn viewer_series(r: &mut Registry, links: &BTreeMap<String, ViewerLink>) {
         lost,
     );
     r.register("viewer_sent_bytes", "RTP bytes sent to each viewer", sent);
+    r.register(
+        "viewer_estimated_kbps",
+        "What each viewer's link carries, as congestion control estimates it (kbit/s)",
+        estimate,
+    );
+    r.register(
+        "viewer_keyframes_only",
+        "1 for a viewer that gets keyframes only (it cannot keep up)",
+        keyframes_only,
+    );
 }
 
 /// The text a scrape gets.
@@ -184,6 +210,18 @@ pub fn render(
             u64::from(kbps),
         );
     }
+    gauge(
+        &mut r,
+        "encoder_bitrate_ceiling_kbps",
+        "The ceiling congestion control keeps the bitrate under, in kbit/s",
+        u64::from(media.bitrate_ceiling_kbps),
+    );
+    gauge(
+        &mut r,
+        "encoder_frame_divisor",
+        "Camera frames per encoded one (1: every frame is encoded)",
+        u64::from(media.frame_divisor),
+    );
     gauge(
         &mut r,
         "sessions",
@@ -271,6 +309,8 @@ mod tests {
         stages.observe(Stage::Encode, Duration::from_millis(4));
         let media = MediaFigures {
             bitrate_kbps: Some(2000),
+            bitrate_ceiling_kbps: 2000,
+            frame_divisor: 2,
             frame_copies: 12,
             bad_frames: 1,
             restarts: 2,
@@ -284,6 +324,8 @@ mod tests {
                 fraction_lost: Some(0.25),
                 packets_lost: Some(7),
                 bytes_sent: 5000,
+                estimated_kbps: Some(1500),
+                keyframes_only: false,
             },
         );
         let text = render(&stats(), &media, &stages, &links);
@@ -294,6 +336,8 @@ mod tests {
             "rtcam_camera_restarts_total 2",
             "rtcam_camera_running 1",
             "rtcam_encoder_bitrate_kbps 2000",
+            "rtcam_encoder_bitrate_ceiling_kbps 2000",
+            "rtcam_encoder_frame_divisor 2",
             "rtcam_viewers 1",
             "rtcam_sessions 2",
             "rtcam_mqtt_connected 1",
@@ -302,6 +346,8 @@ mod tests {
             "rtcam_viewer_fraction_lost{client=\"web-1\"} 0.25",
             "rtcam_viewer_packets_lost{client=\"web-1\"} 7",
             "rtcam_viewer_sent_bytes_total{client=\"web-1\"} 5000",
+            "rtcam_viewer_estimated_kbps{client=\"web-1\"} 1500",
+            "rtcam_viewer_keyframes_only{client=\"web-1\"} 0",
             "# EOF",
         ] {
             assert!(

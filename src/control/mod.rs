@@ -13,6 +13,7 @@ use crate::media::capture::SourceError;
 use crate::media::encode::EncoderControl;
 use crate::media::hub::Hub;
 use crate::media::pipeline::{CameraControls, CameraState, PipelineStatus};
+use crate::media::rate::RateControl;
 use commands::Command;
 use protocol::{ControlCode, ControlError, error_reply, ok_reply, parse_request};
 use serde_json::{Value, json};
@@ -52,6 +53,7 @@ impl ControlSession {
 pub struct Controller {
     hub: Arc<Hub>,
     encoder: Arc<EncoderControl>,
+    rate: Arc<RateControl>,
     camera: Arc<PipelineStatus>,
     camera_controls: CameraControls,
     gpio: Option<Arc<Gpio>>,
@@ -68,6 +70,8 @@ pub struct ControllerParts {
     pub hub: Arc<Hub>,
     /// Keyframe and bitrate requests to the encoder, and what it applied.
     pub encoder: Arc<EncoderControl>,
+    /// Congestion control: `video.bitrate` sets its ceiling.
+    pub rate: Arc<RateControl>,
     /// Camera state and counters.
     pub camera: Arc<PipelineStatus>,
     /// Camera controls.
@@ -116,6 +120,7 @@ impl Controller {
         Self {
             hub: parts.hub,
             encoder: parts.encoder,
+            rate: parts.rate,
             camera: parts.camera,
             camera_controls: parts.camera_controls,
             gpio: parts.gpio,
@@ -260,9 +265,11 @@ impl Controller {
             Command::VideoBitrate { kbps } => {
                 let (lo, hi) = self.bitrate_bounds;
                 let applied = kbps.clamp(lo, hi);
-                // The encoder applies it with the next frame; `video.status`
-                // reports what it applied.
-                self.encoder.request_bitrate(applied);
+                // It is the ceiling: congestion control keeps the encoder
+                // at or below it, and at it when no viewer's link holds it
+                // down; the encoder applies a change with its next frame
+                // (`video.status` reports what it applied).
+                self.rate.set_ceiling(applied);
                 Ok(
                     json!({ "kbps": applied, "requested_kbps": kbps, "min_kbps": lo, "max_kbps": hi }),
                 )
@@ -302,6 +309,11 @@ impl Controller {
             "bitrate_kbps": self.encoder.applied_kbps(),
             "min_bitrate_kbps": self.bitrate_bounds.0,
             "max_bitrate_kbps": self.bitrate_bounds.1,
+            // The ceiling `video.bitrate` set, the policy, and the encoded
+            // share of camera frames (congestion control lowers it first).
+            "ceiling_kbps": self.rate.ceiling_kbps(),
+            "congestion": self.rate.mode().as_config(),
+            "frame_divisor": self.encoder.frame_divisor(),
             "viewers": *self.viewers.borrow(),
             "frames": self.camera.frames(),
             // Which encoder runs, and the CPU copies of pictures on their way to it.

@@ -6,7 +6,9 @@
 //!              only when   OpenH264, V4L2     bounded queue per
 //!              the encoder M2M, passthrough)  subscriber)
 //!              needs it)      ▲
-//!                             └── EncoderControl: keyframe requests, bitrate
+//!                             └── EncoderControl: keyframe requests, bitrate,
+//!                                 frame rate ◀── rate: viewers' receiver
+//!                                 reports → one bitrate for all
 //! ```
 //!
 //! [`pipeline`] is the media thread that drives these stages and
@@ -21,4 +23,5 @@ pub mod frame;
 pub mod h264;
 pub mod hub;
 pub mod pipeline;
+pub mod rate;
 pub mod stage_times;

@@ -411,6 +411,7 @@ impl Worker {
         let mut encoder_copies = 0;
         let mut converter = Converter::new();
         let mut last_bad_log: Option<Instant> = None;
+        let mut camera_frames: u64 = 0;
         self.hub.discontinuity();
         self.control.restarted();
         loop {
@@ -435,6 +436,17 @@ impl Worker {
                 }
             }
             let frame = src.next_frame()?;
+            // Congestion control lowers the frame rate by leaving camera
+            // frames out before they cost an encode; the camera's own H.264
+            // (no bitrate to set) cannot lose frames without breaking.
+            camera_frames += 1;
+            let divisor = match encoder.bitrate_kbps() {
+                Some(_) => u64::from(self.control.frame_divisor()),
+                None => 1,
+            };
+            if camera_frames % divisor != 0 {
+                continue;
+            }
             let captured = frame.captured;
             let pts = captured.saturating_duration_since(self.hub.epoch());
             let stages = &self.status.stages;

@@ -319,6 +319,8 @@ pub struct Peer {
     playout: Option<PlayoutDelayExtension>,
     /// Helper tasks (RTCP, close watch), aborted with the peer.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What the viewer's receiver reports said (answering peers sending video).
+    reports: Arc<rtcp_forward::ReceiverReports>,
 }
 
 /// How often an answering peer checks whether the remote closed DTLS.
@@ -374,7 +376,7 @@ pub type PeerEvents = mpsc::UnboundedReceiver<PeerEvent>;
 async fn build(
     opts: &PeerOptions,
     handler: Arc<Handler>,
-    forward_rtcp: bool,
+    forward_rtcp: Option<Arc<rtcp_forward::ReceiverReports>>,
 ) -> Result<Arc<dyn PeerConnection>, PeerError> {
     if opts.bind_addrs.is_empty() {
         return Err(PeerError::NoAddress);
@@ -404,10 +406,10 @@ async fn build(
             .map_err(stack)?;
     }
     let mut registry = interceptors(&mut media)?;
-    if forward_rtcp {
+    if let Some(reports) = forward_rtcp {
         registry = registry.with(
             Slot::from(usize::from(rtcp_forward::SLOT)),
-            rtcp_forward::KeyframeRequestForwarder::default(),
+            rtcp_forward::KeyframeRequestForwarder::new(reports),
         );
     }
     let mdns_mode = opts
@@ -530,13 +532,15 @@ impl Peer {
             tx,
             first_mid: std::sync::Mutex::new(first_mid(offer_sdp)),
         });
-        let pc = build(opts, handler.clone(), send_video).await?;
+        let reports = Arc::new(rtcp_forward::ReceiverReports::default());
+        let pc = build(opts, handler.clone(), send_video.then(|| reports.clone())).await?;
         let mut peer = Peer {
             pc,
             handler,
             video: None,
             playout: opts.playout_delay.map(playout_delay_extension),
             tasks: Vec::new(),
+            reports,
         };
         match peer.negotiate_answer(offer_sdp, send_video).await {
             Ok(answer) => {
@@ -645,13 +649,14 @@ impl Peer {
             tx,
             first_mid: std::sync::Mutex::new(None),
         });
-        let pc = build(opts, handler.clone(), false).await?;
+        let pc = build(opts, handler.clone(), None).await?;
         let peer = Peer {
             pc,
             handler,
             video: None,
             playout: None,
             tasks: Vec::new(),
+            reports: Arc::default(),
         };
         let made = async {
             if video {
@@ -771,6 +776,11 @@ impl Peer {
             s.selected_remote = kind(false, &cp.remote_candidate_id);
         }
         s
+    }
+
+    /// What the remote's receiver reports on our video said so far.
+    pub fn receiver_reports(&self) -> rtcp_forward::ReportFigures {
+        self.reports.figures()
     }
 
     /// Closes the connection and frees its sockets and tasks. Idempotent.

@@ -51,6 +51,8 @@ pub struct SessionContext {
     pub faults: Faults,
     /// Each connected viewer's link figures, for `/metrics`.
     pub links: Arc<crate::metrics::ViewerLinks>,
+    /// Congestion control: each video session feeds its viewer's reports.
+    pub rate: Arc<crate::media::rate::RateControl>,
 }
 
 /// Error replies are not sent while this many publishes await the broker's

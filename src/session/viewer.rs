@@ -9,6 +9,8 @@ use crate::control::{CHANNEL_LABEL, ControlSession, Role, protocol};
 use crate::gpio::GpioEvent;
 use crate::media::frame::TrackId;
 use crate::media::hub::{Demand, Subscription};
+use crate::media::rate::ViewerRate;
+use crate::media::rate::estimate::LinkSample;
 use crate::peer::{Channel, ChannelEvent, Peer, PeerError, PeerEvent, PeerState, VideoSender};
 use crate::signaling::messages::{self, ErrorCode, IceCandidate, SignalError};
 use crate::signaling::mqtt::ToClient;
@@ -17,7 +19,7 @@ use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,8 +42,12 @@ type PeerSlot = Arc<Mutex<Option<Arc<Peer>>>>;
 /// DataChannels one session may open.
 const MAX_CHANNELS: usize = 4;
 
-/// How often a connected session samples its link for `/metrics`.
-const LINK_SAMPLE: Duration = Duration::from_secs(2);
+/// How often a connected session reads its viewer's receiver reports for
+/// congestion control (viewers report about once a second).
+const LINK_SAMPLE: Duration = Duration::from_secs(1);
+/// Every how many samples it also reads the peer's statistics for `/metrics`
+/// (the full statistics cost more than the reports).
+const STATS_EVERY: u32 = 2;
 
 /// How long an ending session waits for its DataChannel `bye` to be
 /// delivered before closing the connection.
@@ -148,19 +154,41 @@ async fn session(
     let control = ctx.control.session(id.generation, spec.role);
     let mut channels: Vec<Arc<Channel>> = Vec::new();
     let mut pump_started = false;
-    // The link's figures for /metrics, sampled while connected.
+    // The link's figures, sampled while connected: congestion control's
+    // input once video flows, and /metrics.
     let mut link_tick = tokio::time::interval(LINK_SAMPLE);
+    let mut ticks: u32 = 0;
     let mut connected = false;
+    let mut rate: Option<ViewerRate> = None;
+    let (keyframes_only_tx, keyframes_only_rx) = watch::channel(false);
+    let mut link = crate::metrics::ViewerLink::default();
     let reason = loop {
         tokio::select! {
             _ = link_tick.tick(), if connected => {
-                let s = peer.stats().await;
-                ctx.links.set(id.client.as_str(), crate::metrics::ViewerLink {
-                    rtt: s.rtt,
-                    fraction_lost: s.fraction_lost,
-                    packets_lost: s.packets_lost,
-                    bytes_sent: s.bytes_sent,
-                });
+                let reports = peer.receiver_reports();
+                if let Some(verdict) = rate.as_ref().and_then(|r| r.sample(LinkSample {
+                    at: Instant::now(),
+                    reports: reports.count,
+                    fraction_lost: reports.fraction_lost,
+                    rtt: reports.rtt,
+                })) {
+                    link.estimated_kbps = Some(verdict.estimate_kbps);
+                    link.keyframes_only = verdict.keyframes_only;
+                    keyframes_only_tx.send_if_modified(|on| {
+                        std::mem::replace(on, verdict.keyframes_only) != verdict.keyframes_only
+                    });
+                }
+                if ticks % STATS_EVERY == 0 {
+                    let s = peer.stats().await;
+                    // The reports' round trip is the media path's; the ICE
+                    // pair's (STUN checks) stands in until one comes.
+                    link.rtt = reports.rtt.or(s.rtt);
+                    link.fraction_lost = s.fraction_lost;
+                    link.packets_lost = s.packets_lost;
+                    link.bytes_sent = s.bytes_sent;
+                }
+                ticks = ticks.wrapping_add(1);
+                ctx.links.set(id.client.as_str(), link);
             }
             cmd = commands.recv() => match cmd {
                 Some(SessionCommand::Candidate(c)) => add_candidate(ctx, &id, &peer, &c).await,
@@ -204,7 +232,15 @@ async fn session(
                             // Subscribe only now: the first frame is a keyframe requested at once.
                             let sub = ctx.hub.subscribe();
                             demand = None;
-                            tracker.spawn(pump(sub, video, ctx.frame_duration, children.child_token()));
+                            // Its receiver reports steer the shared encoder from now on.
+                            rate = Some(ctx.rate.join());
+                            tracker.spawn(pump(
+                                sub,
+                                video,
+                                ctx.frame_duration,
+                                keyframes_only_rx.clone(),
+                                children.child_token(),
+                            ));
                         }
                     }
                 }
@@ -260,6 +296,7 @@ async fn session(
         ctx.publisher.to_client(ToClient::Bye, &id.client, bye);
     }
     drop(demand);
+    drop(rate);
     reason
 }
 
@@ -275,11 +312,13 @@ async fn add_candidate(ctx: &SessionContext, id: &SessionId, peer: &Peer, c: &Ic
     }
 }
 
-/// Copies the hub's video packets into the video track until cancelled or the track fails.
+/// Copies the hub's video packets into the video track until cancelled or
+/// the track fails; keyframes only while congestion control says so.
 async fn pump(
     mut sub: Subscription,
     video: VideoSender,
     first_duration: Duration,
+    mut keyframes_only: watch::Receiver<bool>,
     stop: CancellationToken,
 ) {
     let epoch = sub.hub().epoch();
@@ -287,6 +326,10 @@ async fn pump(
     loop {
         let frame = tokio::select! {
             _ = stop.cancelled() => break,
+            Ok(()) = keyframes_only.changed() => {
+                sub.set_keyframes_only(*keyframes_only.borrow_and_update());
+                continue;
+            }
             f = sub.recv() => match f {
                 Some(f) if f.track == TrackId::VIDEO => f,
                 // Another track's packet (none exist yet) is not for the video track.

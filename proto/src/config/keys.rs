@@ -134,6 +134,11 @@ pub const KEYS: &[Key] = &[
         help: "H.264 encoder: auto (camera passthrough, else the board's V4L2 M2M encoder, else OpenH264), openh264 or v4l2m2m",
     },
     Key {
+        path: "video.congestion",
+        kind: Kind::Str,
+        help: "How viewers' receiver reports steer the bitrate: follow-weakest (the encoder follows the weakest viewer; frame rate drops first), keep-quality (weak viewers get keyframes only) or off",
+    },
+    Key {
         path: "video.encoder_device",
         kind: Kind::Str,
         help: "V4L2 memory-to-memory encoder node (default: the first whose capture queue offers H.264)",

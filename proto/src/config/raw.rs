@@ -129,6 +129,9 @@ pub struct RawVideo {
     /// `video.encoder_device`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoder_device: Option<String>,
+    /// `video.congestion`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub congestion: Option<String>,
     /// `video.always_on`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub always_on: Option<bool>,

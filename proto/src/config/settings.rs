@@ -60,6 +60,29 @@ impl EncoderPref {
     }
 }
 
+/// How `[video] congestion` lets viewers' links steer the one encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CongestionPolicy {
+    /// The bitrate follows the weakest viewer that still reports (the frame rate drops first when it is low).
+    #[default]
+    FollowWeakest,
+    /// The bitrate stays; a viewer whose link cannot carry it gets keyframes only.
+    KeepQuality,
+    /// Viewers' feedback is ignored: the bitrate is what was configured or commanded.
+    Off,
+}
+
+impl CongestionPolicy {
+    /// The config text for this policy.
+    pub fn as_config(&self) -> &'static str {
+        match self {
+            CongestionPolicy::FollowWeakest => "follow-weakest",
+            CongestionPolicy::KeepQuality => "keep-quality",
+            CongestionPolicy::Off => "off",
+        }
+    }
+}
+
 /// `[video]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoSettings {
@@ -90,6 +113,8 @@ pub struct VideoSettings {
     pub min_bitrate_kbps: u32,
     /// Highest bitrate a command may set.
     pub max_bitrate_kbps: u32,
+    /// How viewers' links steer the encoder's bitrate.
+    pub congestion: CongestionPolicy,
 }
 
 /// A secret that never shows up in logs or `Debug` output.
@@ -669,6 +694,19 @@ fn video(raw: &RawVideo, origin: OriginOf<'_>) -> Result<VideoSettings, ConfigEr
             ));
         }
     };
+    let congestion = match raw.congestion.as_deref() {
+        None | Some("follow-weakest") => CongestionPolicy::FollowWeakest,
+        Some("keep-quality") => CongestionPolicy::KeepQuality,
+        Some("off") => CongestionPolicy::Off,
+        Some(other) => {
+            return Err(invalid(
+                "video.congestion",
+                format!("{other:?}"),
+                "expected \"follow-weakest\", \"keep-quality\" or \"off\"",
+                origin,
+            ));
+        }
+    };
     // Empty means unset, as for the other path keys.
     let encoder_device = match raw.encoder_device.as_deref().filter(|p| !p.is_empty()) {
         None => None,
@@ -741,6 +779,7 @@ fn video(raw: &RawVideo, origin: OriginOf<'_>) -> Result<VideoSettings, ConfigEr
             false,
             origin,
         )?,
+        congestion,
     })
     .and_then(|v| {
         if v.min_bitrate_kbps > v.max_bitrate_kbps {
@@ -1736,6 +1775,7 @@ impl Settings {
                 always_on: Some(v.always_on),
                 min_bitrate_kbps: Some(v.min_bitrate_kbps.into()),
                 max_bitrate_kbps: Some(v.max_bitrate_kbps.into()),
+                congestion: Some(v.congestion.as_config().into()),
             },
             device: RawDevice {
                 name: Some(self.device.name.clone()),
@@ -1923,6 +1963,38 @@ mod tests {
                 assert!(text.contains(accepted), "{text}");
             }
             assert!(text.contains(&format!("{bad:?}")), "{text}");
+        }
+    }
+
+    #[test]
+    fn congestion_takes_three_policies_and_names_the_key_otherwise() {
+        assert_eq!(
+            check(RawConfig::default())
+                .expect("defaults")
+                .video
+                .congestion,
+            CongestionPolicy::FollowWeakest
+        );
+        for (text, want) in [
+            ("follow-weakest", CongestionPolicy::FollowWeakest),
+            ("keep-quality", CongestionPolicy::KeepQuality),
+            ("off", CongestionPolicy::Off),
+        ] {
+            let mut raw = RawConfig::default();
+            raw.video.congestion = Some(text.into());
+            let s = check(raw).expect("accepted");
+            assert_eq!(s.video.congestion, want);
+            assert_eq!(check(s.to_raw()).expect("round trip"), s);
+        }
+        for bad in ["", "weakest", "OFF", "gcc"] {
+            let mut raw = RawConfig::default();
+            raw.video.congestion = Some(bad.into());
+            let e = check(raw).expect_err("not a policy");
+            assert_eq!(e.key(), Some("video.congestion"));
+            let text = e.to_string();
+            for accepted in ["\"follow-weakest\"", "\"keep-quality\"", "\"off\""] {
+                assert!(text.contains(accepted), "{text}");
+            }
         }
     }
 

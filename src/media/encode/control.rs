@@ -91,6 +91,8 @@ pub struct EncoderControl {
     /// What the running (or last) encoder applied; `None` when it has no
     /// bitrate to set (passthrough).
     applied_kbps: Mutex<Option<u32>>,
+    /// Encode one camera frame in this many (congestion control lowers the rate).
+    frame_divisor: AtomicU32,
 }
 
 impl EncoderControl {
@@ -102,6 +104,7 @@ impl EncoderControl {
             bitrate_request: AtomicU32::new(0),
             target_kbps: AtomicU32::new(bitrate_kbps),
             applied_kbps: Mutex::new(Some(bitrate_kbps)),
+            frame_divisor: AtomicU32::new(1),
         })
     }
 
@@ -173,6 +176,16 @@ impl EncoderControl {
     /// The bitrate a newly opened encoder starts with.
     pub fn target_kbps(&self) -> u32 {
         self.target_kbps.load(Ordering::Acquire)
+    }
+
+    /// Sets how many camera frames go by per encoded one (1: all are encoded).
+    pub fn set_frame_divisor(&self, divisor: u32) {
+        self.frame_divisor.store(divisor.max(1), Ordering::Release);
+    }
+
+    /// How many camera frames go by per encoded one.
+    pub fn frame_divisor(&self) -> u32 {
+        self.frame_divisor.load(Ordering::Acquire).max(1)
     }
 
     /// Records what the encoder applied (`None`: it has no bitrate to set).

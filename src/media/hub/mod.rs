@@ -131,6 +131,12 @@ impl Hub {
         }
     }
 
+    fn set_keyframes_only(&self, id: SubscriberId, on: bool) {
+        if self.lock().policy.set_keyframes_only(id, on) {
+            self.video_control.request_keyframe();
+        }
+    }
+
     fn unsubscribe(&self, id: SubscriberId) {
         let stats = {
             let mut st = self.lock();
@@ -315,6 +321,12 @@ impl Subscription {
     /// This subscriber's id.
     pub fn id(&self) -> SubscriberId {
         self.id
+    }
+
+    /// Keyframes only (congestion control's verdict), or every frame again
+    /// from the next keyframe, which is asked for.
+    pub fn set_keyframes_only(&self, on: bool) {
+        self.hub.set_keyframes_only(self.id, on);
     }
 
     /// This subscriber's counters so far.

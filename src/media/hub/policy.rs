@@ -34,6 +34,8 @@ pub struct SubscriberStats {
 #[derive(Debug, Clone, Default)]
 struct SubState {
     waiting_keyframe: bool,
+    /// Congestion control's verdict for a viewer that cannot keep up.
+    keyframes_only: bool,
     stats: SubscriberStats,
 }
 
@@ -144,12 +146,29 @@ impl HubPolicy {
         let Some(st) = self.subs.get_mut(&id) else {
             return Route::Skip;
         };
-        if st.waiting_keyframe && !keyframe {
+        if (st.waiting_keyframe || st.keyframes_only) && !keyframe {
             st.stats.skipped += 1;
             return Route::Skip;
         }
         st.waiting_keyframe = false;
         Route::Deliver
+    }
+
+    /// Gives the subscriber keyframes only, or every frame again. Returns
+    /// true when a keyframe should be requested: leaving keyframes-only, it
+    /// resumes at one (its decoder has none of the frames in between).
+    pub fn set_keyframes_only(&mut self, id: SubscriberId, on: bool) -> bool {
+        let Some(st) = self.subs.get_mut(&id) else {
+            return false;
+        };
+        if st.keyframes_only == on {
+            return false;
+        }
+        st.keyframes_only = on;
+        if !on {
+            st.waiting_keyframe = true;
+        }
+        !on
     }
 
     /// The frame was queued.
@@ -320,5 +339,25 @@ mod tests {
         assert_eq!(p.route(ghost, true), Route::Skip);
         assert!(!p.dropped(ghost, t0));
         assert_eq!(p.unsubscribe(ghost, t0), None);
+    }
+
+    #[test]
+    fn keyframes_only_skips_p_frames_and_resumes_at_a_keyframe() {
+        let mut p = HubPolicy::new(PolicyConfig::default());
+        let a = p.subscribe();
+        assert_eq!(p.route(a, true), Route::Deliver);
+        assert!(!p.set_keyframes_only(a, true), "entering needs no keyframe");
+        assert!(!p.set_keyframes_only(a, true), "no change, nothing to do");
+        assert_eq!(p.route(a, false), Route::Skip);
+        assert_eq!(p.route(a, true), Route::Deliver);
+        assert_eq!(p.route(a, false), Route::Skip);
+        assert!(
+            p.set_keyframes_only(a, false),
+            "leaving asks for a keyframe"
+        );
+        assert_eq!(p.route(a, false), Route::Skip, "until it comes");
+        assert_eq!(p.route(a, true), Route::Deliver);
+        assert_eq!(p.route(a, false), Route::Deliver);
+        assert_eq!(p.stats(a).map(|s| s.skipped), Some(3));
     }
 }
