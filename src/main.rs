@@ -291,6 +291,10 @@ async fn run_probe(
             "keyframes {}, decode errors {}, sequence gaps {}",
             report.keyframes, report.decode_errors, report.sequence_gaps
         );
+        println!(
+            "freezes (gaps over 200 ms): {}, {:.0} ms in all, longest {:.0} ms; reconnects {}",
+            report.freezes, report.freeze_ms, report.longest_freeze_ms, report.reconnects
+        );
     }
     Ok(())
 }

@@ -690,7 +690,26 @@ pub struct ProbeReport {
     pub latency_p95_ms: Option<f64>,
     /// Samples.
     pub latency_samples: usize,
+    /// Gaps between decoded frames longer than [`FREEZE`].
+    pub freezes: u64,
+    /// Their total, ms.
+    pub freeze_ms: f64,
+    /// The longest, ms.
+    pub longest_freeze_ms: f64,
+    /// New sessions the probe made after its video stalled for [`STALL`]
+    /// (the link or the camera went away and came back).
+    pub reconnects: u64,
 }
+
+/// A gap between decoded frames longer than this is a freeze (what a
+/// viewer notices; WebRTC's own `freezeCount` uses a similar bound).
+pub const FREEZE: Duration = Duration::from_millis(200);
+/// With no frame for this long, the probe gives its session up and makes
+/// a new one (the camera's ICE notices a cut after 5 s, and ends the old
+/// session later: the new offer replaces it with the old one's secret).
+pub const STALL: Duration = Duration::from_secs(6);
+/// The longest wait between reconnection attempts.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -701,6 +720,8 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 }
 
 /// Connects, watches for `duration` after the first frame, and reports.
+/// If the video stalls (the link or the camera goes away), it reconnects
+/// with backoff until the camera is back or the time is up.
 pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeReport, ProbeError> {
     let mut viewer = Viewer::connect(opts).await?;
     let start = viewer.offer_sent();
@@ -714,39 +735,122 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
     report.first_frame_keyframe = first.keyframe;
     report.width = first.width;
     report.height = first.height;
+    tracing::info!(
+        ms = report.time_to_first_frame_ms,
+        width = first.width,
+        height = first.height,
+        "first frame decoded"
+    );
     let mut latencies = Vec::new();
     let mut last_seq = first.seq;
+    let mut last_at = first.decoded_at;
+    // Since when the stall is counted: the last frame, or the last new session.
+    let mut stall_from = first.decoded_at;
     let mut count = 1u64;
     let mut keyframes = u64::from(first.keyframe);
+    let mut decode_errors = 0;
     latencies.extend(first.latency_ms);
     let end = first.decoded_at + duration;
-    while let Some(f) = viewer
-        .next_frame(end.saturating_duration_since(Instant::now()))
-        .await
-    {
-        count += 1;
-        keyframes += u64::from(f.keyframe);
-        latencies.extend(f.latency_ms);
-        if let (Some(prev), Some(seq)) = (last_seq, f.seq)
-            && seq > prev + 1
-        {
-            report.sequence_gaps += u64::from(seq - prev - 1);
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), RECONNECT_MAX);
+    let note_gap = |report: &mut ProbeReport, gap: Duration| {
+        if gap > FREEZE {
+            let ms = gap.as_secs_f64() * 1000.0;
+            report.freezes += 1;
+            report.freeze_ms += ms;
+            report.longest_freeze_ms = report.longest_freeze_ms.max(ms);
         }
-        last_seq = f.seq.or(last_seq);
+    };
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let stall_left = STALL.saturating_sub(now.saturating_duration_since(stall_from));
+        let wait = end.saturating_duration_since(now).min(stall_left);
+        if let Some(f) = viewer.next_frame(wait).await {
+            count += 1;
+            keyframes += u64::from(f.keyframe);
+            latencies.extend(f.latency_ms);
+            note_gap(&mut report, f.decoded_at.saturating_duration_since(last_at));
+            last_at = f.decoded_at;
+            stall_from = f.decoded_at;
+            // A new session's camera counts on; a restarted camera starts over.
+            if let (Some(prev), Some(seq)) = (last_seq, f.seq)
+                && seq > prev + 1
+            {
+                report.sequence_gaps += u64::from(seq - prev - 1);
+            }
+            last_seq = f.seq.or(last_seq);
+            backoff.reset();
+            continue;
+        }
         if Instant::now() >= end {
             break;
         }
+        // Stalled: a new session, replacing the old one if the camera still holds it.
+        tracing::warn!(stalled_for = ?last_at.elapsed(), "no video: reconnecting");
+        decode_errors += viewer.decode_errors();
+        let replaces = viewer.session().map(str::to_string);
+        viewer.close().await;
+        let reopts = ViewerOptions {
+            replaces,
+            ..opts.clone()
+        };
+        let next = loop {
+            let delay = backoff.next_delay();
+            if Instant::now() + delay >= end {
+                break None;
+            }
+            tokio::time::sleep(delay).await;
+            let remaining = end.saturating_duration_since(Instant::now());
+            let attempt = ViewerOptions {
+                timeout: reopts.timeout.min(remaining),
+                ..reopts.clone()
+            };
+            match Viewer::connect(&attempt).await {
+                Ok(v) => break Some(v),
+                Err(e) => tracing::warn!(error = %e, "reconnecting"),
+            }
+        };
+        let Some(v) = next else {
+            // The time ran out before the camera came back: reported as is.
+            note_gap(
+                &mut report,
+                Instant::now().saturating_duration_since(last_at),
+            );
+            report.frames_decoded = count;
+            report.keyframes = keyframes;
+            report.decode_errors = decode_errors;
+            return Ok(finish(report, latencies, count, duration));
+        };
+        viewer = v;
+        stall_from = Instant::now();
+        report.reconnects += 1;
     }
+    // A freeze still going on at the end counts too.
+    note_gap(
+        &mut report,
+        Instant::now().min(end).saturating_duration_since(last_at),
+    );
     report.frames_decoded = count;
     report.keyframes = keyframes;
-    report.decode_errors = viewer.decode_errors();
+    report.decode_errors = decode_errors + viewer.decode_errors();
+    viewer.bye().await;
+    Ok(finish(report, latencies, count, duration))
+}
+
+fn finish(
+    mut report: ProbeReport,
+    mut latencies: Vec<f64>,
+    count: u64,
+    duration: Duration,
+) -> ProbeReport {
     report.fps = count as f64 / duration.as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     report.latency_median_ms = percentile(&latencies, 0.5);
     report.latency_p95_ms = percentile(&latencies, 0.95);
     report.latency_samples = latencies.len();
-    viewer.bye().await;
-    Ok(report)
+    report
 }
 
 #[cfg(test)]

@@ -116,6 +116,54 @@ async fn chromium_plays_the_stream_from_the_built_in_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_comes_back_by_itself_when_the_agent_restarts() {
+    // A fixed web port, as a camera has: the page's origin stays the one
+    // the restarted agent's broker lets open a WebSocket.
+    let cfg = TestConfig::new("browser-restart")
+        .with("http.listen", format!("127.0.0.1:{}", common::free_port()));
+    let mut agent = start(&cfg).await;
+    let browser = Browser::start(Candidates::PlainIps).await;
+    browser
+        .client
+        .goto(&page_url(&agent))
+        .await
+        .expect("the page loads");
+    let streaming = "window.rtcam && window.rtcam.link === 'connected' \
+                     && window.rtcam.stats.framesDecoded >= 10";
+    let state = "window.rtcam ? [window.rtcam.link, window.rtcam.stats] : null";
+    let r = browser.wait_for(streaming, state).await;
+    assert_eq!(r["ok"], true, "the page streams: {r}");
+    // The agent dies under the page (SIGKILL: no bye, no DTLS close, its
+    // embedded broker gone too) and comes back with the same config.
+    agent.kill().await;
+    let agent = start(&cfg).await;
+    // The page's new session, made by itself: its broker connection
+    // retried, the camera's retained `online` seen, a new offer sent.
+    let page = "[window.rtcam.link, document.getElementById('status').textContent, \
+                document.getElementById('message').textContent, window.rtcam.stats]";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let st = agent.stats().await;
+        if st.connected == 1 && st.subscribers == 1 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let state = browser.wait_for("true", page).await;
+            panic!(
+                "the page made no new session: {st:?}\npage: {state}\nagent log:\n{}",
+                agent.log().tail(20)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Its statistics start over with the new connection.
+    let r = browser.wait_for(streaming, state).await;
+    assert_eq!(r["ok"], true, "the page streams again: {r}");
+    browser.close().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_icon_is_served_and_nothing_on_the_page_is_missing() {
     let agent = start(&TestConfig::new("browser-icon")).await;
     let browser = Browser::start(Candidates::PlainIps).await;

@@ -360,6 +360,83 @@ async fn a_viewer_that_vanishes_is_ended_by_the_disconnected_timeout() {
     agent.shutdown().await;
 }
 
+/// The JSON report `rtcam probe --json` printed (its log lines are on stderr).
+fn probe_report(log: &str) -> Value {
+    let start = log
+        .find("\n{\n")
+        .map(|i| i + 1)
+        .or_else(|| log.starts_with("{\n").then_some(0));
+    let start = start.unwrap_or_else(|| panic!("no JSON report in:\n{log}"));
+    let end = log[start..].find("\n}").map(|i| start + i + 2);
+    let end = end.unwrap_or_else(|| panic!("unterminated JSON report in:\n{log}"));
+    serde_json::from_str(&log[start..end]).unwrap_or_else(|e| panic!("{e}: {log}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_reconnects_by_itself_when_the_agent_restarts() {
+    let cfg = TestConfig::new("faults-restart");
+    let mut agent = start(&cfg).await;
+    // `rtcam probe` as a user runs it, watching for 25 s; the agent dies
+    // under it (SIGKILL: no bye, no DTLS close) and comes back.
+    let mut probe = common::process::RtcamProcess::spawn(
+        {
+            let mut c = rtcam();
+            c.arg("--config").arg(agent.config_path()).args([
+                "probe",
+                "--client-id",
+                "survivor",
+                "--seconds",
+                "25",
+                "--timeout",
+                "10",
+                "--json",
+            ]);
+            c
+        },
+        None,
+    );
+    probe
+        .log()
+        .wait_line("the probe's first frame", WAIT, |l| {
+            l.contains("first frame decoded")
+        })
+        .await;
+    agent.kill().await;
+    let agent = start(&cfg).await;
+    // Polled (a process boundary has no event to wait on), within ICE's
+    // stall detection plus the probe's backoff and a generous margin.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = agent.stats().await;
+        if st.connected == 1 && st.subscribers == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe's new session did not stream: {st:?}\nprobe log:\n{}\nagent log:\n{}",
+            probe.log().tail(30),
+            agent.log().tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    probe
+        .log()
+        .wait_closed("the probe to finish", Duration::from_secs(60))
+        .await;
+    let status = probe.wait();
+    let log = probe.log().text();
+    assert!(status.success(), "{status}: {log}");
+    let report = probe_report(&log);
+    assert!(report["reconnects"].as_u64() >= Some(1), "{report}");
+    assert!(report["freezes"].as_u64() >= Some(1), "{report}");
+    assert!(
+        report["longest_freeze_ms"].as_f64() > Some(1000.0),
+        "the restart shows as a freeze: {report}"
+    );
+    assert!(log.contains("no video: reconnecting"), "{log}");
+    agent.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_that_never_connects_times_out() {
     let cfg = TestConfig::new("faults-noice").with("webrtc.negotiation_timeout_ms", 1000);

@@ -1,10 +1,14 @@
 // rtcam web viewer: MQTT signaling over WebSocket (MQTT.js), one WebRTC
 // peer connection receiving H.264, a "control" DataChannel. Reconnects by
-// itself: MQTT.js retries the broker, and a failed or ended session is
-// restarted with a new offer.
+// itself, so a page left open for days keeps showing video: MQTT.js retries
+// the broker, and a failed, stalled or ended session is restarted with a
+// new offer, backing off from 1 s to 30 s while the camera stays away; the
+// "Video link" row says which state it is in.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// No new frame for this long after video ran: the session is restarted.
+const STALL_MS = 4000;
 const S = {
   cfg: null,
   client: null,
@@ -22,12 +26,23 @@ const S = {
   calls: new Map(),         // control request id -> callback
   info: null,
   session: null,            // the live session's secret (from the answer)
+  backoff: 1000,            // the next restart's delay, ms (reset once connected)
+  lastFrames: 0,            // frames decoded at the last look, and when they last grew:
+  lastFrameAt: 0,           // video that stops while "connected" is a dead camera
+  link: "",                 // the video link's state, as the page shows it
   // A camera with [auth] mode = "token" needs one: open the page as /?token=….
   token: new URLSearchParams(location.search).get("token"),
 };
 
 function topic(kind) {
   return `${S.cfg.topic_prefix}/${kind}/${S.cid}`;
+}
+
+// The video link's state: "connecting", "connected", "stalled",
+// "reconnecting in N s", "camera offline".
+function linkState(text) {
+  S.link = text;
+  $("s-link").textContent = text || "–";
 }
 
 function say(text) {
@@ -118,7 +133,14 @@ function onMessage(t, payload) {
   if (t === `${P}/status`) {
     const online = text === "online";
     badge(online ? "camera online" : "camera offline", online ? "online" : "offline");
-    if (online && !S.pc) startSession();
+    if (!online) {
+      linkState("camera offline");
+    } else if (!S.pc || S.pc.connectionState !== "connected") {
+      // Back (a restarted camera): a new session now, not after a backoff.
+      clearTimeout(S.restartTimer);
+      S.backoff = 1000;
+      startSession();
+    }
     return;
   }
   if (t === `${P}/info`) {
@@ -158,12 +180,20 @@ function teardown() {
   S.sent.clear();
   S.calls.clear();
   S.lastBytes = null;
+  S.stats = {};
+  S.lastFrames = 0;
+  S.lastFrameAt = 0;
 }
 
+// A new session after at least `ms`, and after the backoff, which doubles
+// each time up to 30 s while the camera stays away.
 function scheduleRestart(ms) {
   clearTimeout(S.restartTimer);
   teardown();
-  S.restartTimer = setTimeout(() => { if (S.client && S.client.connected) startSession(); else scheduleRestart(ms); }, ms);
+  const delay = Math.max(ms, S.backoff);
+  S.backoff = Math.min(S.backoff * 2, 30000);
+  linkState(`reconnecting in ${Math.round(delay / 1000)} s`);
+  S.restartTimer = setTimeout(() => { if (S.client && S.client.connected) startSession(); else scheduleRestart(ms); }, delay);
 }
 
 async function startSession() {
@@ -180,6 +210,7 @@ async function startSession() {
   }
   const pc = new RTCPeerConnection({ iceServers: S.cfg.ice_servers || [] });
   S.pc = pc;
+  linkState("connecting");
   pc.addTransceiver("video", { direction: "recvonly" });
   S.dc = pc.createDataChannel("control");
   S.dc.onmessage = onControlMessage;
@@ -195,9 +226,10 @@ async function startSession() {
   pc.onconnectionstatechange = () => {
     const st = pc.connectionState;
     if (pc !== S.pc) return;
-    if (st === "connected") { clearTimeout(S.connectTimer); say(""); }
+    if (st === "connected") { clearTimeout(S.connectTimer); say(""); S.backoff = 1000; linkState("connected"); }
     if (st === "failed") scheduleRestart(1000);
     if (st === "disconnected") {
+      linkState("stalled");
       setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected") scheduleRestart(0); }, 5000);
     }
   };
@@ -313,6 +345,18 @@ async function updateStats() {
     rttMs: pair && pair.currentRoundTripTime !== undefined ? pair.currentRoundTripTime * 1000 : null,
   };
   const s = S.stats;
+  // A camera that died without a word (power cut, crash) leaves the
+  // connection "connected" until ICE gives up, many seconds later; video
+  // that stops growing for STALL_MS after it ran restarts the session.
+  if (s.framesDecoded > S.lastFrames) {
+    S.lastFrames = s.framesDecoded;
+    S.lastFrameAt = Date.now();
+  } else if (S.lastFrameAt && Date.now() - S.lastFrameAt > STALL_MS) {
+    say("no video for " + Math.round(STALL_MS / 1000) + " s");
+    linkState("stalled");
+    scheduleRestart(0);
+    return;
+  }
   $("s-res").textContent = s.width ? `${s.width}x${s.height}` : "–";
   $("s-fps").textContent = s.fps ? s.fps.toFixed(0) : "–";
   $("s-bitrate").textContent = kbps === null ? "–" : `${kbps.toFixed(0)} kbit/s`;
@@ -329,6 +373,7 @@ window.addEventListener("pagehide", () => publish(topic("bye"), { session: S.ses
 window.rtcam = {
   get pc() { return S.pc; },
   get stats() { return S.stats; },
+  get link() { return S.link; },
   get clientId() { return S.cid; },
   latency: window.rtcamLatency,
   call,
