@@ -346,13 +346,7 @@ impl Viewer {
                                 let rv = Arc::new(tokio::sync::Mutex::new(rv));
                                 *bg_video.lock().await = Some(rv.clone());
                                 let tx = decode_tx.clone();
-                                tokio::spawn(async move {
-                                    loop {
-                                        let frame = rv.lock().await.next_frame().await;
-                                        let Some(f) = frame else { break };
-                                        if tx.send(f.data).is_err() { break; }
-                                    }
-                                });
+                                tokio::spawn(forward_frames(rv, tx));
                             }
                             _ => {}
                         }
@@ -607,6 +601,38 @@ impl Viewer {
         self.publisher.disconnect();
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// Hands whole access units to the decoder. A picture given up for lost
+/// packets is skipped, a keyframe is asked for (at most twice a second, as
+/// a browser does), and pictures are skipped until one comes: a decoder fed
+/// pictures that refer to a lost one shows garbage.
+async fn forward_frames(
+    rv: Arc<tokio::sync::Mutex<RemoteVideo>>,
+    tx: std::sync::mpsc::Sender<bytes::Bytes>,
+) {
+    const PLI_GAP: Duration = Duration::from_millis(500);
+    let mut waiting_keyframe = false;
+    let mut last_pli: Option<Instant> = None;
+    loop {
+        let frame = rv.lock().await.next_frame().await;
+        let Some(f) = frame else { break };
+        if f.after_loss {
+            waiting_keyframe = true;
+        } else if waiting_keyframe && h264::is_keyframe(&f.data) {
+            waiting_keyframe = false;
+        }
+        if waiting_keyframe {
+            if last_pli.is_none_or(|t| t.elapsed() >= PLI_GAP) {
+                last_pli = Some(Instant::now());
+                let _ = rv.lock().await.request_keyframe().await;
+            }
+            continue;
+        }
+        if tx.send(f.data).is_err() {
+            break;
         }
     }
 }

@@ -3,6 +3,7 @@
 //! module names the crate's types, so the WebRTC stack can be swapped.
 
 pub mod mdns;
+pub mod reorder;
 pub mod rtcp_forward;
 
 pub use rtcam_proto::peer::sdp;
@@ -485,6 +486,8 @@ fn probe_mdns_socket() -> std::io::Result<()> {
 /// plenty for a round trip, and a quarter of the stack's default (1024, about
 /// 1.2 MB per viewer).
 const NACK_BUFFER_PACKETS: u16 = 256;
+/// How often a viewer asks for one lost packet.
+const NACK_RETRIES: u16 = 3;
 
 /// The stack's default interceptors (NACK, TWCC feedback, RTCP reports),
 /// with a smaller NACK buffer. Call after registering the codec: the NACK
@@ -506,7 +509,15 @@ fn interceptors(media: &mut MediaEngine) -> Result<Registry, PeerError> {
                 .with_size(NACK_BUFFER_PACKETS)
                 .build(),
         )
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+        // A viewer (the probe) asks for a lost packet at most three times:
+        // on a link with a deep queue, each retry is itself queued, and
+        // unbounded retries would resend every lost packet ten times.
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(NACK_RETRIES)
+                .build(),
+        );
     let registry = configure_twcc_receiver_only(registry, media).map_err(stack)?;
     Ok(configure_rtcp_reports(registry))
 }
@@ -986,18 +997,24 @@ pub struct ReceivedFrame {
     pub data: Bytes,
     /// RTP timestamp (90 kHz).
     pub rtp_timestamp: u32,
-    /// A packet was lost before or inside this access unit.
+    /// Packets of it were lost for good (not resent in time): `data` is
+    /// empty, and the decoder needs a keyframe before it can go on.
     pub after_loss: bool,
 }
 
-/// The remote's video track (viewer side), reassembled into access units.
+/// How long a viewer waits for a lost packet to be resent (NACK) before it
+/// gives its picture up: the NACK generator's 100 ms tick plus a round
+/// trip on a slow link with a queue (a keyframe given up costs far more:
+/// a keyframe request, and another big picture into the same queue).
+pub const REORDER_WAIT: Duration = Duration::from_millis(500);
+
+/// The remote's video track (viewer side), reassembled into access units
+/// through a reorder buffer that waits for resent packets.
 pub struct RemoteVideo {
     track: Arc<dyn TrackRemote>,
     depacketizer: H264Packet,
     buffer: BytesMut,
-    timestamp: Option<u32>,
-    last_seq: Option<u16>,
-    loss: bool,
+    reorder: reorder::Reorder,
 }
 
 impl RemoteVideo {
@@ -1006,48 +1023,64 @@ impl RemoteVideo {
             track,
             depacketizer: H264Packet::default(),
             buffer: BytesMut::new(),
-            timestamp: None,
-            last_seq: None,
-            loss: false,
+            reorder: reorder::Reorder::new(REORDER_WAIT),
         }
     }
 
-    /// The next complete access unit (ended by the RTP marker bit); `None` when the track ends.
+    /// The next access unit (ended by the RTP marker bit), or a picture
+    /// given up for lost packets (`after_loss`); `None` when the track ends.
     pub async fn next_frame(&mut self) -> Option<ReceivedFrame> {
         loop {
-            let TrackRemoteEvent::OnRtpPacket(pkt) = self.track.poll().await? else {
-                continue;
-            };
-            let seq = pkt.header.sequence_number;
-            if self
-                .last_seq
-                .is_some_and(|last| seq != last.wrapping_add(1))
-            {
-                self.loss = true;
-            }
-            self.last_seq = Some(seq);
-            if self.timestamp.is_some_and(|ts| ts != pkt.header.timestamp) {
-                // A new picture began without the previous one's marker: drop the partial.
-                self.buffer.clear();
-                self.loss = true;
-            }
-            self.timestamp = Some(pkt.header.timestamp);
-            match self.depacketizer.depacketize(&pkt.payload) {
-                Ok(nal) => self.buffer.extend_from_slice(&nal),
-                Err(_) => self.loss = true,
-            }
-            if pkt.header.marker {
-                self.timestamp = None;
-                let data = self.buffer.split().freeze();
-                let after_loss = std::mem::take(&mut self.loss);
-                if !data.is_empty() {
+            if let Some(p) = self.reorder.pop(Instant::now()) {
+                if !p.complete {
+                    // Its fragments would confuse the next picture's.
+                    self.depacketizer = H264Packet::default();
                     return Some(ReceivedFrame {
-                        data,
-                        rtp_timestamp: pkt.header.timestamp,
-                        after_loss,
+                        data: Bytes::new(),
+                        rtp_timestamp: p.timestamp,
+                        after_loss: true,
                     });
                 }
+                let mut whole = true;
+                for payload in &p.payloads {
+                    match self.depacketizer.depacketize(payload) {
+                        Ok(nal) => self.buffer.extend_from_slice(&nal),
+                        Err(_) => whole = false,
+                    }
+                }
+                let data = self.buffer.split().freeze();
+                if data.is_empty() && whole {
+                    continue;
+                }
+                return Some(ReceivedFrame {
+                    data: if whole { data } else { Bytes::new() },
+                    rtp_timestamp: p.timestamp,
+                    after_loss: !whole,
+                });
             }
+            // Wait for a packet, or until a missing one is given up.
+            let ev = match self.reorder.deadline() {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, self.track.poll()).await {
+                        Ok(ev) => ev?,
+                        Err(_) => continue,
+                    }
+                }
+                None => self.track.poll().await?,
+            };
+            let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
+                continue;
+            };
+            self.reorder.push(
+                reorder::RtpIn {
+                    seq: pkt.header.sequence_number,
+                    timestamp: pkt.header.timestamp,
+                    marker: pkt.header.marker,
+                    payload: pkt.payload.clone(),
+                },
+                Instant::now(),
+            );
         }
     }
 

@@ -233,7 +233,7 @@ async fn session(
                             let sub = ctx.hub.subscribe();
                             demand = None;
                             // Its receiver reports steer the shared encoder from now on.
-                            rate = Some(ctx.rate.join());
+                            rate = Some(ctx.rate.join(id.client.as_str()));
                             tracker.spawn(pump(
                                 sub,
                                 video,

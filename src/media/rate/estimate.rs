@@ -145,16 +145,23 @@ impl LinkEstimator {
         }
         self.reports = s.reports;
         self.last_report_at = Some(s.at);
-        let queued = s.rtt.is_some_and(|rtt| {
+        let queue = s.rtt.map_or(Duration::ZERO, |rtt| {
             let floor = *self.min_rtt.get_or_insert(rtt);
             self.min_rtt = Some(floor.min(rtt));
-            rtt.saturating_sub(floor.min(rtt)) > self.cfg.queue_delay
+            rtt.saturating_sub(floor.min(rtt))
         });
+        let queued = queue > self.cfg.queue_delay;
         self.queued_reports = if queued { self.queued_reports + 1 } else { 0 };
         let loss = s.fraction_lost.clamp(0.0, 1.0);
         self.trend = if loss > self.cfg.loss_high {
             self.kbps *= 1.0 - 0.5 * loss;
             Trend::Loss
+        } else if queue > self.cfg.queue_delay * 2 {
+            // A deep queue (a second of video in an access point's buffer)
+            // stalls every picture: no waiting for a second report.
+            self.kbps *= 0.7;
+            self.queued_reports = 0;
+            Trend::Queue
         } else if self.queued_reports >= self.cfg.queue_reports {
             // Below what the link carries, so its queue drains.
             self.kbps *= 0.85;
@@ -261,6 +268,11 @@ mod tests {
             f.report(0.0, 150),
             1071,
             "150 ms over a 40 ms floor is no queue"
+        );
+        assert_eq!(
+            f.report(0.0, 400),
+            750,
+            "360 ms over the floor: × 0.7 at once"
         );
     }
 

@@ -14,6 +14,7 @@ use estimate::{EstimatorConfig, LinkEstimator, LinkSample, Trend};
 use policy::{Mode, Picture, Plan, ViewerEstimate};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// How [`RateControl`] is set up.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,13 +30,23 @@ pub struct RateSettings {
 }
 
 struct ViewerState {
+    client: String,
     estimator: LinkEstimator,
     keyframes_only: bool,
 }
 
+/// How long a viewer's last estimate is remembered after it leaves: a
+/// viewer that reconnects (its page restarted a stalled session) starts
+/// from what its link carried, not from the ceiling it could not carry.
+pub const REMEMBER: Duration = Duration::from_secs(60);
+/// At most this many left viewers are remembered.
+const REMEMBER_MAX: usize = 256;
+
 struct State {
     ceiling: u32,
     viewers: BTreeMap<u64, ViewerState>,
+    /// Estimates of viewers that left, by client id, with when they left.
+    left: BTreeMap<String, (u32, Instant)>,
     next_id: u64,
     plan: Plan,
 }
@@ -77,6 +88,7 @@ impl RateControl {
             state: Mutex::new(State {
                 ceiling: settings.ceiling_kbps,
                 viewers: BTreeMap::new(),
+                left: BTreeMap::new(),
                 next_id: 1,
                 plan,
             }),
@@ -93,9 +105,20 @@ impl RateControl {
         self.settings.mode
     }
 
-    /// Adds a viewer; its estimate starts at the ceiling.
-    pub fn join(self: &Arc<Self>) -> ViewerRate {
+    /// Adds a viewer; its estimate starts at the ceiling, or where the same
+    /// client's left off if it left within [`REMEMBER`].
+    pub fn join(self: &Arc<Self>, client: &str) -> ViewerRate {
+        self.join_at(client, Instant::now())
+    }
+
+    fn join_at(self: &Arc<Self>, client: &str, now: Instant) -> ViewerRate {
         let mut st = self.lock();
+        let start = match st.left.remove(client) {
+            Some((kbps, at)) if now.saturating_duration_since(at) < REMEMBER => {
+                kbps.min(st.ceiling)
+            }
+            _ => st.ceiling,
+        };
         let id = st.next_id;
         st.next_id += 1;
         let cfg = EstimatorConfig {
@@ -103,14 +126,16 @@ impl RateControl {
             max_kbps: st.ceiling,
             ..EstimatorConfig::default()
         };
-        let estimator = LinkEstimator::new(cfg, st.ceiling);
+        let estimator = LinkEstimator::new(cfg, start);
         st.viewers.insert(
             id,
             ViewerState {
+                client: client.to_string(),
                 estimator,
                 keyframes_only: false,
             },
         );
+        self.replan(&mut st);
         ViewerRate {
             id,
             rate: Arc::clone(self),
@@ -200,7 +225,20 @@ impl RateControl {
 
     fn leave(&self, id: u64) {
         let mut st = self.lock();
-        if st.viewers.remove(&id).is_some() {
+        if let Some(v) = st.viewers.remove(&id) {
+            let now = Instant::now();
+            st.left
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < REMEMBER);
+            if st.left.len() >= REMEMBER_MAX
+                && let Some(oldest) = st
+                    .left
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(c, _)| c.clone())
+            {
+                st.left.remove(&oldest);
+            }
+            st.left.insert(v.client, (v.estimator.kbps(), now));
             self.replan(&mut st);
         }
     }
@@ -222,7 +260,6 @@ impl Drop for ViewerRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     fn control(mode: Mode) -> (Arc<RateControl>, Arc<EncoderControl>) {
         let enc = EncoderControl::new(Duration::from_secs(1), 2000);
@@ -254,8 +291,8 @@ mod tests {
     #[test]
     fn the_encoder_follows_a_lossy_viewer_and_returns_when_it_leaves() {
         let (rc, enc) = control(Mode::FollowWeakest);
-        let good = rc.join();
-        let bad = rc.join();
+        let good = rc.join("good");
+        let bad = rc.join("bad");
         good.sample(lossy(1, 0.0));
         assert_eq!(enc.take_bitrate_request(), None, "both at the ceiling");
         let mut n = 1;
@@ -279,7 +316,7 @@ mod tests {
     #[test]
     fn the_ceiling_caps_every_estimate() {
         let (rc, enc) = control(Mode::FollowWeakest);
-        let v = rc.join();
+        let v = rc.join("v");
         rc.set_ceiling(500);
         assert_eq!(enc.take_bitrate_request(), Some(500));
         let verdict = v.sample(lossy(1, 0.0)).expect("joined");
@@ -307,7 +344,7 @@ mod tests {
     #[test]
     fn keep_quality_puts_the_weak_viewer_on_keyframes() {
         let (rc, enc) = control(Mode::KeepQuality);
-        let v = rc.join();
+        let v = rc.join("v");
         let mut verdict = v.sample(lossy(1, 0.0)).expect("joined");
         assert!(!verdict.keyframes_only);
         for n in 2..6 {
@@ -316,5 +353,32 @@ mod tests {
         assert!(verdict.keyframes_only, "{verdict:?}");
         assert_eq!(rc.plan().target_kbps, 2000, "the encoder keeps its quality");
         assert_eq!(enc.take_bitrate_request(), None);
+    }
+
+    #[test]
+    fn a_viewer_back_within_a_minute_starts_where_its_link_left_off() {
+        let (rc, _enc) = control(Mode::FollowWeakest);
+        let t0 = Instant::now();
+        let v = rc.join_at("web-1", t0);
+        for n in 1..4 {
+            v.sample(lossy(n, 0.4));
+        }
+        let left_at = rc.plan().target_kbps;
+        assert!(left_at < 1100, "{left_at}");
+        drop(v);
+        assert_eq!(rc.plan().target_kbps, 2000, "nobody watches: the ceiling");
+        let again = rc.join_at("web-1", Instant::now());
+        assert_eq!(rc.plan().target_kbps, left_at, "back where it was");
+        drop(again);
+        let other = rc.join_at("web-2", Instant::now());
+        assert_eq!(
+            rc.plan().target_kbps,
+            2000,
+            "another client starts at the ceiling"
+        );
+        drop(other);
+        let late = rc.join_at("web-1", Instant::now() + REMEMBER);
+        assert_eq!(rc.plan().target_kbps, 2000, "forgotten after a minute");
+        drop(late);
     }
 }
