@@ -3,7 +3,9 @@
 //! netem` (this host's kernel has no `sch_netem`; Debian's, in the guest,
 //! does). Congestion control must bring the shared encoder's bitrate down
 //! under loss and back up after, the viewer must keep decoding, and a link
-//! cut for 15 s must come back to the same session at a keyframe. The
+//! cut for 15 s must come back to the same session at a keyframe; under
+//! `congestion = "keep-quality"` the bitrate stays and the viewer gets
+//! keyframes only until its link recovers. The
 //! bitrate is read from `/metrics`, as a user's Prometheus would. Ignored on
 //! a host; run by `.ci/test` in the guest with `--ignored --test-threads=1`.
 
@@ -230,6 +232,69 @@ async fn a_link_cut_for_15_s_comes_back_to_the_same_session_at_a_keyframe() {
     .await;
     eprintln!("recovered to {high} kbit/s after the cut");
     agent.assert_running("after the cut");
+    v.bye().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the kernel lab: run by tests/lab (.ci/test)"]
+async fn keep_quality_puts_a_viewer_that_cannot_keep_up_on_keyframes_only() {
+    require_lab();
+    unshape();
+    let cfg = config("lab-keep").with("video.congestion", "keep-quality");
+    let s = cfg.settings();
+    let agent = AgentProcess::start(&cfg).await;
+    let mut v = viewer(&s, "lab-keep", true).await;
+    frames(&mut v, 15).await;
+    let sending = send_rate(&agent, "lab-keep", Duration::from_secs(4)).await;
+    let mark = agent.log().len();
+    shape(&format!(
+        "delay 40ms loss 2% rate {:.0}kbit limit 100",
+        (sending * 0.4).max(60.0)
+    ));
+    agent
+        .log()
+        .wait_line_after("keyframes only", mark, Duration::from_secs(60), |l| {
+            l.contains("viewer's link: keyframes only")
+        })
+        .await;
+    // Frames queued before the switch (the hub's queue, then the link's
+    // second of backlog) still arrive, and nothing marks the last of them:
+    // they are left to drain for 3 s, then only keyframes may come.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    v.drain_frames();
+    let mut keyframes = 0;
+    for _ in 0..3 {
+        let Some(f) = v.next_frame(WAIT).await else {
+            panic!(
+                "keyframes still reach the viewer on the narrow link; agent log:\n{}",
+                agent.log().tail(30)
+            );
+        };
+        assert!(f.keyframe, "only keyframes now");
+        keyframes += 1;
+    }
+    eprintln!("{keyframes} keyframes in a row on the narrow link");
+
+    let mark = agent.log().len();
+    unshape();
+    agent
+        .log()
+        .wait_line_after("every frame again", mark, Duration::from_secs(90), |l| {
+            l.contains("viewer's link: every frame again")
+        })
+        .await;
+    let run = frames(&mut v, 30).await;
+    assert!(run.in_order(), "{:?}", run.seqs);
+    assert_eq!(
+        agent
+            .log()
+            .count(|l| l.contains("encoder bitrate follows the viewers")),
+        0,
+        "keep-quality never moved the encoder's bitrate"
+    );
+    let kbps = metric(&agent, "rtcam_encoder_bitrate_kbps").await;
+    assert_eq!(kbps, Some(f64::from(CEILING)));
     v.bye().await;
     agent.shutdown().await;
 }

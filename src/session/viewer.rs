@@ -174,9 +174,18 @@ async fn session(
                 })) {
                     link.estimated_kbps = Some(verdict.estimate_kbps);
                     link.keyframes_only = verdict.keyframes_only;
-                    keyframes_only_tx.send_if_modified(|on| {
+                    let flipped = keyframes_only_tx.send_if_modified(|on| {
                         std::mem::replace(on, verdict.keyframes_only) != verdict.keyframes_only
                     });
+                    if flipped {
+                        tracing::info!(
+                            client = %id.client,
+                            keyframes_only = verdict.keyframes_only,
+                            estimate_kbps = verdict.estimate_kbps,
+                            "viewer's link: {}",
+                            if verdict.keyframes_only { "keyframes only" } else { "every frame again" }
+                        );
+                    }
                 }
                 if ticks % STATS_EVERY == 0 {
                     let s = peer.stats().await;
