@@ -5,9 +5,11 @@
 //! under loss and back up after, the viewer must keep decoding, and a link
 //! cut for 15 s must come back to the same session at a keyframe; under
 //! `congestion = "keep-quality"` the bitrate stays and the viewer gets
-//! keyframes only until its link recovers. The
-//! bitrate is read from `/metrics`, as a user's Prometheus would. Ignored on
-//! a host; run by `.ci/test` in the guest with `--ignored --test-threads=1`.
+//! keyframes only until its link recovers. The bitrate is read from
+//! `/metrics` as a user's Prometheus would, and from the agent's log while
+//! the link is narrow (a scrape would compete with the video for it).
+//! Ignored on a host; run by `.ci/test` in the guest with `--ignored
+//! --test-threads=1`.
 
 mod common;
 
