@@ -772,9 +772,8 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
     let mut last_at = first.decoded_at;
     // Since when the stall is counted: the last frame, or the last new session.
     let mut stall_from = first.decoded_at;
-    let mut count = 1u64;
-    let mut keyframes = u64::from(first.keyframe);
-    let mut decode_errors = 0;
+    report.frames_decoded = 1;
+    report.keyframes = u64::from(first.keyframe);
     latencies.extend(first.latency_ms);
     let end = first.decoded_at + duration;
     let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), RECONNECT_MAX);
@@ -786,7 +785,9 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
             report.longest_freeze_ms = report.longest_freeze_ms.max(ms);
         }
     };
-    loop {
+    // `None` once the time ran out before the camera came back.
+    let mut current = Some(viewer);
+    while let Some(viewer) = current.as_mut() {
         let now = Instant::now();
         if now >= end {
             break;
@@ -794,8 +795,8 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
         let stall_left = STALL.saturating_sub(now.saturating_duration_since(stall_from));
         let wait = end.saturating_duration_since(now).min(stall_left);
         if let Some(f) = viewer.next_frame(wait).await {
-            count += 1;
-            keyframes += u64::from(f.keyframe);
+            report.frames_decoded += 1;
+            report.keyframes += u64::from(f.keyframe);
             latencies.extend(f.latency_ms);
             note_gap(&mut report, f.decoded_at.saturating_duration_since(last_at));
             last_at = f.decoded_at;
@@ -815,14 +816,16 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
         }
         // Stalled: a new session, replacing the old one if the camera still holds it.
         tracing::warn!(stalled_for = ?last_at.elapsed(), "no video: reconnecting");
-        decode_errors += viewer.decode_errors();
+        report.decode_errors += viewer.decode_errors();
         let replaces = viewer.session().map(str::to_string);
-        viewer.close().await;
+        if let Some(old) = current.take() {
+            old.close().await;
+        }
         let reopts = ViewerOptions {
             replaces,
             ..opts.clone()
         };
-        let next = loop {
+        current = loop {
             let delay = backoff.next_delay();
             if Instant::now() + delay >= end {
                 break None;
@@ -838,45 +841,26 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
                 Err(e) => tracing::warn!(error = %e, "reconnecting"),
             }
         };
-        let Some(v) = next else {
-            // The time ran out before the camera came back: reported as is.
-            note_gap(
-                &mut report,
-                Instant::now().saturating_duration_since(last_at),
-            );
-            report.frames_decoded = count;
-            report.keyframes = keyframes;
-            report.decode_errors = decode_errors;
-            return Ok(finish(report, latencies, count, duration));
-        };
-        viewer = v;
-        stall_from = Instant::now();
-        report.reconnects += 1;
+        if current.is_some() {
+            stall_from = Instant::now();
+            report.reconnects += 1;
+        }
     }
     // A freeze still going on at the end counts too.
     note_gap(
         &mut report,
         Instant::now().min(end).saturating_duration_since(last_at),
     );
-    report.frames_decoded = count;
-    report.keyframes = keyframes;
-    report.decode_errors = decode_errors + viewer.decode_errors();
-    viewer.bye().await;
-    Ok(finish(report, latencies, count, duration))
-}
-
-fn finish(
-    mut report: ProbeReport,
-    mut latencies: Vec<f64>,
-    count: u64,
-    duration: Duration,
-) -> ProbeReport {
-    report.fps = count as f64 / duration.as_secs_f64();
+    if let Some(viewer) = current {
+        report.decode_errors += viewer.decode_errors();
+        viewer.bye().await;
+    }
+    report.fps = report.frames_decoded as f64 / duration.as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     report.latency_median_ms = percentile(&latencies, 0.5);
     report.latency_p95_ms = percentile(&latencies, 0.95);
     report.latency_samples = latencies.len();
-    report
+    Ok(report)
 }
 
 #[cfg(test)]

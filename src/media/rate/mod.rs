@@ -10,7 +10,7 @@ pub mod estimate;
 pub mod policy;
 
 use crate::media::encode::EncoderControl;
-use estimate::{EstimatorConfig, LinkEstimator, LinkSample, Trend};
+use estimate::{EstimatorConfig, LinkEstimator, LinkSample};
 use policy::{Mode, Picture, Plan, ViewerEstimate};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -63,8 +63,6 @@ pub struct RateControl {
 pub struct Verdict {
     /// The viewer's estimate in kbit/s.
     pub estimate_kbps: u32,
-    /// Why it last moved.
-    pub trend: Trend,
     /// Whether the viewer should get keyframes only.
     pub keyframes_only: bool,
 }
@@ -202,7 +200,6 @@ impl RateControl {
         let mut st = self.lock();
         let v = st.viewers.get_mut(&id)?;
         let estimate_kbps = v.estimator.sample(s);
-        let trend = v.estimator.trend();
         let silent = v.estimator.silent();
         self.replan(&mut st);
         let target = st.plan.target_kbps;
@@ -218,7 +215,6 @@ impl RateControl {
         );
         Some(Verdict {
             estimate_kbps,
-            trend,
             keyframes_only: v.keyframes_only,
         })
     }
