@@ -503,7 +503,7 @@ impl Agent {
                     &metrics_src.snapshot(),
                     &media,
                     camera.stage_times(),
-                    &viewer_links.snapshot(),
+                    &viewer_links,
                 )
             });
             let opts = web::ServeOptions {

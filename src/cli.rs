@@ -55,7 +55,7 @@ pub enum Command {
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86_400))]
         timeout: u32,
     },
-    /// Watch the camera like a browser would (through MQTT and WebRTC) and report frames, rate, latency and freezes; reconnect by itself if the video stalls.
+    /// Watch the camera like a browser would (through MQTT and WebRTC) and report frames, rate, latency and freezes; restart ICE, then reconnect, by itself if the video stalls.
     Probe {
         /// Seconds to watch after the first frame.
         #[arg(long, default_value_t = 5)]

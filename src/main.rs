@@ -292,8 +292,12 @@ async fn run_probe(
             report.keyframes, report.decode_errors, report.sequence_gaps
         );
         println!(
-            "freezes (gaps over 200 ms): {}, {:.0} ms in all, longest {:.0} ms; reconnects {}",
-            report.freezes, report.freeze_ms, report.longest_freeze_ms, report.reconnects
+            "freezes (gaps over 200 ms): {}, {:.0} ms in all, longest {:.0} ms; ICE restarts {}, reconnects {}",
+            report.freezes,
+            report.freeze_ms,
+            report.longest_freeze_ms,
+            report.ice_restarts,
+            report.reconnects
         );
     }
     Ok(())

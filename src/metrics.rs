@@ -36,6 +36,8 @@ pub struct ViewerLink {
 #[derive(Debug, Default)]
 pub struct ViewerLinks {
     links: Mutex<BTreeMap<String, ViewerLink>>,
+    /// ICE restarts answered since start.
+    ice_restarts: std::sync::atomic::AtomicU64,
 }
 
 impl ViewerLinks {
@@ -61,6 +63,17 @@ impl ViewerLinks {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Counts an ICE restart a viewer asked for and got.
+    pub fn note_ice_restart(&self) {
+        self.ice_restarts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// ICE restarts answered since start.
+    pub fn ice_restarts(&self) -> u64 {
+        self.ice_restarts.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -163,7 +176,7 @@ pub fn render(
     stats: &AgentStats,
     media: &MediaFigures,
     stages: &StageTimes,
-    links: &BTreeMap<String, ViewerLink>,
+    links: &ViewerLinks,
 ) -> String {
     let mut r = Registry::with_prefix("rtcam");
     counter(
@@ -276,7 +289,13 @@ pub fn render(
         "Log lines dropped because stderr was blocked",
         stats.log_lines_dropped,
     );
-    viewer_series(&mut r, links);
+    counter(
+        &mut r,
+        "ice_restarts",
+        "ICE restarts viewers asked for and got (their sessions went on)",
+        links.ice_restarts(),
+    );
+    viewer_series(&mut r, &links.snapshot());
     r.register(
         "stage_seconds",
         "Media thread time per frame in each stage (convert, encode, publish, capture_to_publish)",
@@ -316,9 +335,10 @@ mod tests {
             restarts: 2,
             camera_running: true,
         };
-        let mut links = BTreeMap::new();
-        links.insert(
-            "web-1".to_string(),
+        let links = ViewerLinks::default();
+        links.note_ice_restart();
+        links.set(
+            "web-1",
             ViewerLink {
                 rtt: Some(Duration::from_millis(12)),
                 fraction_lost: Some(0.25),
@@ -339,6 +359,7 @@ mod tests {
             "rtcam_encoder_bitrate_ceiling_kbps 2000",
             "rtcam_encoder_frame_divisor 2",
             "rtcam_viewers 1",
+            "rtcam_ice_restarts_total 1",
             "rtcam_sessions 2",
             "rtcam_mqtt_connected 1",
             "rtcam_stage_seconds_count{stage=\"encode\"} 1",
@@ -360,7 +381,7 @@ mod tests {
             &stats(),
             &MediaFigures::default(),
             &stages,
-            &BTreeMap::new(),
+            &ViewerLinks::default(),
         );
         assert!(!none.contains("encoder_bitrate_kbps"), "{none}");
     }

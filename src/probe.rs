@@ -67,6 +67,9 @@ pub enum ProbeError {
     /// The control channel is not available.
     #[error("the control channel is not open")]
     NoChannel,
+    /// An ICE restart needs a live session (the answer's secret).
+    #[error("no live session to restart")]
+    NoSession,
 }
 
 /// One decoded frame.
@@ -116,6 +119,10 @@ pub struct Viewer {
     timeout: Duration,
     /// The session's secret from the answer: a bye presents it.
     session: Option<String>,
+    /// The token the offers prove (an ICE restart's offer proves it too).
+    token: Option<String>,
+    /// Answers applied after the first (each one an ICE restart's).
+    restart_answers: watch::Receiver<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -311,7 +318,9 @@ impl Viewer {
             }
         }
 
-        // After the answer: one task keeps signaling and peer events flowing.
+        // After the answer: one task keeps signaling and peer events flowing;
+        // a later answer is an ICE restart's.
+        let (restart_tx, restart_answers) = watch::channel(0u64);
         let bg_peer = peer.clone();
         let bg_video = video.clone();
         let bg_publisher = publisher.clone();
@@ -320,7 +329,15 @@ impl Viewer {
                 tokio::select! {
                     m = msgs.recv() => {
                         let Some((t, p)) = m else { break };
-                        if t == ice_topic {
+                        if t == answer_topic {
+                            let v: Value = serde_json::from_slice(&p).unwrap_or(Value::Null);
+                            if let Some(sdp) = v["sdp"].as_str() {
+                                match bg_peer.accept_answer(sdp).await {
+                                    Ok(()) => restart_tx.send_modify(|n| *n += 1),
+                                    Err(e) => tracing::warn!(error = %e, "the restart's answer was not applied"),
+                                }
+                            }
+                        } else if t == ice_topic {
                             if let Ok(c) = messages::parse_candidate(&p)
                                 && !c.is_end()
                                 && !sent.lock().unwrap_or_else(PoisonError::into_inner).contains(&c.candidate)
@@ -416,6 +433,8 @@ impl Viewer {
             offer_sent,
             timeout: opts.timeout,
             session,
+            token: opts.token.clone(),
+            restart_answers,
             tasks,
         })
     }
@@ -560,6 +579,38 @@ impl Viewer {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Restarts ICE on the live session (a new offer with `"restart": true`
+    /// and the session's secret) and returns once the camera's answer is
+    /// applied; ICE then checks the new candidates in the background.
+    pub async fn restart_ice(&mut self, timeout: Duration) -> Result<(), ProbeError> {
+        let Some(secret) = self.session.clone() else {
+            return Err(ProbeError::NoSession);
+        };
+        let sdp = self.peer.restart_offer().await?;
+        let mut msg = serde_json::json!({
+            "type": "offer", "sdp": sdp, "session": secret, "restart": true,
+        });
+        if let Some(t) = &self.token {
+            let fingerprint = crate::auth::sdp_fingerprint(&sdp).unwrap_or_default();
+            let proof =
+                crate::auth::prove(t, self.client_id.as_str(), fingerprint, wall_clock_ms());
+            msg["auth"] = serde_json::to_value(&proof).expect("a proof is plain data");
+        }
+        let before = *self.restart_answers.borrow_and_update();
+        self.publisher
+            .publish(&self.topics.offer(&self.client_id), msg.to_string());
+        let answered = self.restart_answers.wait_for(|n| *n > before);
+        tokio::select! {
+            r = answered => r.map(|_| ()).map_err(|_| ProbeError::Timeout("the viewer's link task ended")),
+            s = self.signals.recv() => Err(match s {
+                Some(Signal::Error(code, message)) => ProbeError::Refused { code, message },
+                Some(Signal::Bye) => ProbeError::Refused { code: "bye".into(), message: "the camera ended the session".into() },
+                None => ProbeError::Timeout("the viewer's link task ended"),
+            }),
+            _ = tokio::time::sleep(timeout) => Err(ProbeError::Timeout("waiting for the ICE restart's answer")),
+        }
     }
 
     /// The session's secret, as the answer gave it.
@@ -722,17 +773,20 @@ pub struct ProbeReport {
     pub freeze_ms: f64,
     /// The longest, ms.
     pub longest_freeze_ms: f64,
-    /// New sessions the probe made after its video stalled for [`STALL`]
-    /// (the link or the camera went away and came back).
+    /// ICE restarts of its session the probe made after its video stalled
+    /// for [`STALL`] and the camera answered (the session went on).
+    pub ice_restarts: u64,
+    /// New sessions the probe made when an ICE restart did not bring the
+    /// video back (the link or the camera went away and came back).
     pub reconnects: u64,
 }
 
 /// A gap between decoded frames longer than this is a freeze (what a
 /// viewer notices; WebRTC's own `freezeCount` uses a similar bound).
 pub const FREEZE: Duration = Duration::from_millis(200);
-/// With no frame for this long, the probe gives its session up and makes
-/// a new one (the camera's ICE notices a cut after 5 s, and ends the old
-/// session later: the new offer replaces it with the old one's secret).
+/// With no frame for this long, the probe restarts ICE; if that brings no
+/// frame within as long again, it gives its session up and makes a new one
+/// (the new offer replaces the old session with its secret).
 pub const STALL: Duration = Duration::from_secs(6);
 /// The longest wait between reconnection attempts.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
@@ -746,8 +800,9 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 }
 
 /// Connects, watches for `duration` after the first frame, and reports.
-/// If the video stalls (the link or the camera goes away), it reconnects
-/// with backoff until the camera is back or the time is up.
+/// If the video stalls (the link or the camera goes away), it restarts ICE
+/// first, then makes new sessions with backoff until the camera is back or
+/// the time is up.
 pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeReport, ProbeError> {
     let mut viewer = Viewer::connect(opts).await?;
     let start = viewer.offer_sent();
@@ -777,6 +832,8 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
     latencies.extend(first.latency_ms);
     let end = first.decoded_at + duration;
     let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), RECONNECT_MAX);
+    // An ICE restart was tried since the last frame: the next stall makes a new session.
+    let mut restarted = false;
     let note_gap = |report: &mut ProbeReport, gap: Duration| {
         if gap > FREEZE {
             let ms = gap.as_secs_f64() * 1000.0;
@@ -809,10 +866,31 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
             }
             last_seq = f.seq.or(last_seq);
             backoff.reset();
+            restarted = false;
             continue;
         }
         if Instant::now() >= end {
             break;
+        }
+        if !restarted {
+            // The path may have changed or dropped for a while: the same
+            // session over new candidates keeps the camera's state.
+            restarted = true;
+            tracing::warn!(stalled_for = ?last_at.elapsed(), "no video: restarting ICE");
+            let wait = opts
+                .timeout
+                .min(end.saturating_duration_since(Instant::now()));
+            match viewer.restart_ice(wait).await {
+                Ok(()) => {
+                    report.ice_restarts += 1;
+                    stall_from = Instant::now();
+                    continue;
+                }
+                Err(e) => tracing::warn!(error = %e, "ICE restart failed: making a new session"),
+            }
+            if Instant::now() >= end {
+                break;
+            }
         }
         // Stalled: a new session, replacing the old one if the camera still holds it.
         tracing::warn!(stalled_for = ?last_at.elapsed(), "no video: reconnecting");

@@ -360,47 +360,13 @@ async fn a_viewer_that_vanishes_is_ended_by_the_disconnected_timeout() {
     agent.shutdown().await;
 }
 
-/// The JSON report `rtcam probe --json` printed (its log lines are on stderr).
-fn probe_report(log: &str) -> Value {
-    let start = log
-        .find("\n{\n")
-        .map(|i| i + 1)
-        .or_else(|| log.starts_with("{\n").then_some(0));
-    let start = start.unwrap_or_else(|| panic!("no JSON report in:\n{log}"));
-    let end = log[start..].find("\n}").map(|i| start + i + 2);
-    let end = end.unwrap_or_else(|| panic!("unterminated JSON report in:\n{log}"));
-    serde_json::from_str(&log[start..end]).unwrap_or_else(|e| panic!("{e}: {log}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_reconnects_by_itself_when_the_agent_restarts() {
     let cfg = TestConfig::new("faults-restart");
     let mut agent = start(&cfg).await;
     // `rtcam probe` as a user runs it, watching for 25 s; the agent dies
     // under it (SIGKILL: no bye, no DTLS close) and comes back.
-    let mut probe = common::process::RtcamProcess::spawn(
-        {
-            let mut c = rtcam();
-            c.arg("--config").arg(agent.config_path()).args([
-                "probe",
-                "--client-id",
-                "survivor",
-                "--seconds",
-                "25",
-                "--timeout",
-                "10",
-                "--json",
-            ]);
-            c
-        },
-        None,
-    );
-    probe
-        .log()
-        .wait_line("the probe's first frame", WAIT, |l| {
-            l.contains("first frame decoded")
-        })
-        .await;
+    let mut probe = common::watching_probe(agent.config_path(), "survivor", 25).await;
     agent.kill().await;
     let agent = start(&cfg).await;
     // Polled (a process boundary has no event to wait on), within ICE's
@@ -419,14 +385,7 @@ async fn the_probe_reconnects_by_itself_when_the_agent_restarts() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    probe
-        .log()
-        .wait_closed("the probe to finish", Duration::from_secs(60))
-        .await;
-    let status = probe.wait();
-    let log = probe.log().text();
-    assert!(status.success(), "{status}: {log}");
-    let report = probe_report(&log);
+    let (report, log) = common::probe_finished(&mut probe).await;
     assert!(report["reconnects"].as_u64() >= Some(1), "{report}");
     assert!(report["freezes"].as_u64() >= Some(1), "{report}");
     assert!(

@@ -384,6 +384,7 @@ proptest! {
         token in option::of(".{0,40}"),
         proof in option::of(("[!-~]{0,40}", any::<u64>(), "[A-Za-z0-9_-]{0,43}")),
         session in option::of("[!-~]{0,64}"),
+        restart in any::<bool>(),
         extra in json_object(true),
     ) {
         let mut m = extra;
@@ -402,9 +403,15 @@ proptest! {
             Some(s) => m.insert("session".into(), s.clone().into()),
             None => m.remove("session"),
         };
+        m.insert("restart".into(), restart.into());
         let payload = Value::Object(m).to_string();
-        let want = Offer { sdp, auth, bearer_token: token.is_some(), session };
-        prop_assert_eq!(parse_offer(payload.as_bytes()), Ok(want));
+        if restart && session.is_none() {
+            // A restart names the session it restarts.
+            prop_assert_eq!(parse_offer(payload.as_bytes()).map_err(|e| e.code), Err(ErrorCode::BadMessage));
+        } else {
+            let want = Offer { sdp, auth, bearer_token: token.is_some(), session, restart };
+            prop_assert_eq!(parse_offer(payload.as_bytes()), Ok(want));
+        }
     }
 
     #[test]

@@ -571,12 +571,7 @@ impl Peer {
         offer_sdp: &str,
         send_video: bool,
     ) -> Result<String, PeerError> {
-        let offer = RTCSessionDescription::offer(offer_sdp.to_string())
-            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
-        self.pc
-            .set_remote_description(offer)
-            .await
-            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        self.set_offer(offer_sdp).await?;
         let mut track = None;
         if send_video {
             let ssrc = rand_u32() | 1;
@@ -607,13 +602,7 @@ impl Peer {
                 .map_err(stack)?;
             track = Some((t, ssrc, sender));
         }
-        let answer = self
-            .pc
-            .create_answer(None)
-            .await
-            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
-        let sdp = answer.sdp.clone();
-        self.pc.set_local_description(answer).await.map_err(stack)?;
+        let sdp = self.make_answer().await?;
         if let Some((t, ssrc, sender)) = track {
             let pt = sender
                 .get_parameters()
@@ -712,6 +701,47 @@ impl Peer {
                 Err(e)
             }
         }
+    }
+
+    /// Answers a viewer's ICE-restart offer on this live connection: the
+    /// stack sees new remote ICE credentials and restarts its ICE agent
+    /// (new local credentials, candidates gathered again, trickled as
+    /// events); DTLS, SRTP, the video track and the channels go on.
+    pub async fn answer_restart(&self, offer_sdp: &str) -> Result<String, PeerError> {
+        self.set_offer(offer_sdp).await?;
+        self.make_answer().await
+    }
+
+    /// Applies the viewer's offer as the remote description.
+    async fn set_offer(&self, offer_sdp: &str) -> Result<(), PeerError> {
+        let offer = RTCSessionDescription::offer(offer_sdp.to_string())
+            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::BadSdp(e.to_string()))
+    }
+
+    /// Creates the answer, sets it locally and returns its SDP.
+    async fn make_answer(&self) -> Result<String, PeerError> {
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        let sdp = answer.sdp.clone();
+        self.pc.set_local_description(answer).await.map_err(stack)?;
+        Ok(sdp)
+    }
+
+    /// Starts an ICE restart (viewer side): returns the offer with new ICE
+    /// credentials, to signal; apply the answer with [`Self::accept_answer`].
+    pub async fn restart_offer(&self) -> Result<String, PeerError> {
+        self.pc.restart_ice().await.map_err(stack)?;
+        let offer = self.pc.create_offer(None).await.map_err(stack)?;
+        let sdp = offer.sdp.clone();
+        self.pc.set_local_description(offer).await.map_err(stack)?;
+        Ok(sdp)
     }
 
     /// Applies the remote answer (viewer side).

@@ -81,6 +81,14 @@ pub enum SessionEvent {
 pub enum SessionCommand {
     /// A remote ICE candidate.
     Candidate(messages::IceCandidate),
+    /// The viewer restarts ICE: its new offer, and the DTLS fingerprint it
+    /// names (which must be the session's).
+    Restart {
+        /// The restart's offer.
+        sdp: String,
+        /// The offer's `a=fingerprint` value.
+        fingerprint: String,
+    },
     /// End the session.
     End(EndReason),
 }
@@ -372,6 +380,19 @@ fn offer(
         format!("client:{client}")
     };
     table.note_offer(&principal, now)?;
+    if offer.restart {
+        // The same session goes on over new ICE candidates: no new slot,
+        // subscription or secret.
+        let presented = offer.session.as_deref().unwrap_or_default();
+        let id = table.restart(client, presented, now)?;
+        if let Some(h) = handles.get(&id) {
+            let _ = h.commands.send(SessionCommand::Restart {
+                sdp: offer.sdp,
+                fingerprint: fingerprint.to_string(),
+            });
+        }
+        return Ok(());
+    }
     let secret = session_secret();
     let accepted = table.offer(
         OfferRequest {
@@ -404,6 +425,7 @@ fn offer(
         video: summary.wants_video,
         role: grant.role,
         secret,
+        fingerprint: fingerprint.to_string(),
     };
     tracker.spawn(viewer::run(ctx.clone(), spec, rx, events.clone()));
     Ok(())

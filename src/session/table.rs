@@ -505,6 +505,35 @@ impl SessionTable {
         Ok(Self::id(client, &e))
     }
 
+    /// The viewer restarts ICE on its live session, presenting the session's
+    /// secret (from the answer): the session keeps its generation, video and
+    /// channels; a disconnected one gets a fresh `disconnected_timeout` to
+    /// reconnect, and its candidate count starts over.
+    pub fn restart(
+        &mut self,
+        client: &ClientId,
+        presented: &str,
+        now: Instant,
+    ) -> Result<SessionId, SignalError> {
+        let Some(e) = self
+            .sessions
+            .get_mut(client)
+            .filter(|e| same_secret(presented, &e.secret))
+        else {
+            return Err(SignalError::new(
+                ErrorCode::UnknownSession,
+                "no live session with this secret for this client id to restart; send a new \
+                 offer without \"restart\"",
+            ));
+        };
+        if matches!(e.phase, Phase::Disconnected { .. }) {
+            e.phase = Phase::Disconnected { since: now };
+        }
+        e.candidates = 0;
+        e.told_too_many = false;
+        Ok(Self::id(client, e))
+    }
+
     /// A session's connection state changed; returns why it must end, if it must.
     pub fn link(&mut self, id: &SessionId, state: LinkState, now: Instant) -> Option<EndReason> {
         let e = self
@@ -683,6 +712,43 @@ mod tests {
         let again = offer_full(&mut t, "a", "client:a", Some("s-a"), now).expect("a re-offers");
         assert_eq!(again.replaces.map(|r| r.generation), Some(1));
         assert_eq!(t.counts().sessions, 2);
+    }
+
+    #[test]
+    fn an_ice_restart_keeps_the_session_and_gives_a_disconnected_one_more_time() {
+        let (mut t, now) = table(1);
+        let a = offer_as(&mut t, "a", now).expect("first");
+        t.link(&a.id, LinkState::Connected, now);
+        for n in 0..=MAX_SESSION_CANDIDATES as u32 {
+            let _ = t.candidate(&cid("a"), cand(n), now);
+        }
+        t.link(&a.id, LinkState::Disconnected, now);
+        // Only its owner restarts it: no secret that fits, no session.
+        assert_eq!(
+            t.restart(&cid("a"), "s-b", now)
+                .expect_err("wrong secret")
+                .code,
+            ErrorCode::UnknownSession
+        );
+        assert_eq!(
+            t.restart(&cid("b"), "s-b", now)
+                .expect_err("no session")
+                .code,
+            ErrorCode::UnknownSession
+        );
+        let later = now + Duration::from_secs(8);
+        assert_eq!(t.restart(&cid("a"), "s-a", later), Ok(a.id.clone()));
+        assert_eq!(t.counts().sessions, 1, "the same session, no new one");
+        assert_eq!(
+            t.candidate(&cid("a"), cand(1), later),
+            Ok(Some(a.id.clone())),
+            "the restart's candidates count afresh"
+        );
+        // 12 s after the cut, but 4 s after the restart: still alive.
+        assert!(t.tick(now + Duration::from_secs(12)).is_empty());
+        t.link(&a.id, LinkState::Connected, now + Duration::from_secs(13));
+        assert!(t.tick(now + Duration::from_secs(60)).is_empty());
+        assert_eq!(t.counts().connected, 1);
     }
 
     #[test]

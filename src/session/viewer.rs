@@ -35,6 +35,8 @@ pub struct Spec {
     pub role: Role,
     /// The secret the answer carries; a bye or replacing offer presents it.
     pub secret: String,
+    /// The offer's DTLS fingerprint: an ICE restart must keep it.
+    pub fingerprint: String,
 }
 
 type PeerSlot = Arc<Mutex<Option<Arc<Peer>>>>;
@@ -201,6 +203,9 @@ async fn session(
             }
             cmd = commands.recv() => match cmd {
                 Some(SessionCommand::Candidate(c)) => add_candidate(ctx, &id, &peer, &c).await,
+                Some(SessionCommand::Restart { sdp, fingerprint }) => {
+                    restart_ice(ctx, &id, &peer, &spec.secret, &spec.fingerprint, &sdp, &fingerprint).await;
+                }
                 Some(SessionCommand::End(reason)) => break reason,
                 None => break EndReason::Shutdown,
             },
@@ -313,6 +318,48 @@ fn bye_event(reason: &str) -> String {
     let mut m = serde_json::Map::new();
     m.insert("reason".into(), reason.into());
     crate::control::protocol::event("bye", m)
+}
+
+/// Answers the viewer's ICE restart on the live connection: same DTLS,
+/// video and channels, new ICE credentials and candidates. A refused
+/// restart leaves the session as it was.
+async fn restart_ice(
+    ctx: &SessionContext,
+    id: &SessionId,
+    peer: &Peer,
+    secret: &str,
+    session_fingerprint: &str,
+    sdp: &str,
+    fingerprint: &str,
+) {
+    if !fingerprint.eq_ignore_ascii_case(session_fingerprint) {
+        return signal_error(
+            ctx,
+            id,
+            ErrorCode::BadSdp,
+            "an ICE restart keeps the session's DTLS certificate; this offer names another \
+             a=fingerprint (send a new offer without \"restart\" instead)",
+        );
+    }
+    match peer.answer_restart(sdp).await {
+        Ok(answer) => {
+            ctx.links.note_ice_restart();
+            tracing::info!(client = %id.client, "ICE restarted by the viewer");
+            ctx.publisher.to_client(
+                ToClient::Answer,
+                &id.client,
+                messages::answer_json(&answer, secret),
+            );
+        }
+        Err(e) => {
+            tracing::info!(client = %id.client, error = %e, "ICE restart refused");
+            let code = match e {
+                PeerError::BadSdp(_) => ErrorCode::BadSdp,
+                _ => ErrorCode::Internal,
+            };
+            signal_error(ctx, id, code, format!("ICE restart: {e}"));
+        }
+    }
 }
 
 async fn add_candidate(ctx: &SessionContext, id: &SessionId, peer: &Peer, c: &IceCandidate) {

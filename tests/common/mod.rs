@@ -892,3 +892,58 @@ pub fn gpio_settings(prefix: &str) -> Settings {
     ];
     s
 }
+
+/// The JSON report `rtcam probe --json` printed (its log lines are on stderr).
+pub fn probe_report(log: &str) -> serde_json::Value {
+    let start = log
+        .find("\n{\n")
+        .map(|i| i + 1)
+        .or_else(|| log.starts_with("{\n").then_some(0))
+        .unwrap_or_else(|| panic!("no JSON report in:\n{log}"));
+    let end = log[start..]
+        .find("\n}")
+        .map(|i| start + i + 2)
+        .unwrap_or_else(|| panic!("unterminated JSON report in:\n{log}"));
+    serde_json::from_str(&log[start..end]).unwrap_or_else(|e| panic!("{e}: {log}"))
+}
+
+/// `rtcam probe --json` as a user runs it, watching for `seconds` with
+/// the camera of `config`; returns once it decoded its first frame.
+pub async fn watching_probe(
+    config: &std::path::Path,
+    client_id: &str,
+    seconds: u32,
+) -> process::RtcamProcess {
+    let mut c = process::rtcam();
+    c.arg("--config").arg(config).args([
+        "probe",
+        "--client-id",
+        client_id,
+        "--seconds",
+        &seconds.to_string(),
+        "--timeout",
+        "10",
+        "--json",
+    ]);
+    let probe = process::RtcamProcess::spawn(c, None);
+    probe
+        .log()
+        .wait_line("the probe's first frame", WAIT, |l| {
+            l.contains("first frame decoded")
+        })
+        .await;
+    probe
+}
+
+/// Waits for a [`watching_probe`] to finish, asserts it succeeded, and
+/// returns its JSON report and its whole output.
+pub async fn probe_finished(probe: &mut process::RtcamProcess) -> (serde_json::Value, String) {
+    probe
+        .log()
+        .wait_closed("the probe to finish", Duration::from_secs(60))
+        .await;
+    let status = probe.wait();
+    let log = probe.log().text();
+    assert!(status.success(), "{status}: {log}");
+    (probe_report(&log), log)
+}

@@ -134,6 +134,9 @@ pub struct Offer {
     pub bearer_token: bool,
     /// The secret of the client's live session (`"session"`), to replace it.
     pub session: Option<String>,
+    /// `"restart": true`: an ICE restart of the live session named by
+    /// `session` (same DTLS, same video and channels), not a new session.
+    pub restart: bool,
 }
 
 /// Longest session secret looked at.
@@ -181,10 +184,12 @@ struct RawOffer {
     auth: Option<crate::auth::Proof>,
     #[serde(default)]
     session: Option<String>,
+    #[serde(default)]
+    restart: bool,
 }
 
 /// Parses `{"type":"offer","sdp":"…"}` with optional `"auth"` (a
-/// [`crate::auth::Proof`]) and `"session"`.
+/// [`crate::auth::Proof`]), `"session"` and `"restart"`.
 pub fn parse_offer(payload: &[u8]) -> Result<Offer, SignalError> {
     let raw: RawOffer = json(payload, "offer")?;
     if raw.kind != "offer" {
@@ -206,11 +211,18 @@ pub fn parse_offer(payload: &[u8]) -> Result<Offer, SignalError> {
             "session is too long",
         ));
     }
+    if raw.restart && raw.session.is_none() {
+        return Err(SignalError::new(
+            ErrorCode::BadMessage,
+            "\"restart\": true needs the live session's \"session\" (from its answer)",
+        ));
+    }
     Ok(Offer {
         sdp: raw.sdp,
         auth: raw.auth,
         bearer_token: raw.token.is_some(),
         session: raw.session,
+        restart: raw.restart,
     })
 }
 
@@ -390,6 +402,21 @@ mod tests {
         assert_eq!(
             code(parse_offer(br#"{"type":"offer","sdp":"  "}"#)),
             ErrorCode::BadSdp
+        );
+        let o = parse_offer(br#"{"type":"offer","sdp":"v=0","session":"abc","restart":true}"#)
+            .expect("a restart");
+        assert!(o.restart && o.session.as_deref() == Some("abc"));
+        assert_eq!(
+            code(parse_offer(
+                br#"{"type":"offer","sdp":"v=0","restart":true}"#
+            )),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code(parse_offer(
+                br#"{"type":"offer","sdp":"v=0","session":"abc","restart":"yes"}"#
+            )),
+            ErrorCode::BadMessage
         );
         let big = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "a".repeat(MAX_PAYLOAD));
         assert_eq!(code(parse_offer(big.as_bytes())), ErrorCode::TooLarge);

@@ -1,9 +1,11 @@
 // rtcam web viewer: MQTT signaling over WebSocket (MQTT.js), one WebRTC
 // peer connection receiving H.264, a "control" DataChannel. Reconnects by
 // itself, so a page left open for days keeps showing video: MQTT.js retries
-// the broker, and a failed, stalled or ended session is restarted with a
-// new offer, backing off from 1 s to 30 s while the camera stays away; the
-// "Video link" row says which state it is in.
+// the broker; a failed or stalled link first gets an ICE restart (the same
+// session over new candidates), and if that brings no video back, or the
+// camera ended the session, a new session with a new offer, backing off from
+// 1 s to 30 s while the camera stays away; the "Video link" row says which
+// state it is in.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -26,6 +28,8 @@ const S = {
   calls: new Map(),         // control request id -> callback
   info: null,
   session: null,            // the live session's secret (from the answer)
+  iceTried: false,          // an ICE restart was tried since video last grew
+  iceRestarts: 0,           // ICE restarts sent, for the console and tests
   backoff: 1000,            // the next restart's delay, ms (reset once connected)
   lastFrames: 0,            // frames decoded at the last look, and when they last grew:
   lastFrameAt: 0,           // video that stops while "connected" is a dead camera
@@ -39,7 +43,7 @@ function topic(kind) {
 }
 
 // The video link's state: "connecting", "connected", "stalled",
-// "reconnecting in N s", "camera offline".
+// "restarting ICE", "reconnecting in N s", "camera offline".
 function linkState(text) {
   S.link = text;
   $("s-link").textContent = text || "–";
@@ -150,7 +154,8 @@ function onMessage(t, payload) {
   let msg;
   try { msg = JSON.parse(text); } catch (e) { return; }
   if (t === topic("answer")) {
-    if (!S.pc || msg.type !== "answer") return;
+    // A late or repeated answer (nothing is waiting for one) is ignored.
+    if (!S.pc || msg.type !== "answer" || S.pc.signalingState !== "have-local-offer") return;
     S.session = msg.session || null;
     S.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).then(() => {
       S.remoteSet = true;
@@ -183,6 +188,7 @@ function teardown() {
   S.stats = {};
   S.lastFrames = 0;
   S.lastFrameAt = 0;
+  S.iceTried = false;
 }
 
 // A new session after at least `ms`, and after the backoff, which doubles
@@ -227,10 +233,11 @@ async function startSession() {
     const st = pc.connectionState;
     if (pc !== S.pc) return;
     if (st === "connected") { clearTimeout(S.connectTimer); say(""); S.backoff = 1000; linkState("connected"); }
-    if (st === "failed") scheduleRestart(1000);
+    if (st === "failed") restartIce();
     if (st === "disconnected") {
       linkState("stalled");
-      setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected") scheduleRestart(0); }, 5000);
+      // (Unless the stall rule already restarted ICE: that restart gets its 10 s.)
+      setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected" && !S.iceTried) restartIce(); }, 5000);
     }
   };
   const offer = await pc.createOffer();
@@ -243,6 +250,36 @@ async function startSession() {
   publish(topic("offer"), msg);
   window.rtcamLatency.offerSent();
   S.connectTimer = setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected") scheduleRestart(0); }, 20000);
+}
+
+// A stalled or dropped link's first remedy: an ICE restart of the same
+// session (docs/protocol.md, "ICE restart"), which keeps its DataChannel and
+// the camera's state; a second stall without video in between, or no
+// connection 10 s after it, makes a new session.
+async function restartIce() {
+  const pc = S.pc;
+  if (!pc || !S.session || S.iceTried || pc.signalingState !== "stable") {
+    scheduleRestart(0);
+    return;
+  }
+  S.iceTried = true;
+  // The stall clock starts over for the restarted link.
+  S.lastFrameAt = Date.now();
+  linkState("restarting ICE");
+  try {
+    const offer = await pc.createOffer({ iceRestart: true });
+    if (pc !== S.pc) return;
+    await pc.setLocalDescription(offer);
+    const msg = { type: "offer", sdp: offer.sdp, session: S.session, restart: true };
+    if (S.token) msg.auth = proof(S.token, offer.sdp);
+    publish(topic("offer"), msg);
+    S.iceRestarts++;
+  } catch (e) {
+    scheduleRestart(0);
+    return;
+  }
+  clearTimeout(S.connectTimer);
+  S.connectTimer = setTimeout(() => { if (pc === S.pc && pc.connectionState !== "connected") scheduleRestart(0); }, 10000);
 }
 
 // The offer's proof of holding `token` (docs/protocol.md, "Tokens"):
@@ -347,14 +384,16 @@ async function updateStats() {
   const s = S.stats;
   // A camera that died without a word (power cut, crash) leaves the
   // connection "connected" until ICE gives up, many seconds later; video
-  // that stops growing for STALL_MS after it ran restarts the session.
+  // that stops growing for STALL_MS after it ran restarts ICE, then the session.
   if (s.framesDecoded > S.lastFrames) {
     S.lastFrames = s.framesDecoded;
     S.lastFrameAt = Date.now();
+    S.iceTried = false;
+    if (S.link !== "connected" && S.pc.connectionState === "connected") linkState("connected");
   } else if (S.lastFrameAt && Date.now() - S.lastFrameAt > STALL_MS) {
     say("no video for " + Math.round(STALL_MS / 1000) + " s");
     linkState("stalled");
-    scheduleRestart(0);
+    restartIce();
     return;
   }
   $("s-res").textContent = s.width ? `${s.width}x${s.height}` : "–";
@@ -375,6 +414,8 @@ window.rtcam = {
   get stats() { return S.stats; },
   get link() { return S.link; },
   get clientId() { return S.cid; },
+  get session() { return S.session; },
+  get iceRestarts() { return S.iceRestarts; },
   latency: window.rtcamLatency,
   call,
 };
