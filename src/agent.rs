@@ -406,7 +406,17 @@ impl Agent {
             hub: hub.clone(),
             encoder: encoder.clone(),
             publisher: publisher.clone(),
-            peer: PeerOptions::from_settings(&settings.webrtc),
+            peer: PeerOptions {
+                // GCC on the viewers' transport-wide feedback feeds
+                // congestion control, within the encoder's bounds.
+                send_side_bwe: (v.congestion != CongestionPolicy::Off).then(|| {
+                    (
+                        v.min_bitrate_kbps.saturating_mul(1000),
+                        v.max_bitrate_kbps.saturating_mul(1000),
+                    )
+                }),
+                ..PeerOptions::from_settings(&settings.webrtc)
+            },
             control,
             frame_duration: Duration::from_secs(1) / v.fps.max(1),
             auth: settings.auth.authorizer(),

@@ -29,6 +29,8 @@ pub struct ViewerLink {
     pub estimated_kbps: Option<u32>,
     /// Whether it gets keyframes only (it cannot keep up with the stream).
     pub keyframes_only: bool,
+    /// The send-side (GCC, transport-wide feedback) estimate, kbit/s.
+    pub transport_kbps: Option<u32>,
 }
 
 /// The connected viewers' links, by client id (sessions update their own
@@ -122,6 +124,7 @@ fn viewer_series(r: &mut Registry, links: &BTreeMap<String, ViewerLink>) {
     let sent = Family::<ClientLabel, Counter>::default();
     let estimate = Family::<ClientLabel, Gauge>::default();
     let keyframes_only = Family::<ClientLabel, Gauge>::default();
+    let transport = Family::<ClientLabel, Gauge>::default();
     for (client, l) in links {
         let label = ClientLabel {
             client: client.clone(),
@@ -142,6 +145,9 @@ fn viewer_series(r: &mut Registry, links: &BTreeMap<String, ViewerLink>) {
         keyframes_only
             .get_or_create(&label)
             .set(i64::from(l.keyframes_only));
+        if let Some(kbps) = l.transport_kbps {
+            transport.get_or_create(&label).set(i64::from(kbps));
+        }
     }
     r.register(
         "viewer_rtt_seconds",
@@ -163,6 +169,11 @@ fn viewer_series(r: &mut Registry, links: &BTreeMap<String, ViewerLink>) {
         "viewer_estimated_kbps",
         "What each viewer's link carries, as congestion control estimates it (kbit/s)",
         estimate,
+    );
+    r.register(
+        "viewer_transport_estimate_kbps",
+        "Each viewer's send-side estimate: GCC on its transport-wide feedback (kbit/s)",
+        transport,
     );
     r.register(
         "viewer_keyframes_only",
@@ -346,6 +357,7 @@ mod tests {
                 bytes_sent: 5000,
                 estimated_kbps: Some(1500),
                 keyframes_only: false,
+                transport_kbps: Some(1700),
             },
         );
         let text = render(&stats(), &media, &stages, &links);
@@ -369,6 +381,7 @@ mod tests {
             "rtcam_viewer_sent_bytes_total{client=\"web-1\"} 5000",
             "rtcam_viewer_estimated_kbps{client=\"web-1\"} 1500",
             "rtcam_viewer_keyframes_only{client=\"web-1\"} 0",
+            "rtcam_viewer_transport_estimate_kbps{client=\"web-1\"} 1700",
             "# EOF",
         ] {
             assert!(

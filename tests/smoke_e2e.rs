@@ -119,7 +119,10 @@ async fn a_small_stream_reaches_a_viewer_through_the_embedded_broker() {
     assert!(value("rtcam_frames_total") >= 10.0, "{metrics}");
     assert_eq!(value("rtcam_viewers"), 1.0, "{metrics}");
     assert_eq!(value("rtcam_camera_running"), 1.0, "{metrics}");
-    assert_eq!(value("rtcam_encoder_bitrate_kbps"), 300.0, "{metrics}");
+    assert!(
+        (150.0..=300.0).contains(&value("rtcam_encoder_bitrate_kbps")),
+        "between the first viewer's start (half the ceiling) and the ceiling: {metrics}"
+    );
     assert!(
         value("rtcam_stage_seconds_count{stage=\"encode\"}") >= 10.0
             && value("rtcam_stage_seconds_count{stage=\"capture_to_publish\"}") >= 10.0,

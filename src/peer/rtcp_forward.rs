@@ -36,6 +36,9 @@ pub struct ReportFigures {
     pub fraction_lost: f64,
     /// The round trip the newest report gave, if it echoed a sender report.
     pub rtt: Option<Duration>,
+    /// The send-side estimate (GCC on the viewer's transport-wide
+    /// feedback) in bit/s, once feedback came; `None` without it.
+    pub transport_estimate_bps: Option<f64>,
 }
 
 /// The receiver-report figures, shared between the interceptor and the peer.
@@ -46,6 +49,13 @@ impl ReceiverReports {
     /// The figures so far.
     pub fn figures(&self) -> ReportFigures {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn note_estimate(&self, bits_per_second: f64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .transport_estimate_bps = Some(bits_per_second);
     }
 
     fn note(&self, r: &ReceptionReport, now_ntp_mid: u32) {
@@ -103,6 +113,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        // The congestion-control interceptor, wire-ward of here, attaches
+        // its new estimate to the feedback that changed it.
+        for a in &msg.message.attributes {
+            if let Attribute::TargetBitrateChanged { bits_per_second } = a {
+                self.reports.note_estimate(*bits_per_second);
+            }
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let now = ntp_mid32(SystemTime::now());
             for rr in packets

@@ -17,6 +17,7 @@ use crate::signaling::mqtt::ToClient;
 use crate::throttle::LogBudget;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -163,18 +164,31 @@ async fn session(
     let mut connected = false;
     let mut rate: Option<ViewerRate> = None;
     let (keyframes_only_tx, keyframes_only_rx) = watch::channel(false);
+    // Bytes the pump handed to the video track, and the count and time at
+    // the last sample: what is sent, against the send-side estimate.
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut sent_at: (u64, Instant) = (0, Instant::now());
     let mut link = crate::metrics::ViewerLink::default();
     let reason = loop {
         tokio::select! {
             _ = link_tick.tick(), if connected => {
                 let reports = peer.receiver_reports();
+                let now = Instant::now();
+                let bytes = sent.load(Ordering::Relaxed);
+                let secs = now.saturating_duration_since(sent_at.1).as_secs_f64();
+                let sent_kbps = (secs > 0.0)
+                    .then(|| ((bytes - sent_at.0) as f64 * 8.0 / 1000.0 / secs) as u32);
+                sent_at = (bytes, now);
                 if let Some(verdict) = rate.as_ref().and_then(|r| r.sample(LinkSample {
-                    at: Instant::now(),
+                    at: now,
                     reports: reports.count,
                     fraction_lost: reports.fraction_lost,
                     rtt: reports.rtt,
+                    transport_kbps: reports.transport_estimate_bps.map(|b| (b / 1000.0) as u32),
+                    sent_kbps,
                 })) {
                     link.estimated_kbps = Some(verdict.estimate_kbps);
+                    link.transport_kbps = reports.transport_estimate_bps.map(|b| (b / 1000.0) as u32);
                     link.keyframes_only = verdict.keyframes_only;
                     let flipped = keyframes_only_tx.send_if_modified(|on| {
                         std::mem::replace(on, verdict.keyframes_only) != verdict.keyframes_only
@@ -248,11 +262,13 @@ async fn session(
                             demand = None;
                             // Its receiver reports steer the shared encoder from now on.
                             rate = Some(ctx.rate.join(id.client.as_str()));
+                            sent_at = (sent.load(Ordering::Relaxed), Instant::now());
                             tracker.spawn(pump(
                                 sub,
                                 video,
                                 ctx.frame_duration,
                                 keyframes_only_rx.clone(),
+                                sent.clone(),
                                 children.child_token(),
                             ));
                         }
@@ -375,6 +391,7 @@ async fn pump(
     video: VideoSender,
     first_duration: Duration,
     mut keyframes_only: watch::Receiver<bool>,
+    sent: Arc<AtomicU64>,
     stop: CancellationToken,
 ) {
     let epoch = sub.hub().epoch();
@@ -396,6 +413,7 @@ async fn pump(
         // The RTP timestamp advances by each frame's real duration.
         let duration = last_pts.map_or(first_duration, |p| frame.pts.saturating_sub(p));
         last_pts = Some(frame.pts);
+        sent.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
         let sent = tokio::select! {
             _ = stop.cancelled() => break,
             r = video.send(frame.data, duration, epoch + frame.pts) => r,

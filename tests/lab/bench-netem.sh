@@ -2,7 +2,7 @@
 # The bad-link benchmark: the agent and `rtcam probe` inside the lab guest,
 # whose loopback is shaped with tc netem (this host's kernel has no
 # sch_netem), one profile after another; prints, per profile, what the probe
-# saw (fps, freezes, latency, reconnects) and the lowest bitrate congestion
+# saw (fps, freezes, latency, ICE restarts, reconnects) and the lowest bitrate congestion
 # control set. Figures under emulation: compare profiles with each other, not with
 # a real board. From the repository's root, on the host:
 #
@@ -35,7 +35,7 @@ ws_listen = "127.0.0.1:18832"
 listen = "127.0.0.1:18080"
 EOF
 
-printf '%-44s %6s %8s %10s %10s %9s %9s %5s %9s\n' profile fps freezes freeze_ms longest_ms lat_p50 lat_p95 reco min_kbps
+printf '%-44s %7s %6s %8s %10s %10s %9s %9s %4s %5s %9s\n' profile first_ms fps freezes freeze_ms longest_ms lat_p50 lat_p95 ice reco min_kbps
 for profile in \
   "none" \
   "delay 40ms" \
@@ -69,8 +69,8 @@ import json, sys
 profile, kbps, path = sys.argv[1], sys.argv[2], sys.argv[3]
 r = json.load(open(path))
 f = lambda v: "-" if v is None else f"{v:.0f}"
-print(f"{profile:<44} {r['fps']:6.1f} {r['freezes']:8d} {r['freeze_ms']:10.0f} {r['longest_freeze_ms']:10.0f} "
-      f"{f(r['latency_median_ms']):>9} {f(r['latency_p95_ms']):>9} {r['reconnects']:5d} {kbps:>9}")
+print(f"{profile:<44} {f(r['time_to_first_frame_ms']):>7} {r['fps']:6.1f} {r['freezes']:8d} {r['freeze_ms']:10.0f} {r['longest_freeze_ms']:10.0f} "
+      f"{f(r['latency_median_ms']):>9} {f(r['latency_p95_ms']):>9} {r['ice_restarts']:4d} {r['reconnects']:5d} {kbps:>9}")
 EOF
 done
 tc qdisc del dev lo root 2>/dev/null || true

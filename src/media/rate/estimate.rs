@@ -2,8 +2,11 @@
 //! loss-based half of Google Congestion Control (draft-ietf-rmcat-gcc-02,
 //! §6) plus a queueing-delay signal from the reports' round-trip time,
 //! since a shaped link (a Wi-Fi access point, `tc netem rate`) first
-//! queues, and only loses once its queue is full. Pure: fed samples and
-//! their time, returns the estimate.
+//! queues, and only loses once its queue is full. When the viewer sends
+//! transport-wide feedback, the WebRTC stack's full GCC (its delay-based
+//! half reacts within a few hundred milliseconds, long before a receiver
+//! report shows a queue) caps the estimate whenever it falls under what
+//! is being sent. Pure: fed samples and their time, returns the estimate.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,11 @@ pub struct LinkSample {
     pub fraction_lost: f64,
     /// Round trip from the newest report (RFC 3550 §6.4.1), if it carried one.
     pub rtt: Option<Duration>,
+    /// The send-side estimate (GCC on transport-wide feedback), kbit/s,
+    /// when the viewer sends such feedback.
+    pub transport_kbps: Option<u32>,
+    /// What was sent to the viewer since the last sample, kbit/s.
+    pub sent_kbps: Option<u32>,
 }
 
 /// Tunables; [`EstimatorConfig::default`] follows GCC's constants.
@@ -33,6 +41,9 @@ pub struct EstimatorConfig {
     pub loss_low: f64,
     /// Growth per report without loss or queueing (GCC: 8 %).
     pub growth: f64,
+    /// Growth per clean report during a slow start (see
+    /// [`LinkEstimator::with_slow_start`]).
+    pub start_growth: f64,
     /// Round trip above the lowest seen that counts as a queue building up.
     pub queue_delay: Duration,
     /// Reports with a queue in a row before the estimate falls for it
@@ -50,6 +61,7 @@ impl Default for EstimatorConfig {
             loss_high: 0.10,
             loss_low: 0.02,
             growth: 1.08,
+            start_growth: 1.25,
             queue_delay: Duration::from_millis(150),
             queue_reports: 2,
             silence: Duration::from_secs(3),
@@ -70,6 +82,8 @@ pub enum Trend {
     Queue,
     /// It fell because no report came for `silence`.
     Silent,
+    /// It fell to the send-side estimate, which went under what we send.
+    Delay,
 }
 
 /// One viewer's estimator.
@@ -81,6 +95,10 @@ pub struct LinkEstimator {
     last_report_at: Option<Instant>,
     min_rtt: Option<Duration>,
     queued_reports: u32,
+    /// Samples in a row whose send-side estimate was under what was sent.
+    under_sent: u32,
+    /// Growing by `start_growth` until the link first shows congestion.
+    slow_start: bool,
     trend: Trend,
 }
 
@@ -95,8 +113,20 @@ impl LinkEstimator {
             last_report_at: None,
             min_rtt: None,
             queued_reports: 0,
+            under_sent: 0,
+            slow_start: false,
             trend: Trend::Hold,
         }
+    }
+
+    /// Grows by `start_growth` per clean report until the first sign of
+    /// congestion (loss, a queue, a send-side estimate under what is
+    /// sent, silence), as a stream starting below the ceiling does: on a
+    /// link that carries the ceiling it gets there within a few reports,
+    /// and on one that does not, its first keyframe did not overflow it.
+    pub fn with_slow_start(mut self) -> Self {
+        self.slow_start = true;
+        self
     }
 
     /// The current estimate in kbit/s.
@@ -128,6 +158,37 @@ impl LinkEstimator {
 
     /// Feeds one sample; returns the new estimate.
     pub fn sample(&mut self, s: LinkSample) -> u32 {
+        self.follow_reports(&s);
+        // The send-side estimate under what we send, in two samples in a
+        // row, is the link saying "less": followed. One sample is not
+        // enough: a keyframe's burst raises the delay for a moment, and
+        // GCC, which then asks for 85 % of what arrives, would cut the rate
+        // at every keyframe. Over what we send, it only says the stream is
+        // application-limited (GCC caps itself at 1.5 × what arrives, and a
+        // still scene sends little), which is no reason to hold the encoder
+        // down when the scene moves again.
+        match (s.transport_kbps, s.sent_kbps) {
+            (Some(t), Some(sent)) if t < sent => {
+                // While starting, an overshoot is likely and a queue costs
+                // the first picture: the first sign is followed at once.
+                let starting = std::mem::replace(&mut self.slow_start, false);
+                self.under_sent += if starting { 2 } else { 1 };
+                if self.under_sent >= 2 && f64::from(t) < self.kbps {
+                    self.kbps = f64::from(t);
+                    self.trend = Trend::Delay;
+                    self.under_sent = 0;
+                }
+            }
+            _ => self.under_sent = 0,
+        }
+        if !matches!(self.trend, Trend::Up | Trend::Hold) {
+            self.slow_start = false;
+        }
+        self.clamp()
+    }
+
+    /// The receiver reports' part of [`Self::sample`].
+    fn follow_reports(&mut self, s: &LinkSample) {
         let fresh = s.reports > self.reports;
         if !fresh {
             let since = self.last_report_at.get_or_insert(s.at);
@@ -141,16 +202,23 @@ impl LinkEstimator {
             } else if self.trend != Trend::Silent {
                 self.trend = Trend::Hold;
             }
-            return self.clamp();
+            return;
         }
         self.reports = s.reports;
         self.last_report_at = Some(s.at);
+        // A slow start climbs only on a round trip compared with an
+        // earlier one: the first says nothing about a queue.
+        let compared = s.rtt.is_some() && self.min_rtt.is_some();
         let queue = s.rtt.map_or(Duration::ZERO, |rtt| {
             let floor = *self.min_rtt.get_or_insert(rtt);
             self.min_rtt = Some(floor.min(rtt));
             rtt.saturating_sub(floor.min(rtt))
         });
         let queued = queue > self.cfg.queue_delay;
+        // Any queue at all ends a slow start: the link is nearly full.
+        if queue > self.cfg.queue_delay / 3 {
+            self.slow_start = false;
+        }
         self.queued_reports = if queued { self.queued_reports + 1 } else { 0 };
         let loss = s.fraction_lost.clamp(0.0, 1.0);
         self.trend = if loss > self.cfg.loss_high {
@@ -167,13 +235,18 @@ impl LinkEstimator {
             self.kbps *= 0.85;
             self.queued_reports = 0;
             Trend::Queue
+        } else if self.slow_start && !compared {
+            Trend::Hold
         } else if loss < self.cfg.loss_low && !queued {
-            self.kbps *= self.cfg.growth;
+            self.kbps *= if self.slow_start {
+                self.cfg.start_growth
+            } else {
+                self.cfg.growth
+            };
             Trend::Up
         } else {
             Trend::Hold
         };
-        self.clamp()
     }
 
     fn clamp(&mut self) -> u32 {
@@ -220,6 +293,8 @@ mod tests {
                 reports: self.n,
                 fraction_lost: loss,
                 rtt: Some(Duration::from_millis(rtt_ms)),
+                transport_kbps: None,
+                sent_kbps: None,
             })
         }
         /// A tick with no new report.
@@ -229,6 +304,8 @@ mod tests {
                 reports: self.n,
                 fraction_lost: 0.0,
                 rtt: None,
+                transport_kbps: None,
+                sent_kbps: None,
             })
         }
     }
@@ -289,6 +366,89 @@ mod tests {
         f.n = 10;
         assert_eq!(f.report(0.0, 10), 467, "feedback is back: grows from there");
         assert!(!f.e.silent());
+    }
+
+    #[test]
+    fn the_send_side_estimate_caps_only_when_under_what_is_sent() {
+        let mut f = Feed::new(1500);
+        let mut tick = |transport: u32, sent: u32| {
+            f.e.sample(LinkSample {
+                at: f.t0 + Duration::from_millis(100),
+                reports: f.n,
+                fraction_lost: 0.0,
+                rtt: None,
+                transport_kbps: Some(transport),
+                sent_kbps: Some(sent),
+            })
+        };
+        assert_eq!(
+            tick(600, 400),
+            1500,
+            "a still scene sends 400: GCC's 600 is no cap"
+        );
+        assert_eq!(
+            tick(900, 1400),
+            1500,
+            "once under what is sent: a keyframe's burst"
+        );
+        assert_eq!(tick(1600, 1400), 1500, "over it again: nothing happened");
+        assert_eq!(tick(900, 1400), 1500);
+        assert_eq!(tick(900, 1400), 900, "twice in a row: followed");
+        assert_eq!(f.e.trend(), Trend::Delay);
+        assert_eq!(
+            f.report(0.0, 10),
+            972,
+            "and grows from there with clean reports"
+        );
+    }
+
+    #[test]
+    fn a_slow_start_climbs_fast_until_the_first_congestion() {
+        let mut f = Feed::new(500);
+        f.e = f.e.clone().with_slow_start();
+        assert_eq!(
+            f.report(0.0, 10),
+            500,
+            "the first round trip sets the floor"
+        );
+        assert_eq!(f.report(0.0, 10), 625, "× 1.25 per clean report");
+        assert_eq!(f.report(0.0, 10), 781);
+        assert_eq!(
+            f.report(0.2, 10),
+            703,
+            "loss: cut, and the slow start is over"
+        );
+        assert_eq!(f.report(0.0, 10), 759, "then 8 % per report");
+        let mut q = Feed::new(500);
+        q.e = q.e.clone().with_slow_start();
+        q.report(0.0, 10);
+        assert_eq!(
+            q.report(0.0, 70),
+            540,
+            "60 ms of queue: the slow start is over"
+        );
+        assert_eq!(q.report(0.0, 10), 583, "8 % per report");
+        let mut g = Feed::new(1500);
+        g.e = g.e.clone().with_slow_start();
+        g.report(0.0, 10);
+        assert_eq!(g.report(0.0, 10), 1875);
+        assert_eq!(g.report(0.0, 10), 2000, "clamped to the ceiling");
+        let mut h = Feed::new(1000);
+        h.e = h.e.clone().with_slow_start();
+        h.n = 0;
+        let at = h.t0;
+        assert_eq!(
+            h.e.sample(LinkSample {
+                at,
+                reports: 0,
+                fraction_lost: 0.0,
+                rtt: None,
+                transport_kbps: Some(600),
+                sent_kbps: Some(1000),
+            }),
+            600,
+            "starting, the send-side estimate is followed at its first sign"
+        );
     }
 
     #[test]

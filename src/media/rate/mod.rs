@@ -35,6 +35,11 @@ struct ViewerState {
     keyframes_only: bool,
 }
 
+/// The share of the ceiling a camera's first viewer starts at, with a slow
+/// start up to the ceiling: a first keyframe sized for the ceiling
+/// overflows a link narrower than it, and every picture waits for one.
+pub const START_SHARE: f64 = 0.5;
+
 /// How long a viewer's last estimate is remembered after it leaves: a
 /// viewer that reconnects (its page restarted a stalled session) starts
 /// from what its link carried, not from the ceiling it could not carry.
@@ -103,19 +108,28 @@ impl RateControl {
         self.settings.mode
     }
 
-    /// Adds a viewer; its estimate starts at the ceiling, or where the same
-    /// client's left off if it left within [`REMEMBER`].
+    /// Adds a viewer; its estimate starts where the same client's left off
+    /// if it left within [`REMEMBER`]; otherwise at [`START_SHARE`] of the
+    /// ceiling with a slow start when it is the only viewer (the stream
+    /// starts for it) and the encoder follows the viewers, or at the
+    /// ceiling.
     pub fn join(self: &Arc<Self>, client: &str) -> ViewerRate {
         self.join_at(client, Instant::now())
     }
 
     fn join_at(self: &Arc<Self>, client: &str, now: Instant) -> ViewerRate {
         let mut st = self.lock();
-        let start = match st.left.remove(client) {
+        let first = st.viewers.is_empty();
+        let (start, slow_start) = match st.left.remove(client) {
             Some((kbps, at)) if now.saturating_duration_since(at) < REMEMBER => {
-                kbps.min(st.ceiling)
+                (kbps.min(st.ceiling), false)
             }
-            _ => st.ceiling,
+            // Only when the encoder follows the viewers: keeping quality,
+            // a viewer under the ceiling would get keyframes only.
+            _ if first && self.settings.mode == Mode::FollowWeakest => {
+                ((f64::from(st.ceiling) * START_SHARE) as u32, true)
+            }
+            _ => (st.ceiling, false),
         };
         let id = st.next_id;
         st.next_id += 1;
@@ -124,7 +138,10 @@ impl RateControl {
             max_kbps: st.ceiling,
             ..EstimatorConfig::default()
         };
-        let estimator = LinkEstimator::new(cfg, start);
+        let mut estimator = LinkEstimator::new(cfg, start);
+        if slow_start {
+            estimator = estimator.with_slow_start();
+        }
         st.viewers.insert(
             id,
             ViewerState {
@@ -281,6 +298,8 @@ mod tests {
             reports: n,
             fraction_lost: loss,
             rtt: Some(Duration::from_millis(5)),
+            transport_kbps: None,
+            sent_kbps: None,
         }
     }
 
@@ -288,10 +307,19 @@ mod tests {
     fn the_encoder_follows_a_lossy_viewer_and_returns_when_it_leaves() {
         let (rc, enc) = control(Mode::FollowWeakest);
         let good = rc.join("good");
+        assert_eq!(
+            enc.take_bitrate_request(),
+            Some(1000),
+            "the first viewer starts at half the ceiling"
+        );
         let bad = rc.join("bad");
-        good.sample(lossy(1, 0.0));
-        assert_eq!(enc.take_bitrate_request(), None, "both at the ceiling");
-        let mut n = 1;
+        let mut n = 0;
+        while rc.plan().target_kbps < 2000 {
+            n += 1;
+            assert!(n < 8, "the slow start reaches the ceiling in a few reports");
+            good.sample(lossy(n, 0.0));
+        }
+        enc.take_bitrate_request();
         while rc.plan().target_kbps > 700 {
             n += 1;
             assert!(n < 20, "the target falls under heavy loss");
@@ -369,12 +397,18 @@ mod tests {
         let other = rc.join_at("web-2", Instant::now());
         assert_eq!(
             rc.plan().target_kbps,
-            2000,
-            "another client starts at the ceiling"
+            1000,
+            "another client, alone, starts at half the ceiling"
         );
-        drop(other);
+        let second = rc.join_at("web-3", Instant::now());
+        assert_eq!(
+            rc.plan().target_kbps,
+            1000,
+            "one joining a watched camera starts at the ceiling (web-2 holds it at 1000)"
+        );
+        drop((other, second));
         let late = rc.join_at("web-1", Instant::now() + REMEMBER);
-        assert_eq!(rc.plan().target_kbps, 2000, "forgotten after a minute");
+        assert_eq!(rc.plan().target_kbps, 1000, "forgotten after a minute");
         drop(late);
     }
 }
