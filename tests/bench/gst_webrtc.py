@@ -147,11 +147,12 @@ def run_sender(a):
             q.set_property("leaky", 2)
             q.set_property("max-size-time", 200 * Gst.MSECOND)
             pipe.add(q)
-            # A sink pad made with the stream's caps is a transceiver the
-            # offer's video m-line is matched to.
-            pad = wb.request_pad(wb.get_pad_template("sink_%u"), None, Gst.Caps.from_string(RTP_CAPS))
+            # A sink pad is a transceiver; given the stream's caps as codec
+            # preferences, the offer's video m-line is matched to it (else it
+            # learns them only from the first buffer, maybe after the offer).
+            pad = wb.request_pad_simple("sink_%u")
+            pad.get_property("transceiver").set_property("codec-preferences", Gst.Caps.from_string(RTP_CAPS))
             q.get_static_pad("src").link(pad)
-            tee.link(q)
             sent = set()
             peers[cid] = (wb, sent)
             send_candidates(wb, client, f"{a.prefix}/ice/{cid}", sent)
@@ -161,7 +162,11 @@ def run_sender(a):
             def answered(promise, _):
                 reply = promise.get_reply()  # kept: PyGObject would free a temporary first
                 ans = reply.get_value("answer")
-                wb.emit("set-local-description", ans, None)
+                # Video flows into the branch only once webrtcbin has linked its
+                # sink pad (it does so applying the answer): a buffer arriving
+                # earlier gets not-linked and stops the queue for good.
+                wb.emit("set-local-description", ans,
+                        Gst.Promise.new_with_change_func(lambda *_: on_main(tee.link, q), None))
                 client.publish(f"{a.prefix}/answer/{cid}", json.dumps(
                     {"type": "answer", "sdp": ans.sdp.as_text(), "session": cid}), qos=1)
 
