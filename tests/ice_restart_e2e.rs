@@ -13,7 +13,7 @@ mod common;
 
 use common::agent::{AgentProcess, TestConfig, start};
 use common::browser::{Browser, Candidates};
-use common::{WAIT, frames, http_get, viewer, viewer_options};
+use common::{WAIT, frames, metric, viewer, viewer_options};
 use rtcam::peer::Peer;
 use rtcam::probe::Signal;
 use serde_json::{Value, json};
@@ -23,14 +23,6 @@ use std::time::Duration;
 /// The cut drops UDP for the whole namespace, so for this binary's other
 /// tests too: they hold this for reading, the cut for writing.
 static NET: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-/// One counter or gauge of `/metrics`.
-async fn metric(agent: &AgentProcess, name: &str) -> Option<f64> {
-    let (status, text) = http_get(agent.http_addr(), "/metrics").await;
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
 
 /// Lines of the agent's log with all of `needles`.
 fn log_count(agent: &AgentProcess, needles: &[&str]) -> usize {

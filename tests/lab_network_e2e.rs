@@ -15,7 +15,7 @@ mod common;
 
 use common::agent::{AgentProcess, TestConfig};
 use common::lab::{require_lab, sh, try_sh};
-use common::{WAIT, frames, viewer};
+use common::{WAIT, frames, metric, viewer};
 use std::time::{Duration, Instant};
 
 /// The configured bitrate: the ceiling congestion control stays under.
@@ -45,14 +45,6 @@ fn shape(netem: &str) {
 
 fn unshape() {
     let _ = try_sh("tc qdisc del dev lo root");
-}
-
-/// One figure of `/metrics`.
-async fn metric(agent: &AgentProcess, name: &str) -> Option<f64> {
-    let (status, text) = common::http_get(agent.http_addr(), "/metrics").await;
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Waits until the encoder's bitrate satisfies `pred`, looking once a

@@ -173,6 +173,7 @@ async fn session(
         tokio::select! {
             _ = link_tick.tick(), if connected => {
                 let reports = peer.receiver_reports();
+                let transport_kbps = reports.transport_estimate_bps.map(|b| (b / 1000.0) as u32);
                 let now = Instant::now();
                 let bytes = sent.load(Ordering::Relaxed);
                 let secs = now.saturating_duration_since(sent_at.1).as_secs_f64();
@@ -184,11 +185,11 @@ async fn session(
                     reports: reports.count,
                     fraction_lost: reports.fraction_lost,
                     rtt: reports.rtt,
-                    transport_kbps: reports.transport_estimate_bps.map(|b| (b / 1000.0) as u32),
+                    transport_kbps,
                     sent_kbps,
                 })) {
                     link.estimated_kbps = Some(verdict.estimate_kbps);
-                    link.transport_kbps = reports.transport_estimate_bps.map(|b| (b / 1000.0) as u32);
+                    link.transport_kbps = transport_kbps;
                     link.keyframes_only = verdict.keyframes_only;
                     let flipped = keyframes_only_tx.send_if_modified(|on| {
                         std::mem::replace(on, verdict.keyframes_only) != verdict.keyframes_only
@@ -414,11 +415,11 @@ async fn pump(
         let duration = last_pts.map_or(first_duration, |p| frame.pts.saturating_sub(p));
         last_pts = Some(frame.pts);
         sent.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
-        let sent = tokio::select! {
+        let result = tokio::select! {
             _ = stop.cancelled() => break,
             r = video.send(frame.data, duration, epoch + frame.pts) => r,
         };
-        if sent.is_err() {
+        if result.is_err() {
             break;
         }
     }

@@ -947,3 +947,11 @@ pub async fn probe_finished(probe: &mut process::RtcamProcess) -> (serde_json::V
     assert!(status.success(), "{status}: {log}");
     (probe_report(&log), log)
 }
+
+/// One counter or gauge of the agent's `/metrics`, by its name and labels.
+pub async fn metric(agent: &agent::AgentProcess, name: &str) -> Option<f64> {
+    let (status, text) = http_get(agent.http_addr(), "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
