@@ -403,6 +403,56 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Array(Entry::Token),
         help: "Static tokens: [{ token = \"…\", role = \"view\" | \"control\" }, …]",
     },
+    Key {
+        path: "record.mode",
+        kind: Kind::Str,
+        help: "Recording: \"off\", \"continuous\" or \"events\" (triggers record with pre- and post-roll)",
+    },
+    Key {
+        path: "record.dir",
+        kind: Kind::Str,
+        help: "Where segments go, in one folder per day (UTC)",
+    },
+    Key {
+        path: "record.segment_s",
+        kind: Kind::Int,
+        help: "Length of one MP4 segment file (s, 2-3600); cut at the first keyframe after it",
+    },
+    Key {
+        path: "record.fragment_ms",
+        kind: Kind::Int,
+        help: "Fragment length (ms, 200-10000): written and synced to disk at once, the most a power cut loses",
+    },
+    Key {
+        path: "record.pre_s",
+        kind: Kind::Int,
+        help: "Events mode: seconds kept before a trigger (0-60), from a keyframe",
+    },
+    Key {
+        path: "record.post_s",
+        kind: Kind::Int,
+        help: "Events mode: seconds recorded after the last trigger (0-3600)",
+    },
+    Key {
+        path: "record.triggers",
+        kind: Kind::Array(Entry::Str),
+        help: "Input pins (gpio.pins names) whose edges trigger a recording",
+    },
+    Key {
+        path: "record.max_age_days",
+        kind: Kind::Int,
+        help: "Delete segments older than this many days (0: no age limit)",
+    },
+    Key {
+        path: "record.max_bytes",
+        kind: Kind::Int,
+        help: "Delete the oldest segments while all of them take more bytes than this (0: no limit)",
+    },
+    Key {
+        path: "record.min_free_mb",
+        kind: Kind::Int,
+        help: "Delete the oldest segments while the disk has less free space than this (MB)",
+    },
 ];
 
 /// The key at a dotted path.

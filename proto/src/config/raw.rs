@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// `[auth]`
     #[serde(default)]
     pub auth: RawAuth,
+    /// `[record]`
+    #[serde(default)]
+    pub record: RawRecord,
 }
 
 /// One `[[gpio.pins]]` entry; which fields apply depends on `mode`.
@@ -346,4 +349,40 @@ pub struct RawToken {
     pub token: String,
     /// `view` or `control`.
     pub role: String,
+}
+
+/// `[record]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecord {
+    /// `record.mode`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// `record.dir`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// `record.segment_s`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_s: Option<i64>,
+    /// `record.fragment_ms`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fragment_ms: Option<i64>,
+    /// `record.pre_s`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_s: Option<i64>,
+    /// `record.post_s`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_s: Option<i64>,
+    /// `record.triggers`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<Vec<String>>,
+    /// `record.max_age_days`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age_days: Option<i64>,
+    /// `record.max_bytes`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<i64>,
+    /// `record.min_free_mb`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_free_mb: Option<i64>,
 }

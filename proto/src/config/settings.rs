@@ -4,7 +4,7 @@
 use super::error::{ConfigError, Origin};
 use super::raw::{
     RawAuth, RawBroker, RawConfig, RawControl, RawDevice, RawGpio, RawHttp, RawIceServer, RawMqtt,
-    RawPin, RawToken, RawVideo, RawWebrtc,
+    RawPin, RawRecord, RawToken, RawVideo, RawWebrtc,
 };
 use crate::auth::{MIN_SECRET_LEN, Role};
 use crate::gpio::pins::{
@@ -373,6 +373,162 @@ pub struct Settings {
     pub control: ControlSettings,
     /// `[auth]`
     pub auth: AuthSettings,
+    /// `[record]`
+    pub record: RecordSettings,
+}
+
+/// `record.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordMode {
+    /// Nothing is recorded.
+    Off,
+    /// Always recording (the camera stays on).
+    Continuous,
+    /// Recording around triggers, with pre- and post-roll (the camera stays on for the pre-roll).
+    Events,
+}
+
+impl RecordMode {
+    /// The mode as written in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordMode::Off => "off",
+            RecordMode::Continuous => "continuous",
+            RecordMode::Events => "events",
+        }
+    }
+}
+
+/// `[record]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSettings {
+    /// What is recorded.
+    pub mode: RecordMode,
+    /// Where segments go.
+    pub dir: PathBuf,
+    /// Length of one segment file.
+    pub segment: Duration,
+    /// Length of one fragment (written and synced at once).
+    pub fragment: Duration,
+    /// Kept before a trigger.
+    pub pre: Duration,
+    /// Recorded after the last trigger.
+    pub post: Duration,
+    /// Input pins whose edges trigger a recording.
+    pub triggers: Vec<String>,
+    /// Segments older than this are deleted.
+    pub max_age: Option<Duration>,
+    /// The segments together take at most this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Free space kept on the disk (bytes).
+    pub min_free_bytes: u64,
+}
+
+/// Where recordings go by default: the service's state directory.
+pub const DEFAULT_RECORD_DIR: &str = "/var/lib/rtcam/recordings";
+
+fn record(
+    raw: &RawRecord,
+    gpio: &GpioSettings,
+    origin: OriginOf<'_>,
+) -> Result<RecordSettings, ConfigError> {
+    let mode = match raw.mode.as_deref() {
+        None | Some("off") => RecordMode::Off,
+        Some("continuous") => RecordMode::Continuous,
+        Some("events") => RecordMode::Events,
+        Some(other) => {
+            return Err(invalid(
+                "record.mode",
+                format!("{other:?}"),
+                "expected \"off\", \"continuous\" or \"events\"",
+                origin,
+            ));
+        }
+    };
+    let dir = raw.dir.clone().unwrap_or_else(|| DEFAULT_RECORD_DIR.into());
+    if dir.is_empty() || dir.contains('\0') {
+        return Err(invalid(
+            "record.dir",
+            format!("{dir:?}"),
+            "expected a directory path",
+            origin,
+        ));
+    }
+    let triggers = raw.triggers.clone().unwrap_or_default();
+    for (i, name) in triggers.iter().enumerate() {
+        match gpio.pins.iter().find(|p| &p.name == name) {
+            Some(p) if matches!(p.mode, PinMode::Input { .. }) => {}
+            Some(p) => {
+                return Err(invalid(
+                    &format!("record.triggers[{i}]"),
+                    format!("{name:?}"),
+                    format!(
+                        "expected an input pin; {name:?} has mode = {:?}",
+                        p.mode.name()
+                    ),
+                    &|_| origin("record.triggers"),
+                ));
+            }
+            None => {
+                return Err(invalid(
+                    &format!("record.triggers[{i}]"),
+                    format!("{name:?}"),
+                    "expected the name of an input pin in gpio.pins",
+                    &|_| origin("record.triggers"),
+                ));
+            }
+        }
+    }
+    let secs = |key: &str, v: Option<i64>, default: u32, range: (u32, u32)| {
+        int(key, v, default, range, false, origin).map(|n| Duration::from_secs(n.into()))
+    };
+    let max_bytes = match raw.max_bytes {
+        None | Some(0) => None,
+        Some(n) if n >= 1 << 20 => Some(n as u64),
+        Some(n) => {
+            return Err(invalid(
+                "record.max_bytes",
+                n,
+                "expected 0 (no limit) or at least 1048576 (1 MiB)",
+                origin,
+            ));
+        }
+    };
+    Ok(RecordSettings {
+        mode,
+        dir: PathBuf::from(dir),
+        segment: secs("record.segment_s", raw.segment_s, 60, (2, 3600))?,
+        fragment: ms(
+            "record.fragment_ms",
+            raw.fragment_ms,
+            1000,
+            (200, 10_000),
+            origin,
+        )?,
+        pre: secs("record.pre_s", raw.pre_s, 5, (0, 60))?,
+        post: secs("record.post_s", raw.post_s, 10, (0, 3600))?,
+        triggers,
+        max_age: match int(
+            "record.max_age_days",
+            raw.max_age_days,
+            0,
+            (0, 36_500),
+            false,
+            origin,
+        )? {
+            0 => None,
+            d => Some(Duration::from_secs(u64::from(d) * 86_400)),
+        },
+        max_bytes,
+        min_free_bytes: u64::from(int(
+            "record.min_free_mb",
+            raw.min_free_mb,
+            256,
+            (0, 1 << 20),
+            false,
+            origin,
+        )?) << 20,
+    })
 }
 
 /// `[gpio]`
@@ -1335,6 +1491,9 @@ fn broker(raw: &RawBroker, origin: OriginOf<'_>) -> Result<BrokerSettings, Confi
 
 /// Validates raw config into settings; the error names the first bad key.
 pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, ConfigError> {
+    let gpio = gpio(&raw.gpio, origin)?;
+    // Triggers name input pins, so the pins are validated first.
+    let record = record(&raw.record, &gpio, origin)?;
     Ok(Settings {
         video: video(&raw.video, origin)?,
         device: device(&raw.device, origin)?,
@@ -1342,7 +1501,7 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
         mqtt: mqtt(&raw.mqtt, origin)?,
         http: http(&raw.http, origin)?,
         broker: broker(&raw.broker, origin)?,
-        gpio: gpio(&raw.gpio, origin)?,
+        gpio,
         control: ControlSettings {
             rate_limit: int(
                 "control.rate_limit",
@@ -1362,6 +1521,7 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
             )? as usize,
         },
         auth: auth(&raw.auth, origin)?,
+        record,
     }
     .with_audience())
 }
@@ -1904,6 +2064,22 @@ impl Settings {
                 // (`render_effective` says how many there are, as a comment).
                 tokens: None,
             },
+            record: RawRecord {
+                mode: Some(self.record.mode.as_str().into()),
+                dir: Some(self.record.dir.display().to_string()),
+                segment_s: Some(self.record.segment.as_secs() as i64),
+                fragment_ms: Some(self.record.fragment.as_millis() as i64),
+                pre_s: Some(self.record.pre.as_secs() as i64),
+                post_s: Some(self.record.post.as_secs() as i64),
+                triggers: Some(self.record.triggers.clone()),
+                max_age_days: Some(
+                    self.record
+                        .max_age
+                        .map_or(0, |d| (d.as_secs() / 86_400) as i64),
+                ),
+                max_bytes: Some(self.record.max_bytes.map_or(0, |b| b as i64)),
+                min_free_mb: Some((self.record.min_free_bytes >> 20) as i64),
+            },
         }
     }
 }
@@ -2436,6 +2612,62 @@ mod tests {
             ),
         ] {
             assert_eq!(from_toml(text).expect_err(text).key(), Some(key), "{text}");
+        }
+    }
+
+    #[test]
+    fn record_section_is_validated_with_the_pins_it_names() {
+        let s = Settings::default();
+        assert_eq!(s.record.mode, RecordMode::Off);
+        assert_eq!(s.record.segment, Duration::from_secs(60));
+        assert_eq!(s.record.fragment, Duration::from_millis(1000));
+        assert_eq!(s.record.min_free_bytes, 256 << 20);
+        let pins = "[[gpio.pins]]\nname = \"pir\"\npin = 4\nmode = \"input\"\n\
+                    [[gpio.pins]]\nname = \"relay\"\npin = 17\nmode = \"output\"\n";
+        let ok = from_toml(&format!(
+            "{pins}[record]\nmode = \"events\"\ntriggers = [\"pir\"]\nmax_bytes = 1048576\nmax_age_days = 2\n"
+        ))
+        .expect("valid");
+        assert_eq!(ok.record.mode, RecordMode::Events);
+        assert_eq!(ok.record.triggers, ["pir"]);
+        assert_eq!(ok.record.max_bytes, Some(1 << 20));
+        assert_eq!(ok.record.max_age, Some(Duration::from_secs(2 * 86_400)));
+        for (text, key, why) in [
+            (
+                "[record]\nmode = \"always\"\n".to_string(),
+                "record.mode",
+                "\"events\"",
+            ),
+            (
+                "[record]\nsegment_s = 1\n".into(),
+                "record.segment_s",
+                "2 to 3600",
+            ),
+            (
+                "[record]\nfragment_ms = 50\n".into(),
+                "record.fragment_ms",
+                "200",
+            ),
+            (
+                "[record]\nmax_bytes = 10\n".into(),
+                "record.max_bytes",
+                "1 MiB",
+            ),
+            ("[record]\npre_s = 61\n".into(), "record.pre_s", "0 to 60"),
+            (
+                format!("{pins}[record]\ntriggers = [\"relay\"]\n"),
+                "record.triggers[0]",
+                "has mode = \"output\"",
+            ),
+            (
+                format!("{pins}[record]\ntriggers = [\"door\"]\n"),
+                "record.triggers[0]",
+                "input pin in gpio.pins",
+            ),
+        ] {
+            let e = from_toml(&text).expect_err(&text);
+            assert_eq!(e.key(), Some(key), "{text}");
+            assert!(e.to_string().contains(why), "{e} lacks {why:?}");
         }
     }
 
