@@ -1,0 +1,21 @@
+//! Recording: the hub's H.264 written to fragmented MP4 segments on disk,
+//! never re-encoded.
+//!
+//! ```text
+//!  hub ─▶ Subscription ─▶ task (policy: pure) ─▶ jobs ─▶ writer thread (mp4 → store: files, fsync)
+//!          triggers: GPIO edges, commands ──▲                └─ retention after each segment
+//! ```
+//!
+//! - [`policy`]: when segments and fragments start and end (pure).
+//! - [`mp4`]: the fMP4 boxes of an init segment and of one fragment (pure).
+//! - [`store`]: segment files: names, listing, crash repair, syncing.
+//! - [`retention`]: which segments to delete (pure).
+//! - [`annexb`]: `rtcam record`, the hub's output as a raw Annex B file.
+
+pub mod annexb;
+pub mod mp4;
+pub mod policy;
+pub mod retention;
+pub mod store;
+
+pub use annexb::{FRAME_TIMEOUT, RecordError, RecordSummary, record};

@@ -1,0 +1,448 @@
+//! Segment files on disk: one folder per day (UTC), one file per segment
+//! named by its start time (`2026-11-30/17-45-03.mp4`), listing, deleting,
+//! and the crash repair done at start.
+//!
+//! A segment is written in place, fragment by fragment, each synced before
+//! the next: after a power cut the file holds whole fragments plus at most
+//! one torn one, which [`repair`] cuts off.
+
+use mp4_atom::{Decode, Moof};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The name is not one of a segment.
+    #[error("{0:?} is not a recording name (expected YYYY-MM-DD/HH-MM-SS.mp4)")]
+    BadName(String),
+    /// No such segment.
+    #[error("no recording {0:?}")]
+    NotFound(String),
+    /// The disk refused.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// The OS error, when it was one.
+    pub fn os_error(&self) -> Option<&io::Error> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A segment file as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// `YYYY-MM-DD/HH-MM-SS.mp4` (or `…-N.mp4` when one second held several).
+    pub name: String,
+    /// Start time, Unix ms.
+    pub start_ms: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// The name of a segment starting at `t`, the `n`th of that second (0: no suffix).
+pub fn segment_name(t: SystemTime, n: u32) -> String {
+    let stamp = humantime::format_rfc3339_seconds(t).to_string();
+    // "2026-11-30T17:45:03Z"
+    let (day, time) = stamp.split_at(10);
+    let time = time[1..9].replace(':', "-");
+    if n == 0 {
+        format!("{day}/{time}.mp4")
+    } else {
+        format!("{day}/{time}-{n}.mp4")
+    }
+}
+
+/// The start time (Unix ms) a segment name stands for; `None` if it is not
+/// exactly a segment name (so no other path can be reached through one).
+pub fn parse_name(name: &str) -> Option<u64> {
+    let b = name.as_bytes();
+    if b.len() < 23 || b.len() > 27 || !name.ends_with(".mp4") {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let shape = digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'/'
+        && digits(11..13)
+        && b[13] == b'-'
+        && digits(14..16)
+        && b[16] == b'-'
+        && digits(17..19);
+    let suffix = &name[19..name.len() - 4];
+    let suffix_ok = suffix.is_empty()
+        || (suffix.len() >= 2
+            && suffix.len() <= 4
+            && suffix.starts_with('-')
+            && suffix[1..].bytes().all(|c| c.is_ascii_digit())
+            && !suffix[1..].starts_with('0'));
+    if !shape || !suffix_ok {
+        return None;
+    }
+    let stamp = format!(
+        "{}T{}:{}:{}Z",
+        &name[..10],
+        &name[11..13],
+        &name[14..16],
+        &name[17..19]
+    );
+    let t = humantime::parse_rfc3339(&stamp).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+}
+
+/// The recordings folder.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// A segment file open for writing.
+#[derive(Debug)]
+pub struct SegmentFileWriter {
+    /// Its name in the store.
+    pub name: String,
+    path: PathBuf,
+    file: File,
+    /// Bytes written so far.
+    pub bytes: u64,
+}
+
+impl SegmentFileWriter {
+    /// Appends `data` and syncs it to the disk before returning.
+    pub fn append_synced(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.file
+            .write_all(data)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+impl Store {
+    /// The store in `dir` (created when the first segment is).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of the segment `name`.
+    pub fn path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        parse_name(name).ok_or_else(|| StoreError::BadName(name.to_string()))?;
+        Ok(self.dir.join(name))
+    }
+
+    /// Creates the file of a segment starting at `start`; its folder and
+    /// name are synced, so the file survives a power cut once data is.
+    pub fn create(&self, start: SystemTime) -> Result<SegmentFileWriter, StoreError> {
+        let day = self.dir.join(&segment_name(start, 0)[..10]);
+        if !day.is_dir() {
+            fs::create_dir_all(&day).map_err(|e| StoreError::io(&day, e))?;
+            sync_dir(&self.dir)?;
+        }
+        for n in 0..1000 {
+            let name = segment_name(start, n);
+            let path = self.dir.join(&name);
+            match File::options().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    sync_dir(&day)?;
+                    return Ok(SegmentFileWriter {
+                        name,
+                        path,
+                        file,
+                        bytes: 0,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+        }
+        Err(StoreError::io(
+            &day,
+            io::Error::new(io::ErrorKind::AlreadyExists, "1000 segments in one second"),
+        ))
+    }
+
+    /// Every segment, oldest first. Files that are not segments are left alone.
+    pub fn list(&self) -> Vec<SegmentFile> {
+        let mut out = Vec::new();
+        let Ok(days) = fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for day in days.flatten() {
+            let Ok(files) = fs::read_dir(day.path()) else {
+                continue;
+            };
+            let day_name = day.file_name().to_string_lossy().into_owned();
+            for f in files.flatten() {
+                let name = format!("{day_name}/{}", f.file_name().to_string_lossy());
+                let (Some(start_ms), Ok(meta)) = (parse_name(&name), f.metadata()) else {
+                    continue;
+                };
+                if meta.is_file() {
+                    out.push(SegmentFile {
+                        name,
+                        start_ms,
+                        bytes: meta.len(),
+                    });
+                }
+            }
+        }
+        // Within one second, "-1" after none and "-10" after "-9": shorter first.
+        out.sort_by(|a, b| {
+            (a.start_ms, a.name.len(), &a.name).cmp(&(b.start_ms, b.name.len(), &b.name))
+        });
+        out
+    }
+
+    /// Deletes a segment, and its day folder once empty.
+    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let path = self.path(name)?;
+        fs::remove_file(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound(name.to_string()),
+            _ => StoreError::io(&path, e),
+        })?;
+        if let Some(day) = path.parent() {
+            // Fails while other segments are in it, as intended.
+            let _ = fs::remove_dir(day);
+        }
+        Ok(())
+    }
+
+    /// Repairs every segment a crash may have cut short: see [`repair`].
+    pub fn repair_all(&self) -> Vec<(String, Repair)> {
+        self.list()
+            .into_iter()
+            .filter_map(|s| {
+                let path = self.dir.join(&s.name);
+                let r = repair(&path).unwrap_or_else(|e| Repair::Failed(e.to_string()));
+                (r != Repair::Intact).then_some((s.name, r))
+            })
+            .collect()
+    }
+}
+
+/// What a segment holds, read from its boxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Whether the init segment (`ftyp` + `moov`) is whole.
+    pub init: bool,
+    /// Whole fragments.
+    pub fragments: u32,
+    /// Frames in them.
+    pub frames: u64,
+    /// Their length in media ticks.
+    pub duration_ticks: u64,
+    /// Where the last whole box ends: anything after it is torn.
+    pub complete_len: u64,
+    /// The file's length.
+    pub len: u64,
+}
+
+impl Summary {
+    /// Length in ms.
+    pub fn duration(&self) -> Duration {
+        Duration::from_nanos(
+            self.duration_ticks * 1_000_000_000 / u64::from(super::policy::TIMESCALE),
+        )
+    }
+}
+
+/// Largest `moof` read (a fragment of 10 s at 60 fps needs about 8 KB).
+const MAX_MOOF: u64 = 1 << 20;
+
+/// Reads the box structure of a segment.
+pub fn summarize(path: &Path) -> io::Result<Summary> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut s = Summary {
+        len,
+        ..Summary::default()
+    };
+    let mut pos = 0u64;
+    let (mut ftyp, mut moov) = (false, false);
+    // A moof waiting for its mdat: (frames, ticks).
+    let mut open: Option<(u64, u64)> = None;
+    loop {
+        let mut head = [0u8; 8];
+        if pos + 8 > len {
+            break;
+        }
+        f.seek(SeekFrom::Start(pos))?;
+        f.read_exact(&mut head)?;
+        let mut size = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+        let kind = [head[4], head[5], head[6], head[7]];
+        let mut header = 8;
+        if size == 1 {
+            let mut big = [0u8; 8];
+            if pos + 16 > len {
+                break;
+            }
+            f.read_exact(&mut big)?;
+            size = u64::from_be_bytes(big);
+            header = 16;
+        }
+        // Size 0 ("to the end") is what a torn write looks like too: not whole.
+        if size < header || pos + size > len {
+            break;
+        }
+        match &kind {
+            b"ftyp" => ftyp = true,
+            b"moov" => moov = ftyp,
+            b"moof" if size <= MAX_MOOF => {
+                let mut body = vec![0u8; size as usize];
+                f.seek(SeekFrom::Start(pos))?;
+                f.read_exact(&mut body)?;
+                let moof = Moof::decode(&mut body.as_slice())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let (mut frames, mut ticks) = (0u64, 0u64);
+                for traf in &moof.traf {
+                    for trun in &traf.trun {
+                        for e in trun.samples.iter() {
+                            frames += 1;
+                            ticks += u64::from(e.duration.unwrap_or(0));
+                        }
+                    }
+                }
+                open = Some((frames, ticks));
+            }
+            b"mdat" => {
+                if let Some((frames, ticks)) = open.take() {
+                    s.fragments += 1;
+                    s.frames += frames;
+                    s.duration_ticks += ticks;
+                }
+            }
+            _ => {}
+        }
+        pos += size;
+        if open.is_none() {
+            s.complete_len = pos;
+        }
+    }
+    s.init = ftyp && moov;
+    if !s.init {
+        s.complete_len = 0;
+    }
+    Ok(s)
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repair {
+    /// Nothing to do.
+    Intact,
+    /// A torn last fragment was cut off; this many bytes were kept.
+    Truncated(u64),
+    /// Not even one whole fragment: the file was removed.
+    Removed,
+    /// The file could not be read or changed.
+    Failed(String),
+}
+
+/// Cuts a segment back to its last whole fragment, or removes it when it
+/// has none.
+pub fn repair(path: &Path) -> io::Result<Repair> {
+    let s = summarize(path)?;
+    if !s.init || s.fragments == 0 {
+        fs::remove_file(path)?;
+        return Ok(Repair::Removed);
+    }
+    if s.complete_len == s.len {
+        return Ok(Repair::Intact);
+    }
+    let f = File::options().write(true).open(path)?;
+    f.set_len(s.complete_len)?;
+    f.sync_all()?;
+    Ok(Repair::Truncated(s.complete_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_nothing_else_parses() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_060_703);
+        let name = segment_name(t, 0);
+        assert_eq!(name, "2026-11-30/17-45-03.mp4");
+        assert_eq!(parse_name(&name), Some(1_796_060_703_000));
+        assert_eq!(segment_name(t, 2), "2026-11-30/17-45-03-2.mp4");
+        assert_eq!(
+            parse_name("2026-11-30/17-45-03-2.mp4"),
+            Some(1_796_060_703_000)
+        );
+        for bad in [
+            "",
+            "../etc/passwd",
+            "2026-11-30/../17-45-03.mp4",
+            "2026-11-30/17-45-03.mp4/..",
+            "/2026-11-30/17-45-03.mp4",
+            "2026-11-30\\17-45-03.mp4",
+            "2026-11-30/17-45-03-0.mp4",
+            "2026-11-30/17-45-03-1000.mp4",
+            "2026-13-30/17-45-03.mp4",
+            "2026-11-30/17-45-03.MP4",
+            "2026-11-30/17-45-0\u{0}.mp4",
+            "२०२६-11-30/17-45-03.mp4",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn segments_are_created_listed_and_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path().join("rec"));
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_060_703);
+        let mut a = store.create(t).expect("create");
+        a.append_synced(b"x").expect("write");
+        let b = store.create(t).expect("create");
+        assert_eq!(b.name, "2026-11-30/17-45-03-1.mp4");
+        std::fs::write(dir.path().join("rec/2026-11-30/notes.txt"), "hi").expect("write");
+        let names: Vec<String> = store.list().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            ["2026-11-30/17-45-03.mp4", "2026-11-30/17-45-03-1.mp4"]
+        );
+        store.delete(&a.name).expect("delete");
+        assert!(matches!(
+            store.delete(&a.name),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(store.delete("../x"), Err(StoreError::BadName(_))));
+        assert_eq!(store.list().len(), 1);
+    }
+}
