@@ -3,9 +3,9 @@
 //! one shutdown path (cancel token → every task stops → tracked completion).
 
 use crate::backoff::Backoff;
-use crate::config::Settings;
 use crate::config::settings::CongestionPolicy;
 use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl};
+use crate::config::{RecordMode, Settings};
 use crate::control::{Controller, ControllerParts};
 use crate::gpio::demo as gpio_demo;
 use crate::gpio::mqtt as gpio_mqtt;
@@ -17,6 +17,7 @@ use crate::media::hub::policy::PolicyConfig;
 use crate::media::pipeline::{CameraState, Pipeline, PipelineOptions, PipelineStatus};
 use crate::media::rate::policy::Mode as RateMode;
 use crate::peer::PeerOptions;
+use crate::record::recorder::{Command as RecordCommand, Recorder};
 use crate::session::table::{Counts, Limits};
 use crate::session::{self, Faults, SessionContext};
 use crate::signaling::messages::{Info, PROTOCOL_VERSION, PinInfo, VideoInfo};
@@ -143,6 +144,7 @@ pub struct Agent {
     info: watch::Sender<Retained>,
     publisher: Publisher,
     gpio: Option<Arc<Gpio>>,
+    recorder: Option<Recorder>,
 }
 
 fn local(addr: SocketAddr) -> SocketAddr {
@@ -287,6 +289,30 @@ impl Agent {
             Some(g)
         } else {
             None
+        };
+        // Recording: one more subscriber of the hub, and the pins that trigger it.
+        let recorder = if settings.record.mode == RecordMode::Off {
+            None
+        } else {
+            let (recorder, task) =
+                crate::record::recorder::start(&settings.record, hub.clone(), shutdown.clone());
+            tracker.spawn(task);
+            if let Some(g) = &gpio
+                && !settings.record.triggers.is_empty()
+            {
+                tracker.spawn(forward_triggers(
+                    g.clone(),
+                    settings.record.triggers.clone(),
+                    recorder.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            tracing::info!(
+                mode = settings.record.mode.as_str(),
+                dir = %settings.record.dir.display(),
+                "recording on"
+            );
+            Some(recorder)
         };
         let info_json = serde_json::to_string(&info_for(&settings, gpio.as_deref()))
             .expect("Info is plain data and always serialises");
@@ -553,6 +579,7 @@ impl Agent {
             info,
             publisher,
             gpio,
+            recorder,
         };
         agent.tracker.spawn(supervise(
             agent.stats_source(),
@@ -603,6 +630,11 @@ impl Agent {
     /// GPIO, when pins are declared (or the demo runs).
     pub fn gpio(&self) -> Option<&Arc<Gpio>> {
         self.gpio.as_ref()
+    }
+
+    /// The recorder, when `[record] mode` is not off.
+    pub fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.as_ref()
     }
 
     /// The shared encoded stream.
@@ -717,6 +749,34 @@ async fn republish_info(
                     .expect("Info is plain data and always serialises");
                 let _ = info.send(Retained { info: json });
             }
+        }
+    }
+}
+
+/// Turns edges of the trigger pins into recording triggers.
+async fn forward_triggers(
+    gpio: Arc<Gpio>,
+    pins: Vec<String>,
+    recorder: Recorder,
+    stop: CancellationToken,
+) {
+    let mut events = gpio.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = events.recv() => match ev {
+                Ok(ev) if pins.contains(&ev.pin) => {
+                    if !recorder.command(RecordCommand::Trigger(format!("gpio:{}", ev.pin))) {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                // Missed edges: one trigger stands for them.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    recorder.command(RecordCommand::Trigger("gpio".into()));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
         }
     }
 }

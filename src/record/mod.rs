@@ -9,12 +9,14 @@
 //! - [`policy`]: when segments and fragments start and end (pure).
 //! - [`mp4`]: the fMP4 boxes of an init segment and of one fragment (pure).
 //! - [`store`]: segment files: names, listing, crash repair, syncing.
+//! - [`recorder`]: the task and writer thread at work, and the handle the agent holds.
 //! - [`retention`]: which segments to delete (pure).
 //! - [`annexb`]: `rtcam record`, the hub's output as a raw Annex B file.
 
 pub mod annexb;
 pub mod mp4;
 pub mod policy;
+pub mod recorder;
 pub mod retention;
 pub mod store;
 

@@ -9,7 +9,9 @@ pub mod raw;
 pub mod settings;
 
 pub use error::{ConfigError, Origin};
-pub use settings::{CongestionPolicy, EncoderPref, Settings, SourceSpec, VideoSettings};
+pub use settings::{
+    CongestionPolicy, EncoderPref, RecordMode, RecordSettings, Settings, SourceSpec, VideoSettings,
+};
 
 use keys::{Entry, Key, Kind};
 use std::collections::BTreeMap;
