@@ -17,7 +17,8 @@ use crate::media::hub::policy::PolicyConfig;
 use crate::media::pipeline::{CameraState, Pipeline, PipelineOptions, PipelineStatus};
 use crate::media::rate::policy::Mode as RateMode;
 use crate::peer::PeerOptions;
-use crate::record::recorder::{Command as RecordCommand, Recorder};
+use crate::record::mqtt as record_mqtt;
+use crate::record::recorder::{Command as RecordCommand, RecordState, Recorder};
 use crate::session::table::{Counts, Limits};
 use crate::session::{self, Faults, SessionContext};
 use crate::signaling::messages::{Info, PROTOCOL_VERSION, PinInfo, VideoInfo};
@@ -327,10 +328,47 @@ impl Agent {
             }
             None => (None, None),
         };
-        let extra_filters = if gpio_bridge.is_some() {
-            vec![gpio_mqtt::set_filter(&topics)]
+        // Recording commands from automations (`P/record/set`).
+        let (record_set_tx, record_set_rx) = match &recorder {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(16);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let mut extra_filters = Vec::new();
+        if gpio_bridge.is_some() {
+            extra_filters.push(gpio_mqtt::set_filter(&topics));
+        }
+        let record_set = record_mqtt::set_topic(&topics);
+        if recorder.is_some() {
+            extra_filters.push(record_set.clone());
+        }
+        // One route for every extra subscription, split here by topic.
+        let extra_tx = if extra_filters.is_empty() {
+            None
         } else {
-            Vec::new()
+            let (tx, mut rx) = mpsc::channel::<(String, bytes::Bytes)>(64);
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                loop {
+                    let (topic, payload) = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        m = rx.recv() => match m { Some(m) => m, None => break },
+                    };
+                    let full = if topic == record_set {
+                        record_set_tx.as_ref().map(|t| t.try_send(payload).is_err())
+                    } else {
+                        gpio_set_tx
+                            .as_ref()
+                            .map(|t| t.try_send((topic, payload)).is_err())
+                    };
+                    if full == Some(true) {
+                        tracing::debug!("an MQTT command was dropped: its handler is busy");
+                    }
+                }
+            });
+            Some(tx)
         };
         let conn = mqtt::start(
             &MqttOptions {
@@ -347,12 +385,22 @@ impl Agent {
             mqtt::Routes {
                 inbound: inbound_tx,
                 extra_filters,
-                extra: gpio_set_tx,
+                extra: extra_tx,
                 heartbeat: heartbeats.register("signaling"),
             },
             shutdown.clone(),
         )?;
         let publisher = conn.publisher.clone();
+        if let (Some(r), Some(rx)) = (&recorder, record_set_rx) {
+            tracker.spawn(record_mqtt::run(
+                r.clone(),
+                publisher.clone(),
+                topics.clone(),
+                rx,
+                conn.connected.clone(),
+                shutdown.clone(),
+            ));
+        }
         if let (Some(g), Some(rx)) = (gpio_bridge, gpio_set_rx) {
             let bridge = gpio_mqtt::Bridge {
                 gpio: g,
@@ -524,6 +572,7 @@ impl Agent {
                 serde_json::to_value(stats_src.snapshot())
                     .expect("AgentStats is plain data and always serialises")
             });
+            let metrics_recorder = recorder.clone();
             let metrics: web::MetricsFn = Arc::new(move || {
                 let camera = &metrics_src.camera;
                 let media = crate::metrics::MediaFigures {
@@ -534,6 +583,19 @@ impl Agent {
                     bad_frames: camera.bad_frames(),
                     restarts: camera.restarts(),
                     camera_running: matches!(camera.state(), CameraState::Running(_)),
+                    record: metrics_recorder.as_ref().map(|r| {
+                        let s = r.status();
+                        crate::metrics::RecordFigures {
+                            recording: s.state == RecordState::Recording,
+                            failing: s.state == RecordState::Error,
+                            segments: s.segments,
+                            frames: s.frames,
+                            bytes: s.bytes,
+                            dropped_fragments: s.dropped_fragments,
+                            write_errors: s.write_errors,
+                            deleted: s.deleted,
+                        }
+                    }),
                 };
                 crate::metrics::render(
                     &metrics_src.snapshot(),

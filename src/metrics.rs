@@ -102,6 +102,29 @@ pub struct MediaFigures {
     pub restarts: u64,
     /// Whether the camera is running now.
     pub camera_running: bool,
+    /// The recorder's figures, when recording is on.
+    pub record: Option<RecordFigures>,
+}
+
+/// The recorder's figures for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordFigures {
+    /// A segment is being written.
+    pub recording: bool,
+    /// The disk refused the last write (retrying).
+    pub failing: bool,
+    /// Segments started.
+    pub segments: u64,
+    /// Frames written.
+    pub frames: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Fragments lost to a stalled or failing disk.
+    pub dropped_fragments: u64,
+    /// Disk errors.
+    pub write_errors: u64,
+    /// Segments deleted by retention.
+    pub deleted: u64,
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -190,6 +213,56 @@ pub fn render(
     links: &ViewerLinks,
 ) -> String {
     let mut r = Registry::with_prefix("rtcam");
+    if let Some(rec) = &media.record {
+        gauge(
+            &mut r,
+            "record_recording",
+            "1 while a recording segment is being written",
+            u64::from(rec.recording),
+        );
+        gauge(
+            &mut r,
+            "record_failing",
+            "1 while the recording disk refuses writes (retrying)",
+            u64::from(rec.failing),
+        );
+        counter(
+            &mut r,
+            "record_segments",
+            "Recording segments started",
+            rec.segments,
+        );
+        counter(
+            &mut r,
+            "record_frames",
+            "Frames written to recordings",
+            rec.frames,
+        );
+        counter(
+            &mut r,
+            "record_bytes",
+            "Bytes written to recordings",
+            rec.bytes,
+        );
+        counter(
+            &mut r,
+            "record_dropped_fragments",
+            "Recording fragments lost to a stalled or failing disk",
+            rec.dropped_fragments,
+        );
+        counter(
+            &mut r,
+            "record_write_errors",
+            "Recording disk errors",
+            rec.write_errors,
+        );
+        counter(
+            &mut r,
+            "record_deleted",
+            "Recording segments deleted by retention",
+            rec.deleted,
+        );
+    }
     counter(
         &mut r,
         "frames",
@@ -345,6 +418,12 @@ mod tests {
             bad_frames: 1,
             restarts: 2,
             camera_running: true,
+            record: Some(RecordFigures {
+                recording: true,
+                frames: 90,
+                deleted: 3,
+                ..RecordFigures::default()
+            }),
         };
         let links = ViewerLinks::default();
         links.note_ice_restart();
@@ -382,6 +461,10 @@ mod tests {
             "rtcam_viewer_estimated_kbps{client=\"web-1\"} 1500",
             "rtcam_viewer_keyframes_only{client=\"web-1\"} 0",
             "rtcam_viewer_transport_estimate_kbps{client=\"web-1\"} 1700",
+            "rtcam_record_recording 1",
+            "rtcam_record_failing 0",
+            "rtcam_record_frames_total 90",
+            "rtcam_record_deleted_total 3",
             "# EOF",
         ] {
             assert!(
@@ -397,5 +480,9 @@ mod tests {
             &ViewerLinks::default(),
         );
         assert!(!none.contains("encoder_bitrate_kbps"), "{none}");
+        assert!(
+            !none.contains("rtcam_record_"),
+            "recording off: no recording figures"
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! MQTT topics from the broker: viewer topics under a prefix, client ids,
-//! GPIO `…/set` topics and the config's topic-prefix check. No input may
+//! GPIO `…/set` topics, `P/record/set` payloads and the config's topic-prefix check. No input may
 //! panic, and whatever parses must rebuild to the same topic.
 #![no_main]
 
@@ -40,5 +40,11 @@ fuzz_target!(|data: &[u8]| {
     if let Some(pin) = pin_of_set_topic(&topics, topic) {
         assert!(!pin.is_empty() && !pin.contains('/'), "{pin:?}");
         assert_eq!(set_topic(&topics, pin), topic);
+    }
+
+    // The whole input as a P/record/set payload: parses or names the problem.
+    match rtcam_proto::record::parse_set(data) {
+        Ok(req) => assert_eq!(rtcam_proto::record::parse_set(req.as_str().as_bytes()), Ok(req)),
+        Err(e) => assert!(!e.is_empty() && e.len() < 128, "{e:?}"),
     }
 });

@@ -30,6 +30,7 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod record;
 pub mod turn;
 
 /// DataChannel control: the request/reply protocol and the commands.

@@ -6,6 +6,7 @@
 //!          triggers: GPIO edges, commands ──▲                └─ retention after each segment
 //! ```
 //!
+//! - [`mqtt`]: state and events on `P/record`, commands on `P/record/set`.
 //! - [`policy`]: when segments and fragments start and end (pure).
 //! - [`mp4`]: the fMP4 boxes of an init segment and of one fragment (pure).
 //! - [`store`]: segment files: names, listing, crash repair, syncing.
@@ -15,6 +16,7 @@
 
 pub mod annexb;
 pub mod mp4;
+pub mod mqtt;
 pub mod policy;
 pub mod recorder;
 pub mod retention;

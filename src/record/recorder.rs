@@ -427,6 +427,8 @@ struct Writer {
 struct OpenFile {
     out: SegmentFileWriter,
     sequence: u32,
+    /// Frames written to it.
+    frames: u64,
     /// Decode time of the file's first sample in the policy's segment.
     base_ticks: u64,
 }
@@ -544,6 +546,7 @@ impl Writer {
         match result {
             Ok(bytes) => {
                 f.sequence += 1;
+                f.frames += frames;
                 self.status.send_modify(|s| {
                     s.frames += frames;
                     s.bytes += bytes;
@@ -584,6 +587,7 @@ impl Writer {
         self.file = Some(OpenFile {
             out,
             sequence: 1,
+            frames: 0,
             base_ticks,
         });
         Ok(())
@@ -612,7 +616,7 @@ impl Writer {
 
     fn close(&mut self) {
         let Some(f) = self.file.take() else { return };
-        tracing::info!(segment = %f.out.name, bytes = f.out.bytes, fragments = f.sequence - 1, "recording segment closed");
+        tracing::info!(segment = %f.out.name, frames = f.frames, bytes = f.out.bytes, fragments = f.sequence - 1, "recording segment closed");
         self.status.send_modify(|s| {
             if s.state == RecordState::Recording {
                 s.state = RecordState::Idle;
@@ -634,7 +638,7 @@ impl Writer {
             match self.store.delete(&s.name) {
                 Ok(()) => {
                     deleted += 1;
-                    tracing::info!(segment = %s.name, bytes = s.bytes, reason = reason.as_str(), "old recording deleted");
+                    tracing::info!(segment = %s.name, bytes = s.bytes, reason = %reason.as_str(), "old recording deleted");
                 }
                 Err(e) => {
                     tracing::warn!(segment = %s.name, error = %e, "could not delete an old recording")

@@ -9,8 +9,8 @@
 //! | client | may publish | may subscribe to (read) |
 //! |---|---|---|
 //! | the agent (its credential and client id) | anything under `P/` and the Home Assistant discovery prefix `H/` | the same |
-//! | a viewer `C` (any role) | `P/offer/C`, `P/ice/C`, `P/bye/C` | `P/answer/C`, `P/ice/C`, `P/error/C`, `P/bye/C`, `P/status`, `P/info`, `P/gpio/+/state`, `H/#` |
-//! | a `control` client | also `P/gpio/+/set` | the same as a viewer |
+//! | a viewer `C` (any role) | `P/offer/C`, `P/ice/C`, `P/bye/C` | `P/answer/C`, `P/ice/C`, `P/error/C`, `P/bye/C`, `P/status`, `P/info`, `P/gpio/+/state`, `P/record`, `P/record/event`, `H/#` |
+//! | a `control` client | also `P/gpio/+/set`, `P/record/set` | the same as a viewer |
 //!
 //! Anything else, under `P/`, `H/` or elsewhere (`$SYS`, other prefixes),
 //! is denied. A filter is allowed only if every topic it can match is
@@ -87,6 +87,7 @@ impl Acl {
                     .collect();
                 if *control {
                     allowed.push(format!("{}/gpio/+/set", self.prefix));
+                    allowed.push(format!("{}/record/set", self.prefix));
                 }
                 allowed.iter().any(|p| matches(topic, p))
             }
@@ -109,6 +110,8 @@ impl Acl {
                     format!("{}/status", self.prefix),
                     format!("{}/info", self.prefix),
                     format!("{}/gpio/+/state", self.prefix),
+                    format!("{}/record", self.prefix),
+                    format!("{}/record/event", self.prefix),
                 ]);
                 if readable.iter().any(|p| within(filter, p)) {
                     return true;
@@ -260,14 +263,19 @@ mod tests {
     }
 
     #[test]
-    fn control_adds_the_gpio_commands_only() {
+    fn control_adds_the_gpio_and_record_commands_only() {
         let a = acl();
         let c = control("ha");
         assert!(a.may_publish(&c, "rtcam/cam1/gpio/relay1/set"));
+        assert!(a.may_publish(&c, "rtcam/cam1/record/set"));
+        assert!(!a.may_publish(&viewer("v1"), "rtcam/cam1/record/set"));
         assert!(a.may_publish(&c, "rtcam/cam1/offer/ha"));
         for t in [
             "rtcam/cam1/gpio/relay1/state",
             "rtcam/cam1/gpio/relay1/set/x",
+            "rtcam/cam1/record",
+            "rtcam/cam1/record/event",
+            "rtcam/cam1/record/set/x",
             "rtcam/cam1/status",
             "rtcam/cam1/answer/v1",
         ] {
@@ -288,6 +296,8 @@ mod tests {
             "rtcam/cam1/info",
             "rtcam/cam1/gpio/+/state",
             "rtcam/cam1/gpio/relay1/state",
+            "rtcam/cam1/record",
+            "rtcam/cam1/record/event",
             "homeassistant/#",
             "homeassistant/+/rtcam_cam1/+/config",
         ] {
@@ -306,6 +316,8 @@ mod tests {
             "rtcam/cam1/offer/+",
             "rtcam/cam1/gpio/+/set",
             "rtcam/cam1/gpio/#",
+            "rtcam/cam1/record/#",
+            "rtcam/cam1/record/set",
             "rtcam/cam1/+/v1",
             "$SYS/#",
             "rtcam/cam1/answer/v1#",

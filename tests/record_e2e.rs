@@ -1,0 +1,305 @@
+//! Recording end to end through the `rtcam` binary and its config file:
+//! segments that ffmpeg decodes strictly with every frame the recorder took
+//! (the test pattern's block code numbers each frame, so a lost frame shows),
+//! crash repair after `kill -9` and a torn last fragment, and retention and
+//! a full disk on a small tmpfs. Runs inside a private network namespace.
+
+mod common;
+
+use common::WAIT;
+use common::agent::{AgentProcess, TestConfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const W: usize = 320;
+const H: usize = 240;
+
+fn config(prefix: &str, dir: &Path) -> TestConfig {
+    TestConfig::new(prefix)
+        .with("video.width", W as i64)
+        .with("video.height", H as i64)
+        .with("video.fps", 15)
+        .with("record.mode", "continuous")
+        .with("record.dir", dir.display().to_string())
+        .with("record.segment_s", 2)
+        .with("record.fragment_ms", 500)
+        .with("record.min_free_mb", 0)
+}
+
+/// Every segment file under `dir`, oldest first.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|day| {
+            std::fs::read_dir(day.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|f| f.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Decodes `file` strictly (any error fails) and returns the block code
+/// sequence number of every frame.
+fn decode_strictly(file: &Path) -> Vec<u32> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-err_detect", "explode", "-i"])
+        .arg(file)
+        .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .expect("ffmpeg runs (installed by .ci/setup)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg reads {} strictly: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(W * H)
+        .map(|y| {
+            rtcam::blockcode::decode(y, W, W, H)
+                .unwrap_or_else(|e| panic!("frame of {} has its block code: {e}", file.display()))
+                .seq
+        })
+        .collect()
+}
+
+/// The `frames=N` of the log line that closed `name`.
+fn logged_frames(agent: &AgentProcess, name: &str) -> usize {
+    let line = agent
+        .log()
+        .text()
+        .lines()
+        .find(|l| l.contains("recording segment closed") && l.contains(name))
+        .unwrap_or_else(|| panic!("a closing line for {name}"))
+        .to_string();
+    line.split("frames=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("frames= in {line}"))
+}
+
+fn name_of(file: &Path) -> String {
+    let day = file.parent().and_then(Path::file_name).expect("day folder");
+    format!(
+        "{}/{}",
+        day.to_string_lossy(),
+        file.file_name().expect("file").to_string_lossy()
+    )
+}
+
+async fn stop(agent: &mut AgentProcess) {
+    let status = agent.stop().await;
+    assert!(
+        status.success(),
+        "rtcam exits 0 after SIGTERM ({status}):\n{}",
+        agent.log().tail(30)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_segments_decode_strictly_and_lose_no_frame_between_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("recordings");
+    let mut agent = AgentProcess::start(&config("rec-cont", &rec)).await;
+    agent
+        .log()
+        .wait_count("three closed segments", 3, WAIT, |l| {
+            l.contains("recording segment closed")
+        })
+        .await;
+    stop(&mut agent).await;
+    let files = segments(&rec);
+    assert!(files.len() >= 4, "{files:?}");
+    let mut last: Option<u32> = None;
+    let mut total = 0;
+    for f in &files {
+        let seqs = decode_strictly(f);
+        assert_eq!(
+            seqs.len(),
+            logged_frames(&agent, &name_of(f)),
+            "{}",
+            f.display()
+        );
+        for s in &seqs {
+            if let Some(prev) = last {
+                assert_eq!(
+                    *s,
+                    prev + 1,
+                    "frames follow each other across segments ({})",
+                    f.display()
+                );
+            }
+            last = Some(*s);
+        }
+        total += seqs.len();
+    }
+    // Three whole 2 s segments at 15 fps at least, plus the last one cut by the stop.
+    assert!(total >= 3 * 30, "{total} frames");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_and_a_torn_fragment_every_segment_plays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("recordings");
+    let cfg = config("rec-crash", &rec);
+    let mut agent = AgentProcess::start(&cfg).await;
+    agent
+        .log()
+        .wait_count("two closed segments", 2, WAIT, |l| {
+            l.contains("recording segment closed")
+        })
+        .await;
+    agent
+        .log()
+        .wait_count("a third segment started", 3, WAIT, |l| {
+            l.contains("recording segment started")
+        })
+        .await;
+    agent.kill().await;
+    let files = segments(&rec);
+    let cut = files.last().expect("the segment being written").clone();
+    let kept = std::fs::metadata(&cut).expect("segment").len();
+    // A power cut tears the fragment being written: half a box at the end.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&cut)
+            .expect("open");
+        let mut torn = Vec::new();
+        torn.extend_from_slice(&100_000u32.to_be_bytes());
+        torn.extend_from_slice(b"moof");
+        torn.extend_from_slice(&[0x55; 3000]);
+        f.write_all(&torn).expect("append");
+    }
+    // And a segment that died before its first fragment.
+    let empty = cut.with_file_name("23-59-59.mp4");
+    std::fs::write(&empty, b"\0\0\0\x18ftypisom").expect("write");
+
+    let mut agent = AgentProcess::start(&cfg).await;
+    let repaired = agent
+        .log()
+        .wait_line("the repair of the torn segment", WAIT, |l| {
+            l.contains("torn last fragment removed")
+        })
+        .await;
+    assert!(repaired.contains(&name_of(&cut)), "{repaired}");
+    assert!(
+        repaired.contains(&format!("kept_bytes={kept}")),
+        "cut back to the last whole fragment ({kept} bytes): {repaired}"
+    );
+    agent
+        .log()
+        .wait_line("the empty segment removed", WAIT, |l| {
+            l.contains("before its first fragment") && l.contains("23-59-59.mp4")
+        })
+        .await;
+    assert!(!empty.exists());
+    agent
+        .log()
+        .wait_line("recording again", WAIT, |l| {
+            l.contains("recording segment closed")
+        })
+        .await;
+    stop(&mut agent).await;
+    for f in segments(&rec) {
+        let n = decode_strictly(&f).len();
+        assert!(n > 0, "{} has frames", f.display());
+    }
+    let n = decode_strictly(&cut).len();
+    assert!(
+        n >= 7,
+        "the interrupted segment plays up to its last whole fragment: {n} frames"
+    );
+}
+
+/// A tmpfs of `mb` MiB mounted on `dir` while this lives.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, mb: u32) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "rtcam-test"])
+            .arg(dir)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    segments(dir)
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_free_space_and_a_full_disk_recovers_without_disturbing_viewers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("small");
+    let _fs = Tmpfs::mount(&rec, 4);
+    // About 250 KB a second: the 4 MiB disk fills in seconds.
+    let cfg = config("rec-full", &rec)
+        .with("video.width", 640)
+        .with("video.height", 480)
+        .with("video.bitrate_kbps", 2000)
+        .with("record.min_free_mb", 2);
+    let mut agent = AgentProcess::start(&cfg).await;
+    agent
+        .log()
+        .wait_line("retention deleting for free space", WAIT, |l| {
+            l.contains("old recording deleted") && l.contains("reason=free_space")
+        })
+        .await;
+    agent
+        .log()
+        .wait_count("two more segments closed after that", 2, WAIT, |l| {
+            l.contains("recording segment closed")
+        })
+        .await;
+    stop(&mut agent).await;
+    // 2 MiB kept free: what is left is at most 2 MiB and a segment.
+    assert!(dir_bytes(&rec) < 3 << 20, "{} bytes kept", dir_bytes(&rec));
+    for f in segments(&rec) {
+        decode_strictly_any(&f);
+    }
+}
+
+/// Strict decode of a segment of any size (no block codes read).
+fn decode_strictly_any(file: &Path) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-err_detect", "explode", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg reads {} strictly: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
