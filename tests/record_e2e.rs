@@ -10,7 +10,6 @@ use common::WAIT;
 use common::agent::{AgentProcess, TestConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 const W: usize = 320;
 const H: usize = 240;
@@ -257,7 +256,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_keeps_free_space_and_a_full_disk_recovers_without_disturbing_viewers() {
+async fn retention_keeps_free_space_on_a_small_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = dir.path().join("small");
     let _fs = Tmpfs::mount(&rec, 4);
@@ -283,6 +282,75 @@ async fn retention_keeps_free_space_and_a_full_disk_recovers_without_disturbing_
     stop(&mut agent).await;
     // 2 MiB kept free: what is left is at most 2 MiB and a segment.
     assert!(dir_bytes(&rec) < 3 << 20, "{} bytes kept", dir_bytes(&rec));
+    for f in segments(&rec) {
+        decode_strictly_any(&f);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_and_recording_resumes_without_disturbing_viewers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("tiny");
+    let _fs = Tmpfs::mount(&rec, 2);
+    let cfg = config("rec-enospc", &rec)
+        .with("video.width", 640)
+        .with("video.height", 480)
+        .with("video.bitrate_kbps", 2000);
+    let agent = AgentProcess::start(&cfg).await;
+    let s = agent.settings().clone();
+    let prefix = &s.mqtt.topic_prefix;
+    let mut watch = common::Watch::start(&s, "rec-watch", &format!("{prefix}/record/event")).await;
+    let mut state = common::Watch::start(&s, "rec-state", &format!("{prefix}/record")).await;
+    let mut v = common::viewer(&s, "rec-viewer", true).await;
+    let before = common::frames(&mut v, 15).await;
+    assert_eq!(before.missing(), 0);
+    let error = watch
+        .wait_for("record.error", &format!("{prefix}/record/event"), |p| {
+            String::from_utf8_lossy(p).contains("record.error")
+        })
+        .await;
+    let error = String::from_utf8_lossy(&error).into_owned();
+    assert!(error.contains("No space left on device"), "{error}");
+    state
+        .wait_for(
+            "the retained error state",
+            &format!("{prefix}/record"),
+            |p| {
+                let v: serde_json::Value = serde_json::from_slice(p).unwrap_or_default();
+                v["state"] == "error" && v["error"].as_str().is_some_and(|e| e.contains("No space"))
+            },
+        )
+        .await;
+    assert!(common::metric(&agent, "rtcam_record_failing").await == Some(1.0));
+    // The viewer is not disturbed while the disk refuses.
+    let during = common::frames(&mut v, 45).await;
+    assert_eq!(
+        during.missing(),
+        0,
+        "no frame lost by the viewer while the disk is full"
+    );
+    assert!(during.in_order());
+    // Space comes back (the user deletes old recordings): recording resumes by itself.
+    for f in segments(&rec) {
+        std::fs::remove_file(f).expect("delete");
+    }
+    watch
+        .wait_for(
+            "record.started again",
+            &format!("{prefix}/record/event"),
+            |p| String::from_utf8_lossy(p).contains("record.started"),
+        )
+        .await;
+    agent
+        .log()
+        .wait_line("the resume line", WAIT, |l| l.contains("recording resumed"))
+        .await;
+    assert!(common::metric(&agent, "rtcam_record_write_errors_total").await >= Some(1.0));
+    let after = common::frames(&mut v, 15).await;
+    assert_eq!(after.missing(), 0);
+    drop(v);
+    let mut agent = agent;
+    stop(&mut agent).await;
     for f in segments(&rec) {
         decode_strictly_any(&f);
     }

@@ -545,11 +545,26 @@ impl Writer {
             });
         match result {
             Ok(bytes) => {
+                if f.sequence == 1 {
+                    // A segment counts once a fragment of it is on disk.
+                    tracing::info!(segment = %f.out.name, "recording segment started");
+                    let name = f.out.name.clone();
+                    self.status.send_modify(|s| {
+                        s.state = RecordState::Recording;
+                        s.segment = Some(name);
+                        s.segments += 1;
+                    });
+                    if self.retry_at.take().is_some() {
+                        self.backoff.reset();
+                        tracing::info!("recording resumed: the disk takes writes again");
+                    }
+                }
                 f.sequence += 1;
                 f.frames += frames;
                 self.status.send_modify(|s| {
                     s.frames += frames;
                     s.bytes += bytes;
+                    s.error = None;
                 });
             }
             Err(e) => self.failed(e),
@@ -570,19 +585,6 @@ impl Writer {
             drop(out);
             let _ = self.store.delete(&name);
             return Err(e.to_string());
-        }
-        tracing::info!(segment = %out.name, "recording segment started");
-        let name = out.name.clone();
-        let recovered = self.retry_at.take().is_some();
-        self.backoff.reset();
-        self.status.send_modify(|s| {
-            s.state = RecordState::Recording;
-            s.segment = Some(name);
-            s.error = None;
-            s.segments += 1;
-        });
-        if recovered {
-            tracing::info!("recording resumed: the disk takes writes again");
         }
         self.file = Some(OpenFile {
             out,

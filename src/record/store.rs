@@ -130,12 +130,17 @@ pub struct SegmentFileWriter {
 }
 
 impl SegmentFileWriter {
-    /// Appends `data` and syncs it to the disk before returning.
+    /// Appends `data` and syncs it to the disk before returning. On failure the file is cut back to what it held (when the disk
+    /// lets it), so a full disk leaves no torn fragment behind.
     pub fn append_synced(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.file
+        if let Err(e) = self
+            .file
             .write_all(data)
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| StoreError::io(&self.path, e))?;
+        {
+            let _ = self.file.set_len(self.bytes);
+            return Err(StoreError::io(&self.path, e));
+        }
         self.bytes += data.len() as u64;
         Ok(())
     }
