@@ -474,6 +474,7 @@ impl Agent {
             bitrate_bounds: (v.min_bitrate_kbps, v.max_bitrate_kbps),
             rate_limit: settings.control.rate_limit,
             max_message: settings.control.max_message_bytes,
+            recorder: recorder.clone(),
         }));
         let links = Arc::new(crate::metrics::ViewerLinks::default());
         let ctx = Arc::new(SessionContext {

@@ -356,6 +356,177 @@ async fn a_full_disk_is_reported_and_recording_resumes_without_disturbing_viewer
     }
 }
 
+/// The block code (sequence, capture time in Unix ms) of every frame of `file`.
+fn codes(file: &Path) -> Vec<(u32, u64)> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-err_detect", "explode", "-i"])
+        .arg(file)
+        .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(W * H)
+        .map(|y| {
+            let c = rtcam::blockcode::decode(y, W, W, H).expect("a block code");
+            (c.seq, c.ts_ms)
+        })
+        .collect()
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+async fn reply(v: &rtcam::probe::Viewer, req: serde_json::Value) -> serde_json::Value {
+    v.command(req.clone(), WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("a reply to {req}: {e}"))
+}
+
+fn code(r: &serde_json::Value) -> &str {
+    r["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error code in {r}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_record_with_pre_roll_from_a_keyframe_on_mqtt_and_datachannel_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("events");
+    let cfg = config("rec-events", &rec)
+        .with("video.keyframe_interval_ms", 1000)
+        .with("record.mode", "events")
+        .with("record.segment_s", 60)
+        .with("record.pre_s", 2)
+        .with("record.post_s", 2);
+    let mut agent = AgentProcess::start(&cfg).await;
+    let s = agent.settings().clone();
+    let prefix = s.mqtt.topic_prefix.clone();
+    let events_topic = format!("{prefix}/record/event");
+    let mut events = common::Watch::start(&s, "rec-ev", &events_topic).await;
+    // The camera runs for the pre-roll from the start: 3 s of frames.
+    agent
+        .wait_stats("3 s of frames", |st| st.frames >= 45)
+        .await;
+    assert!(
+        segments(&rec).is_empty(),
+        "events mode records nothing before a trigger"
+    );
+
+    let t = unix_ms();
+    events
+        .publish(&format!("{prefix}/record/set"), "trigger")
+        .await;
+    events
+        .wait_for("record.started", &events_topic, |p| {
+            String::from_utf8_lossy(p).contains("record.started")
+        })
+        .await;
+    events
+        .wait_for("record.stopped", &events_topic, |p| {
+            String::from_utf8_lossy(p).contains("record.stopped")
+        })
+        .await;
+    let files = segments(&rec);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let c = codes(&files[0]);
+    let (first, last) = (c[0].1, c[c.len() - 1].1);
+    // Pre-roll: from a keyframe (1 s apart) at least 2 s before the trigger;
+    // 300 ms allow for the trigger's way through the broker.
+    assert!(
+        first + 2000 <= t + 300 && first + 3000 + 300 >= t,
+        "first frame {first}, trigger {t}"
+    );
+    assert!(
+        last + 300 >= t + 2000,
+        "post-roll: last frame {last}, trigger {t}"
+    );
+    assert!(c.windows(2).all(|w| w[1].0 == w[0].0 + 1), "no frame lost");
+
+    // The DataChannel: start, list, refusals with their codes, stop, delete.
+    let v = common::viewer(&s, "rec-dc", false).await;
+    let r = reply(&v, serde_json::json!({"cmd": "record.start"})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let started = events
+        .wait_for("record.started", &events_topic, |p| {
+            String::from_utf8_lossy(p).contains("record.started")
+        })
+        .await;
+    let started: serde_json::Value = serde_json::from_slice(&started).expect("JSON");
+    let open = started["segment"]
+        .as_str()
+        .expect("the segment")
+        .to_string();
+    let r = reply(&v, serde_json::json!({"cmd": "record.list"})).await;
+    let list = r["result"]["recordings"]
+        .as_array()
+        .expect("recordings")
+        .clone();
+    assert_eq!(list.len(), 2, "{r}");
+    assert_eq!(list[1]["name"], open.as_str());
+    assert_eq!(list[1]["open"], true);
+    assert!(list[0]["frames"].as_u64() == Some(c.len() as u64), "{r}");
+    assert_eq!(r["result"]["status"]["state"], "recording");
+    let r = reply(
+        &v,
+        serde_json::json!({"cmd": "record.delete", "name": open}),
+    )
+    .await;
+    assert_eq!(code(&r), "in_use");
+    let r = reply(
+        &v,
+        serde_json::json!({"cmd": "record.delete", "name": "../../etc/passwd"}),
+    )
+    .await;
+    assert_eq!(code(&r), "bad_params");
+    let r = reply(&v, serde_json::json!({"cmd": "record.stop"})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    events
+        .wait_for("record.stopped", &events_topic, |p| {
+            String::from_utf8_lossy(p).contains("record.stopped")
+        })
+        .await;
+    let first_name = name_of(&files[0]);
+    let r = reply(
+        &v,
+        serde_json::json!({"cmd": "record.delete", "name": first_name}),
+    )
+    .await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(!files[0].exists());
+    let r = reply(
+        &v,
+        serde_json::json!({"cmd": "record.delete", "name": first_name}),
+    )
+    .await;
+    assert_eq!(code(&r), "not_found");
+    drop(v);
+    stop(&mut agent).await;
+    for f in segments(&rec) {
+        decode_strictly_any(&f);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_commands_answer_recording_off_when_it_is_off() {
+    let agent = AgentProcess::start(&TestConfig::new("rec-off")).await;
+    let v = common::viewer(agent.settings(), "rec-off-v", false).await;
+    for cmd in ["record.list", "record.start", "record.stop"] {
+        let r = reply(&v, serde_json::json!({"cmd": cmd})).await;
+        assert_eq!(code(&r), "recording_off", "{cmd}: {r}");
+    }
+    drop(v);
+    agent.shutdown().await;
+}
+
 /// Strict decode of a segment of any size (no block codes read).
 fn decode_strictly_any(file: &Path) {
     let out = Command::new("ffmpeg")

@@ -14,6 +14,8 @@ use crate::media::encode::EncoderControl;
 use crate::media::hub::Hub;
 use crate::media::pipeline::{CameraControls, CameraState, PipelineStatus};
 use crate::media::rate::RateControl;
+use crate::record::recorder::{Command as RecordCommand, DeleteError, Recorder};
+use crate::record::store::StoreError;
 use commands::Command;
 use protocol::{ControlCode, ControlError, error_reply, ok_reply, parse_request};
 use serde_json::{Value, json};
@@ -62,6 +64,7 @@ pub struct Controller {
     bitrate_bounds: (u32, u32),
     rate_limit: u32,
     max_message: usize,
+    recorder: Option<Recorder>,
 }
 
 /// Controller construction parameters.
@@ -88,6 +91,8 @@ pub struct ControllerParts {
     pub rate_limit: u32,
     /// Largest command accepted (bytes).
     pub max_message: usize,
+    /// The recorder, when `[record] mode` is on.
+    pub recorder: Option<Recorder>,
 }
 
 fn gpio_error(e: GpioError) -> ControlError {
@@ -129,6 +134,7 @@ impl Controller {
             bitrate_bounds: parts.bitrate_bounds,
             rate_limit: parts.rate_limit,
             max_message: parts.max_message,
+            recorder: parts.recorder,
         }
     }
 
@@ -275,6 +281,46 @@ impl Controller {
                 )
             }
             Command::VideoStatus => Ok(self.video_status()),
+            Command::RecordList => {
+                let r = self.recorder()?.clone();
+                let (status, list) = tokio::task::spawn_blocking(move || (r.status(), r.list()))
+                    .await
+                    .map_err(|e| ControlError::new(ControlCode::Internal, e.to_string()))?;
+                Ok(json!({ "status": status, "recordings": list }))
+            }
+            Command::RecordStart | Command::RecordStop => {
+                let start = matches!(cmd, Command::RecordStart);
+                let r = self.recorder()?;
+                let cmd = if start {
+                    RecordCommand::Start
+                } else {
+                    RecordCommand::Stop
+                };
+                if !r.command(cmd) {
+                    return Err(ControlError::new(
+                        ControlCode::Internal,
+                        "the recorder has stopped",
+                    ));
+                }
+                Ok(json!({ "recording": start, "mode": r.status().mode }))
+            }
+            Command::RecordDelete { name } => {
+                let r = self.recorder()?.clone();
+                let n = name.clone();
+                tokio::task::spawn_blocking(move || r.delete(&n))
+                    .await
+                    .map_err(|e| ControlError::new(ControlCode::Internal, e.to_string()))?
+                    .map_err(|e| {
+                        let code = match &e {
+                            DeleteError::Open(_) => ControlCode::InUse,
+                            DeleteError::Store(StoreError::NotFound(_)) => ControlCode::NotFound,
+                            DeleteError::Store(StoreError::BadName(_)) => ControlCode::BadParams,
+                            DeleteError::Store(StoreError::Io { .. }) => ControlCode::Hardware,
+                        };
+                        ControlError::new(code, e.to_string())
+                    })?;
+                Ok(json!({ "deleted": name }))
+            }
             Command::CameraControls => {
                 let cc = self.camera_controls.clone();
                 let list = tokio::task::spawn_blocking(move || cc.list())
@@ -293,6 +339,15 @@ impl Controller {
                 Ok(json!({ "control": control, "value": applied }))
             }
         }
+    }
+
+    fn recorder(&self) -> Result<&Recorder, ControlError> {
+        self.recorder.as_ref().ok_or_else(|| {
+            ControlError::new(
+                ControlCode::RecordingOff,
+                "recording is off ([record] mode = \"off\")",
+            )
+        })
     }
 
     fn video_status(&self) -> Value {

@@ -72,6 +72,17 @@ pub enum Command {
         /// Value.
         value: i64,
     },
+    /// `record.list`
+    RecordList,
+    /// `record.start`
+    RecordStart,
+    /// `record.stop`
+    RecordStop,
+    /// `record.delete {name}`
+    RecordDelete {
+        /// The recording (`YYYY-MM-DD/HH-MM-SS.mp4`).
+        name: String,
+    },
 }
 
 /// Every command name, in documentation order.
@@ -89,6 +100,10 @@ pub const NAMES: &[&str] = &[
     "video.status",
     "camera.controls",
     "camera.set",
+    "record.list",
+    "record.start",
+    "record.stop",
+    "record.delete",
 ];
 
 fn only(req: &Request, allowed: &[&str]) -> Result<(), ControlError> {
@@ -242,6 +257,31 @@ impl Command {
                     value: p.i64("value")?,
                 }
             }
+            "record.list" => {
+                only(req, &[])?;
+                Command::RecordList
+            }
+            "record.start" => {
+                only(req, &[])?;
+                Command::RecordStart
+            }
+            "record.stop" => {
+                only(req, &[])?;
+                Command::RecordStop
+            }
+            "record.delete" => {
+                only(req, &["name"])?;
+                let name = p.str("name")?;
+                if name.is_empty() || name.len() > 64 {
+                    return Err(ControlError::new(
+                        ControlCode::BadParams,
+                        "name must be a recording's name, e.g. 2026-11-30/17-45-03.mp4",
+                    ));
+                }
+                Command::RecordDelete {
+                    name: name.to_string(),
+                }
+            }
             other => {
                 return Err(ControlError::new(
                     ControlCode::UnknownCmd,
@@ -256,7 +296,8 @@ impl Command {
     }
 
     /// Whether the command changes anything: a `view` session may only read
-    /// (`ping`, `gpio.list`, `gpio.get`, `video.status`, `camera.controls`).
+    /// (`ping`, `gpio.list`, `gpio.get`, `video.status`, `camera.controls`,
+    /// `record.list`).
     pub fn mutates(&self) -> bool {
         !matches!(
             self,
@@ -265,6 +306,7 @@ impl Command {
                 | Command::GpioGet { .. }
                 | Command::VideoStatus
                 | Command::CameraControls
+                | Command::RecordList
         )
     }
 }
@@ -348,6 +390,15 @@ mod tests {
                     value: -10,
                 },
             ),
+            (r#"{"cmd":"record.list"}"#, Command::RecordList),
+            (r#"{"cmd":"record.start"}"#, Command::RecordStart),
+            (r#"{"cmd":"record.stop"}"#, Command::RecordStop),
+            (
+                r#"{"cmd":"record.delete","name":"2026-11-30/17-45-03.mp4"}"#,
+                Command::RecordDelete {
+                    name: "2026-11-30/17-45-03.mp4".into(),
+                },
+            ),
         ];
         assert_eq!(
             cases.len(),
@@ -377,6 +428,9 @@ mod tests {
             r#"{"cmd":"video.bitrate","kbps":0}"#,
             r#"{"cmd":"video.bitrate"}"#,
             r#"{"cmd":"camera.set","control":"brightness"}"#,
+            r#"{"cmd":"record.delete"}"#,
+            r#"{"cmd":"record.delete","name":""}"#,
+            r#"{"cmd":"record.start","now":true}"#,
             r#"{"cmd":"ping","extra":1}"#,
             r#"{"cmd":"gpio.set","pin":"r","value":true,"valeu":false}"#,
         ] {
@@ -423,6 +477,9 @@ mod tests {
         assert!(!Command::Ping.mutates());
         assert!(!Command::GpioList.mutates());
         assert!(!Command::VideoStatus.mutates());
+        assert!(!Command::RecordList.mutates());
+        assert!(Command::RecordStart.mutates());
+        assert!(Command::RecordDelete { name: "x".into() }.mutates());
         assert!(!Command::GpioGet { pin: "x".into() }.mutates());
         assert!(Command::VideoKeyframe.mutates());
         assert!(Command::GpioToggle { pin: "x".into() }.mutates());

@@ -30,6 +30,12 @@ pub enum ControlCode {
     Hardware,
     /// Something failed inside the agent.
     Internal,
+    /// `record.*` while `[record] mode` is off.
+    RecordingOff,
+    /// No such recording.
+    NotFound,
+    /// The recording is being written.
+    InUse,
 }
 
 impl ControlCode {
@@ -45,6 +51,9 @@ impl ControlCode {
             ControlCode::RateLimited => "rate_limited",
             ControlCode::Hardware => "hardware",
             ControlCode::Internal => "internal",
+            ControlCode::RecordingOff => "recording_off",
+            ControlCode::NotFound => "not_found",
+            ControlCode::InUse => "in_use",
         }
     }
 }
