@@ -14,7 +14,9 @@
 //! [`pipeline`] is the media thread that drives these stages and
 //! [`stage_times`] records how long each frame spends in each; [`frame`]
 //! holds the types passed between them and [`h264`] the Annex B parsing
-//! the H.264 stages share. Nothing here names WebRTC or MQTT types.
+//! the H.264 stages share. [`tap`] takes raw pictures off the media thread
+//! (snapshots, the motion detector's luma) and [`still`] makes JPEG stills.
+//! Nothing here names WebRTC or MQTT types.
 
 pub mod capture;
 pub mod convert;
@@ -25,3 +27,5 @@ pub mod hub;
 pub mod pipeline;
 pub mod rate;
 pub mod stage_times;
+pub mod still;
+pub mod tap;

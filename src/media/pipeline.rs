@@ -14,6 +14,7 @@ use crate::media::encode::{
 use crate::media::frame::{Packet, TrackId};
 use crate::media::hub::Hub;
 use crate::media::stage_times::{Stage, StageTimes};
+use crate::media::tap::Taps;
 use crate::systemd::Heartbeat;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -202,6 +203,7 @@ pub struct Pipeline {
     hub: Arc<Hub>,
     status: Arc<PipelineStatus>,
     commands: Mutex<mpsc::Sender<Command>>,
+    taps: Arc<Taps>,
 }
 
 impl Pipeline {
@@ -214,6 +216,7 @@ impl Pipeline {
         opts: PipelineOptions,
     ) -> std::io::Result<Self> {
         let status = Arc::new(PipelineStatus::new());
+        let taps = Arc::new(Taps::new());
         let (tx, rx) = mpsc::channel();
         let worker = Worker {
             factory,
@@ -223,6 +226,7 @@ impl Pipeline {
             opts,
             commands: rx,
             source: None,
+            taps: taps.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("rtcam-media".into())
@@ -232,7 +236,13 @@ impl Pipeline {
             hub,
             status,
             commands: Mutex::new(tx),
+            taps,
         })
+    }
+
+    /// Raw pictures for snapshots and the motion detector.
+    pub fn taps(&self) -> Arc<Taps> {
+        self.taps.clone()
     }
 
     /// Shared status and counters.
@@ -282,6 +292,7 @@ struct Worker {
     commands: mpsc::Receiver<Command>,
     /// The open source, kept between runs only for control commands.
     source: Option<Box<dyn Source>>,
+    taps: Arc<Taps>,
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
@@ -459,6 +470,9 @@ impl Worker {
                     converted
                 }
             };
+            if let Ok(i) = &input {
+                self.taps.offer(i, pts);
+            }
             if plan == InputPlan::ToI420 && input.is_ok() {
                 self.status.copies.fetch_add(1, Ordering::Relaxed);
             }
