@@ -291,6 +291,7 @@ impl Agent {
         } else {
             None
         };
+        let snapshots = crate::snapshot::Snapshots::new(hub.clone(), pipeline.taps(), 85);
         // Recording: one more subscriber of the hub, and the pins that trigger it.
         let recorder = if settings.record.mode == RecordMode::Off {
             None
@@ -344,6 +345,9 @@ impl Agent {
         if recorder.is_some() {
             extra_filters.push(record_set.clone());
         }
+        let snapshot_set = topics.snapshot_set();
+        extra_filters.push(snapshot_set.clone());
+        let (snapshot_tx, snapshot_rx) = mpsc::channel::<bytes::Bytes>(4);
         // One route for every extra subscription, split here by topic.
         let extra_tx = if extra_filters.is_empty() {
             None
@@ -356,7 +360,9 @@ impl Agent {
                         _ = stop.cancelled() => break,
                         m = rx.recv() => match m { Some(m) => m, None => break },
                     };
-                    let full = if topic == record_set {
+                    let full = if topic == snapshot_set {
+                        Some(snapshot_tx.try_send(payload).is_err())
+                    } else if topic == record_set {
                         record_set_tx.as_ref().map(|t| t.try_send(payload).is_err())
                     } else {
                         gpio_set_tx
@@ -391,6 +397,22 @@ impl Agent {
             shutdown.clone(),
         )?;
         let publisher = conn.publisher.clone();
+        let discovery = settings.gpio.ha_discovery.then(|| gpio_mqtt::Discovery {
+            prefix: settings.gpio.ha_prefix.clone(),
+            device: settings.device.name.clone(),
+            node_id: gpio_mqtt::node_id(&settings.mqtt.client_id),
+        });
+        let mqtt_snapshots = crate::snapshot::MqttSnapshots {
+            snapshots: snapshots.clone(),
+            publisher: publisher.clone(),
+            topics: topics.clone(),
+            discovery: discovery.clone(),
+        };
+        tracker.spawn(mqtt_snapshots.clone().run(
+            snapshot_rx,
+            conn.connected.clone(),
+            shutdown.clone(),
+        ));
         if let (Some(r), Some(rx)) = (&recorder, record_set_rx) {
             tracker.spawn(record_mqtt::run(
                 r.clone(),
@@ -475,6 +497,7 @@ impl Agent {
             rate_limit: settings.control.rate_limit,
             max_message: settings.control.max_message_bytes,
             recorder: recorder.clone(),
+            snapshots: snapshots.clone(),
         }));
         let links = Arc::new(crate::metrics::ViewerLinks::default());
         let ctx = Arc::new(SessionContext {

@@ -52,9 +52,10 @@
 //!   - [`media::stage_times`]: how long each frame spends in each stage (histograms and recent percentiles).
 //! - [`blockcode`]: the test pattern's machine-readable sequence/timestamp code and its decoder.
 //! - [`backoff`]: retry delays shared by every reconnect loop.
-//! - [`record`]: `rtcam record`, the hub's output as an Annex B file.
+//! - [`record`]: recording to crash-safe fragmented MP4 segments (policy, boxes, files, retention, MQTT), and `rtcam record`'s Annex B dump.
 //! - [`bench`]: `rtcam bench`, encoder and pipeline CPU cost, per-stage latency.
 //! - [`metrics`]: `/metrics`, the agent's figures in the Prometheus text format.
+//! - [`snapshot`]: JPEG snapshots from the raw picture (or the next keyframe), for HTTP, the DataChannel and MQTT.
 //! - [`signaling`]: the MQTT client link with reconnect backoff, echo filtering, the embedded broker.
 //! - [`session`]: the session manager and its pure rules ([`session::table`]), one task per viewer.
 //! - [`peer`]: the adapter over the `webrtc` crate; nothing else names its types.
@@ -87,6 +88,7 @@ pub mod probe;
 pub mod record;
 pub mod session;
 pub mod signaling;
+pub mod snapshot;
 pub mod systemd;
 pub mod throttle;
 pub mod web;

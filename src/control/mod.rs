@@ -16,12 +16,18 @@ use crate::media::pipeline::{CameraControls, CameraState, PipelineStatus};
 use crate::media::rate::RateControl;
 use crate::record::recorder::{Command as RecordCommand, DeleteError, Recorder};
 use crate::record::store::StoreError;
+use crate::snapshot::{SnapshotError, Snapshots};
+use base64::Engine as _;
 use commands::Command;
 use protocol::{ControlCode, ControlError, error_reply, ok_reply, parse_request};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// Largest JPEG sent in a `snapshot` reply: its base64 (4/3 larger) stays
+/// under the 256 KiB a DataChannel message may take in browsers.
+const MAX_SNAPSHOT_JPEG: usize = 180 * 1024;
 
 /// The label of the control DataChannel.
 pub const CHANNEL_LABEL: &str = "control";
@@ -65,6 +71,7 @@ pub struct Controller {
     rate_limit: u32,
     max_message: usize,
     recorder: Option<Recorder>,
+    snapshots: Arc<Snapshots>,
 }
 
 /// Controller construction parameters.
@@ -93,6 +100,8 @@ pub struct ControllerParts {
     pub max_message: usize,
     /// The recorder, when `[record] mode` is on.
     pub recorder: Option<Recorder>,
+    /// Snapshots.
+    pub snapshots: Arc<Snapshots>,
 }
 
 fn gpio_error(e: GpioError) -> ControlError {
@@ -135,6 +144,7 @@ impl Controller {
             rate_limit: parts.rate_limit,
             max_message: parts.max_message,
             recorder: parts.recorder,
+            snapshots: parts.snapshots,
         }
     }
 
@@ -281,6 +291,29 @@ impl Controller {
                 )
             }
             Command::VideoStatus => Ok(self.video_status()),
+            Command::Snapshot => {
+                let shot = self
+                    .snapshots
+                    .take_within(MAX_SNAPSHOT_JPEG)
+                    .await
+                    .map_err(|e| {
+                        let code = match e {
+                            SnapshotError::Timeout(_) | SnapshotError::Stopped => {
+                                ControlCode::Hardware
+                            }
+                            SnapshotError::TooLarge(..) | SnapshotError::Still(_) => {
+                                ControlCode::Internal
+                            }
+                        };
+                        ControlError::new(code, e.to_string())
+                    })?;
+                Ok(json!({
+                    "width": shot.width,
+                    "height": shot.height,
+                    "bytes": shot.jpeg.len(),
+                    "jpeg": base64::engine::general_purpose::STANDARD.encode(&shot.jpeg),
+                }))
+            }
             Command::RecordList => {
                 let r = self.recorder()?.clone();
                 let (status, list) = tokio::task::spawn_blocking(move || (r.status(), r.list()))

@@ -65,6 +65,18 @@ pub struct Discovery {
     pub node_id: String,
 }
 
+/// The `device` block every entity of this camera shares, so Home
+/// Assistant groups pins, snapshots and motion as one device.
+pub fn device_doc(d: &Discovery) -> Value {
+    json!({
+        "identifiers": [d.node_id],
+        "name": d.device,
+        "manufacturer": "rtcam",
+        "model": "rtcam camera agent",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
 /// The discovery topic and document for a pin.
 pub fn discovery_config(d: &Discovery, topics: &Topics, spec: &PinSpec) -> (String, Value) {
     let component = match spec.mode {
@@ -81,13 +93,7 @@ pub fn discovery_config(d: &Discovery, topics: &Topics, spec: &PinSpec) -> (Stri
         "availability_topic": topics.status(),
         "payload_available": "online",
         "payload_not_available": "offline",
-        "device": {
-            "identifiers": [d.node_id],
-            "name": d.device,
-            "manufacturer": "rtcam",
-            "model": "rtcam camera agent",
-            "sw_version": env!("CARGO_PKG_VERSION"),
-        },
+        "device": device_doc(d),
     });
     match &spec.mode {
         PinMode::Output { .. } => {

@@ -72,6 +72,8 @@ pub enum Command {
         /// Value.
         value: i64,
     },
+    /// `snapshot`
+    Snapshot,
     /// `record.list`
     RecordList,
     /// `record.start`
@@ -100,6 +102,7 @@ pub const NAMES: &[&str] = &[
     "video.status",
     "camera.controls",
     "camera.set",
+    "snapshot",
     "record.list",
     "record.start",
     "record.stop",
@@ -257,6 +260,10 @@ impl Command {
                     value: p.i64("value")?,
                 }
             }
+            "snapshot" => {
+                only(req, &[])?;
+                Command::Snapshot
+            }
             "record.list" => {
                 only(req, &[])?;
                 Command::RecordList
@@ -297,7 +304,7 @@ impl Command {
 
     /// Whether the command changes anything: a `view` session may only read
     /// (`ping`, `gpio.list`, `gpio.get`, `video.status`, `camera.controls`,
-    /// `record.list`).
+    /// `record.list`, `snapshot`).
     pub fn mutates(&self) -> bool {
         !matches!(
             self,
@@ -307,6 +314,7 @@ impl Command {
                 | Command::VideoStatus
                 | Command::CameraControls
                 | Command::RecordList
+                | Command::Snapshot
         )
     }
 }
@@ -390,6 +398,7 @@ mod tests {
                     value: -10,
                 },
             ),
+            (r#"{"cmd":"snapshot"}"#, Command::Snapshot),
             (r#"{"cmd":"record.list"}"#, Command::RecordList),
             (r#"{"cmd":"record.start"}"#, Command::RecordStart),
             (r#"{"cmd":"record.stop"}"#, Command::RecordStop),

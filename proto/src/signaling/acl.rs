@@ -9,8 +9,8 @@
 //! | client | may publish | may subscribe to (read) |
 //! |---|---|---|
 //! | the agent (its credential and client id) | anything under `P/` and the Home Assistant discovery prefix `H/` | the same |
-//! | a viewer `C` (any role) | `P/offer/C`, `P/ice/C`, `P/bye/C` | `P/answer/C`, `P/ice/C`, `P/error/C`, `P/bye/C`, `P/status`, `P/info`, `P/gpio/+/state`, `P/record`, `P/record/event`, `H/#` |
-//! | a `control` client | also `P/gpio/+/set`, `P/record/set` | the same as a viewer |
+//! | a viewer `C` (any role) | `P/offer/C`, `P/ice/C`, `P/bye/C` | `P/answer/C`, `P/ice/C`, `P/error/C`, `P/bye/C`, `P/status`, `P/info`, `P/gpio/+/state`, `P/record`, `P/record/event`, `P/snapshot`, `P/motion`, `H/#` |
+//! | a `control` client | also `P/gpio/+/set`, `P/record/set`, `P/snapshot/set` | the same as a viewer |
 //!
 //! Anything else, under `P/`, `H/` or elsewhere (`$SYS`, other prefixes),
 //! is denied. A filter is allowed only if every topic it can match is
@@ -88,6 +88,7 @@ impl Acl {
                 if *control {
                     allowed.push(format!("{}/gpio/+/set", self.prefix));
                     allowed.push(format!("{}/record/set", self.prefix));
+                    allowed.push(format!("{}/snapshot/set", self.prefix));
                 }
                 allowed.iter().any(|p| matches(topic, p))
             }
@@ -112,6 +113,8 @@ impl Acl {
                     format!("{}/gpio/+/state", self.prefix),
                     format!("{}/record", self.prefix),
                     format!("{}/record/event", self.prefix),
+                    format!("{}/snapshot", self.prefix),
+                    format!("{}/motion", self.prefix),
                 ]);
                 if readable.iter().any(|p| within(filter, p)) {
                     return true;
@@ -268,6 +271,9 @@ mod tests {
         let c = control("ha");
         assert!(a.may_publish(&c, "rtcam/cam1/gpio/relay1/set"));
         assert!(a.may_publish(&c, "rtcam/cam1/record/set"));
+        assert!(a.may_publish(&c, "rtcam/cam1/snapshot/set"));
+        assert!(!a.may_publish(&viewer("v1"), "rtcam/cam1/snapshot/set"));
+        assert!(!a.may_publish(&c, "rtcam/cam1/motion"));
         assert!(!a.may_publish(&viewer("v1"), "rtcam/cam1/record/set"));
         assert!(a.may_publish(&c, "rtcam/cam1/offer/ha"));
         for t in [
@@ -298,6 +304,8 @@ mod tests {
             "rtcam/cam1/gpio/relay1/state",
             "rtcam/cam1/record",
             "rtcam/cam1/record/event",
+            "rtcam/cam1/snapshot",
+            "rtcam/cam1/motion",
             "homeassistant/#",
             "homeassistant/+/rtcam_cam1/+/config",
         ] {
@@ -318,6 +326,8 @@ mod tests {
             "rtcam/cam1/gpio/#",
             "rtcam/cam1/record/#",
             "rtcam/cam1/record/set",
+            "rtcam/cam1/snapshot/set",
+            "rtcam/cam1/snapshot/#",
             "rtcam/cam1/+/v1",
             "$SYS/#",
             "rtcam/cam1/answer/v1#",

@@ -131,6 +131,21 @@ impl Topics {
         format!("{}/info", self.prefix)
     }
 
+    /// `P/snapshot`: the last snapshot (retained JPEG).
+    pub fn snapshot(&self) -> String {
+        format!("{}/snapshot", self.prefix)
+    }
+
+    /// `P/snapshot/set`: any payload asks for a snapshot (control role).
+    pub fn snapshot_set(&self) -> String {
+        format!("{}/snapshot/set", self.prefix)
+    }
+
+    /// `P/motion`: `ON` while something moves, else `OFF` (retained).
+    pub fn motion(&self) -> String {
+        format!("{}/motion", self.prefix)
+    }
+
     /// Reads a viewer → agent topic.
     pub fn parse(&self, topic: &str) -> Result<(Kind, ClientId), TopicError> {
         let rest = topic
