@@ -119,9 +119,10 @@ async fn pins_from_a_config_file_are_driven_seen_and_put_to_their_failsafes() {
     level(&agent, 0, "relay1: high").await;
     level(&agent, 0, "pan: pulse 1500 us every 20000 us").await;
 
-    // Home Assistant discovery, one document per pin, ids with one prefix.
+    // Home Assistant discovery, one document per pin and one for the
+    // snapshot camera, ids with one prefix.
     let mut seen = std::collections::BTreeMap::new();
-    while seen.len() < 4 {
+    while seen.len() < 5 {
         let (topic, doc) = ha.next().await.expect("a discovery document per pin");
         let doc: Value = serde_json::from_slice(&doc).expect("discovery is JSON");
         seen.insert(topic, doc);
@@ -146,6 +147,12 @@ async fn pins_from_a_config_file_are_driven_seen_and_put_to_their_failsafes() {
         seen[&format!("ha-test/binary_sensor/{node}/door/config")]
             .get("command_topic")
             .is_none()
+    );
+    let camera = &seen[&format!("ha-test/camera/{node}/snapshot/config")];
+    assert_eq!(camera["topic"], format!("{p}/snapshot"));
+    assert_eq!(
+        camera["device"]["identifiers"][0], node,
+        "one device with the pins"
     );
 
     // Two panels; the first drives, the second follows.

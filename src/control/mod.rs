@@ -25,9 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Largest JPEG sent in a `snapshot` reply: its base64 (4/3 larger) stays
-/// under the 256 KiB a DataChannel message may take in browsers.
-const MAX_SNAPSHOT_JPEG: usize = 180 * 1024;
+/// Largest JPEG sent in a `snapshot` reply: with base64 (4/3 larger) the
+/// reply stays under 64 KiB, the message size every peer takes (larger
+/// sends failed with the WebRTC stack here and close the channel). The
+/// quality is lowered to fit; `GET /snapshot.jpg` has the full one.
+const MAX_SNAPSHOT_JPEG: usize = 46 * 1024;
 
 /// The label of the control DataChannel.
 pub const CHANNEL_LABEL: &str = "control";
