@@ -287,6 +287,7 @@ pub fn command() -> clap::Command {
         let value_name = match k.kind {
             Kind::Str => "TEXT",
             Kind::Int => "N",
+            Kind::Float => "NUM",
             Kind::Bool => "BOOL",
             Kind::Array(_) => "TOML-ARRAY",
         };

@@ -9,6 +9,8 @@ pub enum Kind {
     Str,
     /// Integer.
     Int,
+    /// Number (an integer is taken too).
+    Float,
     /// `true` / `false`.
     Bool,
     /// A TOML array of the given entries (inline syntax in env/flags, e.g.
@@ -28,6 +30,8 @@ pub enum Entry {
     Token,
     /// `{ name, pin, mode, … }` tables (`gpio.pins`).
     Pin,
+    /// `{ x, y, w, h }` rectangles (`motion.include`, `motion.exclude`).
+    Zone,
 }
 
 /// One configuration key.
@@ -67,6 +71,12 @@ pub fn parse_text(kind: Kind, text: &str) -> Result<toml::Value, String> {
             .parse::<i64>()
             .map(toml::Value::Integer)
             .map_err(|_| "expected an integer".to_string()),
+        Kind::Float => text
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(toml::Value::Float)
+            .ok_or_else(|| "expected a number".to_string()),
         Kind::Bool => match text.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
             "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
@@ -137,6 +147,16 @@ pub const KEYS: &[Key] = &[
         path: "video.congestion",
         kind: Kind::Str,
         help: "How viewers' receiver reports steer the bitrate: follow-weakest (the encoder follows the weakest viewer; frame rate drops first), keep-quality (weak viewers get keyframes only) or off",
+    },
+    Key {
+        path: "video.test_scene",
+        kind: Kind::Str,
+        help: "The test source's picture: \"moving\" (scrolling bars, a bouncing box) or \"still\" (only the sensor grain and the clock change)",
+    },
+    Key {
+        path: "video.test_object_after_s",
+        kind: Kind::Int,
+        help: "With test_scene = \"still\": a box starts moving this many seconds after the camera starts (for motion tests)",
     },
     Key {
         path: "video.encoder_device",
@@ -402,6 +422,46 @@ pub const KEYS: &[Key] = &[
         path: "auth.tokens",
         kind: Kind::Array(Entry::Token),
         help: "Static tokens: [{ token = \"…\", role = \"view\" | \"control\" }, …]",
+    },
+    Key {
+        path: "motion.enabled",
+        kind: Kind::Bool,
+        help: "Motion detection on a small luma picture of every frame (keeps the camera on)",
+    },
+    Key {
+        path: "motion.threshold",
+        kind: Kind::Int,
+        help: "Luma change (1-255) that counts a pixel as changed; above the sensor grain",
+    },
+    Key {
+        path: "motion.min_area_percent",
+        kind: Kind::Float,
+        help: "Share of the watched picture (0.1-100 %) that must change for motion",
+    },
+    Key {
+        path: "motion.end_after_s",
+        kind: Kind::Int,
+        help: "Seconds without change before motion ends (1-600)",
+    },
+    Key {
+        path: "motion.include",
+        kind: Kind::Array(Entry::Zone),
+        help: "Rectangles watched, relative (0-1): [{ x = 0, y = 0.5, w = 1, h = 0.5 }]; default the whole picture",
+    },
+    Key {
+        path: "motion.exclude",
+        kind: Kind::Array(Entry::Zone),
+        help: "Rectangles ignored, relative (0-1), e.g. a timestamp overlay or a tree",
+    },
+    Key {
+        path: "motion.record",
+        kind: Kind::Bool,
+        help: "Motion triggers a recording (record.mode = \"events\")",
+    },
+    Key {
+        path: "motion.snapshot",
+        kind: Kind::Bool,
+        help: "Publish a snapshot on P/snapshot when motion starts",
     },
     Key {
         path: "record.mode",

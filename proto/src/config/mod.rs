@@ -10,7 +10,8 @@ pub mod settings;
 
 pub use error::{ConfigError, Origin};
 pub use settings::{
-    CongestionPolicy, EncoderPref, RecordMode, RecordSettings, Settings, SourceSpec, VideoSettings,
+    CongestionPolicy, EncoderPref, MotionSettings, RecordMode, RecordSettings, Settings,
+    SourceSpec, TestScene, VideoSettings, Zone,
 };
 
 use keys::{Entry, Key, Kind};
@@ -42,6 +43,7 @@ fn kind_matches(kind: Kind, v: &toml::Value) -> bool {
         (kind, v),
         (Kind::Str, toml::Value::String(_))
             | (Kind::Int, toml::Value::Integer(_))
+            | (Kind::Float, toml::Value::Float(_) | toml::Value::Integer(_))
             | (Kind::Bool, toml::Value::Boolean(_))
             | (Kind::Array(_), toml::Value::Array(_))
     )
@@ -51,6 +53,7 @@ fn kind_text(kind: Kind) -> &'static str {
     match kind {
         Kind::Str => "expected a string",
         Kind::Int => "expected an integer",
+        Kind::Float => "expected a number",
         Kind::Bool => "expected true or false",
         Kind::Array(_) => "expected an array",
     }
@@ -145,6 +148,7 @@ fn check_arrays(table: &toml::Table, origin: &dyn Fn(&str) -> Origin) -> Result<
             Entry::IceServer => try_as::<Vec<raw::RawIceServer>>(v),
             Entry::Token => try_as::<Vec<raw::RawToken>>(v),
             Entry::Pin => try_as::<Vec<raw::RawPin>>(v),
+            Entry::Zone => try_as::<Vec<raw::RawZone>>(v),
         };
         checked.map_err(|allowed| ConfigError::Invalid {
             key: key.path.into(),

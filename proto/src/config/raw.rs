@@ -37,6 +37,9 @@ pub struct RawConfig {
     /// `[record]`
     #[serde(default)]
     pub record: RawRecord,
+    /// `[motion]`
+    #[serde(default)]
+    pub motion: RawMotion,
 }
 
 /// One `[[gpio.pins]]` entry; which fields apply depends on `mode`.
@@ -135,6 +138,12 @@ pub struct RawVideo {
     /// `video.congestion`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub congestion: Option<String>,
+    /// `video.test_scene`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_scene: Option<String>,
+    /// `video.test_object_after_s`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_object_after_s: Option<i64>,
     /// `video.always_on`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub always_on: Option<bool>,
@@ -385,4 +394,48 @@ pub struct RawRecord {
     /// `record.min_free_mb`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_free_mb: Option<i64>,
+}
+
+/// One rectangle of `motion.include` / `motion.exclude`, relative to the picture (0-1).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZone {
+    /// Left edge.
+    pub x: f64,
+    /// Top edge.
+    pub y: f64,
+    /// Width.
+    pub w: f64,
+    /// Height.
+    pub h: f64,
+}
+
+/// `[motion]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMotion {
+    /// `motion.enabled`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `motion.threshold`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<i64>,
+    /// `motion.min_area_percent`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_area_percent: Option<f64>,
+    /// `motion.end_after_s`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_after_s: Option<i64>,
+    /// `motion.include`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<RawZone>>,
+    /// `motion.exclude`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<RawZone>>,
+    /// `motion.record`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<bool>,
+    /// `motion.snapshot`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<bool>,
 }

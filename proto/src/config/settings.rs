@@ -3,8 +3,8 @@
 
 use super::error::{ConfigError, Origin};
 use super::raw::{
-    RawAuth, RawBroker, RawConfig, RawControl, RawDevice, RawGpio, RawHttp, RawIceServer, RawMqtt,
-    RawPin, RawRecord, RawToken, RawVideo, RawWebrtc,
+    RawAuth, RawBroker, RawConfig, RawControl, RawDevice, RawGpio, RawHttp, RawIceServer,
+    RawMotion, RawMqtt, RawPin, RawRecord, RawToken, RawVideo, RawWebrtc, RawZone,
 };
 use crate::auth::{MIN_SECRET_LEN, Role};
 use crate::gpio::pins::{
@@ -115,6 +115,21 @@ pub struct VideoSettings {
     pub max_bitrate_kbps: u32,
     /// How viewers' links steer the encoder's bitrate.
     pub congestion: CongestionPolicy,
+    /// The test source's scene.
+    pub test_scene: TestScene,
+}
+
+/// `video.test_scene` and `video.test_object_after_s`: what the test source shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestScene {
+    /// Scrolling bars and a bouncing box.
+    Moving,
+    /// Still bars; only the grain, the clock and the block code change. A
+    /// box starts moving after the given time, if any.
+    Still {
+        /// When the box appears, after the camera starts.
+        object_after: Option<Duration>,
+    },
 }
 
 /// A secret that never shows up in logs or `Debug` output.
@@ -375,6 +390,108 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// `[record]`
     pub record: RecordSettings,
+    /// `[motion]`
+    pub motion: MotionSettings,
+}
+
+/// A rectangle relative to the picture (each value 0-1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Zone {
+    /// Left edge.
+    pub x: f64,
+    /// Top edge.
+    pub y: f64,
+    /// Width.
+    pub w: f64,
+    /// Height.
+    pub h: f64,
+}
+
+/// `[motion]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct MotionSettings {
+    /// Whether motion is detected.
+    pub enabled: bool,
+    /// Luma change that counts a pixel as changed.
+    pub threshold: u8,
+    /// Share of the watched picture that must change (0-1).
+    pub min_area: f64,
+    /// Quiet time that ends motion.
+    pub end_after: Duration,
+    /// Watched rectangles (empty: the whole picture).
+    pub include: Vec<Zone>,
+    /// Ignored rectangles.
+    pub exclude: Vec<Zone>,
+    /// Motion triggers a recording.
+    pub record: bool,
+    /// A snapshot is published when motion starts.
+    pub snapshot: bool,
+}
+
+fn zones(
+    key: &str,
+    raw: Option<&Vec<RawZone>>,
+    origin: OriginOf<'_>,
+) -> Result<Vec<Zone>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, z) in raw.into_iter().flatten().enumerate() {
+        let ok = [z.x, z.y, z.w, z.h]
+            .iter()
+            .all(|v| v.is_finite() && (0.0..=1.0).contains(v))
+            && z.w > 0.0
+            && z.h > 0.0
+            && z.x + z.w <= 1.0 + 1e-9
+            && z.y + z.h <= 1.0 + 1e-9;
+        if !ok {
+            return Err(invalid(
+                &format!("{key}[{i}]"),
+                format!("{{ x = {}, y = {}, w = {}, h = {} }}", z.x, z.y, z.w, z.h),
+                "expected a rectangle inside the picture: x, y, w, h from 0 to 1, w and h above 0, x + w and y + h at most 1",
+                &|_| origin(key),
+            ));
+        }
+        out.push(Zone {
+            x: z.x,
+            y: z.y,
+            w: z.w,
+            h: z.h,
+        });
+    }
+    Ok(out)
+}
+
+fn motion(raw: &RawMotion, origin: OriginOf<'_>) -> Result<MotionSettings, ConfigError> {
+    let min_area = num(
+        "motion.min_area_percent",
+        raw.min_area_percent,
+        1.0,
+        (0.1, 100.0),
+        origin,
+    )? / 100.0;
+    Ok(MotionSettings {
+        enabled: raw.enabled.unwrap_or(false),
+        threshold: int(
+            "motion.threshold",
+            raw.threshold,
+            25,
+            (1, 255),
+            false,
+            origin,
+        )? as u8,
+        min_area,
+        end_after: Duration::from_secs(u64::from(int(
+            "motion.end_after_s",
+            raw.end_after_s,
+            5,
+            (1, 600),
+            false,
+            origin,
+        )?)),
+        include: zones("motion.include", raw.include.as_ref(), origin)?,
+        exclude: zones("motion.exclude", raw.exclude.as_ref(), origin)?,
+        record: raw.record.unwrap_or(true),
+        snapshot: raw.snapshot.unwrap_or(true),
+    })
 }
 
 /// `record.mode`.
@@ -936,6 +1053,38 @@ fn video(raw: &RawVideo, origin: OriginOf<'_>) -> Result<VideoSettings, ConfigEr
             origin,
         )?,
         congestion,
+        test_scene: match (raw.test_scene.as_deref(), raw.test_object_after_s) {
+            (None | Some("moving"), None) => TestScene::Moving,
+            (None | Some("moving"), Some(n)) => {
+                return Err(invalid(
+                    "video.test_object_after_s",
+                    n,
+                    "only with video.test_scene = \"still\" (the moving scene always has its box)",
+                    origin,
+                ));
+            }
+            (Some("still"), after) => TestScene::Still {
+                object_after: match after {
+                    None => None,
+                    Some(_) => Some(Duration::from_secs(u64::from(int(
+                        "video.test_object_after_s",
+                        after,
+                        0,
+                        (0, 3600),
+                        false,
+                        origin,
+                    )?))),
+                },
+            },
+            (Some(other), _) => {
+                return Err(invalid(
+                    "video.test_scene",
+                    format!("{other:?}"),
+                    "expected \"moving\" or \"still\"",
+                    origin,
+                ));
+            }
+        },
     })
     .and_then(|v| {
         if v.min_bitrate_kbps > v.max_bitrate_kbps {
@@ -1522,6 +1671,7 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
         },
         auth: auth(&raw.auth, origin)?,
         record,
+        motion: motion(&raw.motion, origin)?,
     }
     .with_audience())
 }
@@ -1847,6 +1997,15 @@ fn gpio(raw: &RawGpio, origin: OriginOf<'_>) -> Result<GpioSettings, ConfigError
     })
 }
 
+fn raw_zone(z: &Zone) -> RawZone {
+    RawZone {
+        x: z.x,
+        y: z.y,
+        w: z.w,
+        h: z.h,
+    }
+}
+
 fn raw_pin(p: &PinSpec) -> RawPin {
     let mut r = RawPin {
         name: p.name.clone(),
@@ -1936,6 +2095,19 @@ impl Settings {
                 min_bitrate_kbps: Some(v.min_bitrate_kbps.into()),
                 max_bitrate_kbps: Some(v.max_bitrate_kbps.into()),
                 congestion: Some(v.congestion.as_config().into()),
+                test_scene: Some(
+                    match v.test_scene {
+                        TestScene::Moving => "moving",
+                        TestScene::Still { .. } => "still",
+                    }
+                    .into(),
+                ),
+                test_object_after_s: match v.test_scene {
+                    TestScene::Still {
+                        object_after: Some(d),
+                    } => Some(d.as_secs() as i64),
+                    _ => None,
+                },
             },
             device: RawDevice {
                 name: Some(self.device.name.clone()),
@@ -2063,6 +2235,16 @@ impl Settings {
                 // Static tokens are secrets, like the password: never printed
                 // (`render_effective` says how many there are, as a comment).
                 tokens: None,
+            },
+            motion: RawMotion {
+                enabled: Some(self.motion.enabled),
+                threshold: Some(self.motion.threshold.into()),
+                min_area_percent: Some(self.motion.min_area * 100.0),
+                end_after_s: Some(self.motion.end_after.as_secs() as i64),
+                include: Some(self.motion.include.iter().map(raw_zone).collect()),
+                exclude: Some(self.motion.exclude.iter().map(raw_zone).collect()),
+                record: Some(self.motion.record),
+                snapshot: Some(self.motion.snapshot),
             },
             record: RawRecord {
                 mode: Some(self.record.mode.as_str().into()),
