@@ -635,6 +635,7 @@ impl Agent {
                     idle_timeout: settings.http.idle_timeout,
                 },
                 hosts: settings.http.hosts.clone(),
+                recordings: None,
             };
             tracker.spawn(web::serve(
                 listener,

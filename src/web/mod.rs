@@ -1,9 +1,12 @@
 //! The built-in web viewer: static files embedded at build time, plus
 //! `/config.json` (how the page reaches the broker), `/stats.json`, and
 //! `/metrics` (Prometheus text format; public like `/stats.json`: viewers
-//! are authorised on the signaling path, the page itself has no login).
+//! are authorised on the signaling path, the page itself has no login), and
+//! `/recordings` (the recorder's segments, behind viewer tokens:
+//! [`recordings`]).
 
 pub mod conn;
+pub mod recordings;
 
 use crate::config::settings::{IceServer, Secret};
 use crate::throttle::{Throttle, Verdict};
@@ -21,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use conn::{Limits, LocalAddr, WebCounts};
+pub use recordings::{RecordingEntry, Recordings, RecordingsDoor, RecordingsError};
 
 #[derive(rust_embed::RustEmbed)]
 #[folder = "src/web/assets/"]
@@ -163,6 +167,9 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Host names accepted besides the machine's.
     pub hosts: Vec<String>,
+    /// The recorder's segments at `/recordings`; `None` when recording is
+    /// off (those routes then answer 404 `recording_off`).
+    pub recordings: Option<Recordings>,
 }
 
 /// Serves the viewer on `listener` until `shutdown`; `counts` tracks its
@@ -194,7 +201,8 @@ pub async fn serve(
         // (some ignore the page's <link>), and both get the same SVG.
         .route("/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
-        .with_state(state);
+        .with_state(state)
+        .merge(recordings::routes(opts.recordings));
     let mut limits = opts.limits;
     let cap = conn::effective_cap(limits.cap);
     if cap < limits.cap {
@@ -245,8 +253,13 @@ async fn asset(Path(path): Path<String>) -> Response {
 }
 
 fn bad_request(code: &str, message: String) -> Response {
+    json_error(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// An error answer: `{"error": code, "message": message}`, never cached.
+fn json_error(status: StatusCode, code: &str, message: String) -> Response {
     (
-        StatusCode::BAD_REQUEST,
+        status,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         axum::Json(serde_json::json!({ "error": code, "message": message })),
     )
