@@ -597,6 +597,7 @@ impl Agent {
                     .expect("AgentStats is plain data and always serialises")
             });
             let metrics_recorder = recorder.clone();
+            let web_auth = Arc::new(settings.auth.authorizer());
             let metrics: web::MetricsFn = Arc::new(move || {
                 let camera = &metrics_src.camera;
                 let media = crate::metrics::MediaFigures {
@@ -635,7 +636,26 @@ impl Agent {
                     idle_timeout: settings.http.idle_timeout,
                 },
                 hosts: settings.http.hosts.clone(),
-                recordings: None,
+                recordings: recorder.clone().map(|r| web::Recordings {
+                    door: Arc::new(RecorderDoor(r)),
+                    auth: web_auth.clone(),
+                }),
+                snapshot: Some(web::snapshot::Shots {
+                    take: {
+                        let shots = snapshots.clone();
+                        Arc::new(move || {
+                            let shots = shots.clone();
+                            Box::pin(async move {
+                                shots
+                                    .take()
+                                    .await
+                                    .map(|s| s.jpeg)
+                                    .map_err(|e| e.to_string())
+                            })
+                        })
+                    },
+                    auth: web_auth.clone(),
+                }),
             };
             tracker.spawn(web::serve(
                 listener,
@@ -837,6 +857,52 @@ async fn republish_info(
                 let _ = info.send(Retained { info: json });
             }
         }
+    }
+}
+
+/// The recorder as the web server sees it.
+struct RecorderDoor(Recorder);
+
+impl web::RecordingsDoor for RecorderDoor {
+    fn list(&self) -> Vec<web::RecordingEntry> {
+        self.0
+            .list()
+            .into_iter()
+            .map(|l| web::RecordingEntry {
+                name: l.name,
+                start_ms: l.start_ms,
+                duration_ms: l.duration_ms,
+                frames: l.frames,
+                bytes: l.bytes,
+                open: l.open,
+            })
+            .collect()
+    }
+
+    fn path(&self, name: &str) -> Result<std::path::PathBuf, web::RecordingsError> {
+        let path = self
+            .0
+            .store()
+            .path(name)
+            .map_err(|e| web::RecordingsError::BadName(e.to_string()))?;
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(web::RecordingsError::NotFound(name.to_string()))
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<(), web::RecordingsError> {
+        use crate::record::recorder::DeleteError;
+        use crate::record::store::StoreError;
+        self.0.delete(name).map_err(|e| match e {
+            DeleteError::Open(n) => web::RecordingsError::InUse(n),
+            DeleteError::Store(StoreError::NotFound(n)) => web::RecordingsError::NotFound(n),
+            DeleteError::Store(StoreError::BadName(n)) => web::RecordingsError::BadName(n),
+            DeleteError::Store(e @ StoreError::Io { .. }) => {
+                web::RecordingsError::Io(e.to_string())
+            }
+        })
     }
 }
 

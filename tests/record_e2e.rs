@@ -508,6 +508,45 @@ async fn events_record_with_pre_roll_from_a_keyframe_on_mqtt_and_datachannel_com
     )
     .await;
     assert_eq!(code(&r), "not_found");
+
+    // HTTP: the list, a download whole and by range, a delete.
+    let http = agent.http_addr();
+    let (status, _, body) = common::http_request(http, "GET", "/recordings", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let entry = list["recordings"][0].clone();
+    let name = entry["name"].as_str().expect("a name").to_string();
+    assert_eq!(entry["open"], false, "{list}");
+    let (status, headers, whole) =
+        common::http_request_bytes(http, "GET", &format!("/recordings/{name}"), &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "video/mp4"),
+        "{headers:?}"
+    );
+    assert_eq!(Some(whole.len() as u64), entry["bytes"].as_u64());
+    let (status, _, part) = common::http_request_bytes(
+        http,
+        "GET",
+        &format!("/recordings/{name}"),
+        &[("range", "bytes=100-199")],
+    )
+    .await;
+    assert_eq!((status, &part[..]), (206, &whole[100..200]));
+    // What came over HTTP plays, with the frames the list promised.
+    let copy = dir.path().join("download.mp4");
+    std::fs::write(&copy, &whole).expect("write");
+    assert_eq!(Some(codes(&copy).len() as u64), entry["frames"].as_u64());
+    let (status, _, body) =
+        common::http_request(http, "GET", "/recordings/..%2f..%2fetc/passwd", &[]).await;
+    assert!(status == 400 || status == 404, "{status} {body}");
+    let (status, _, _) =
+        common::http_request(http, "DELETE", &format!("/recordings/{name}"), &[]).await;
+    assert_eq!(status, 204);
+    let (_, _, body) = common::http_request(http, "GET", "/recordings", &[]).await;
+    assert!(!body.contains(&name), "{body}");
     drop(v);
     stop(&mut agent).await;
     for f in segments(&rec) {

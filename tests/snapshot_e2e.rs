@@ -96,6 +96,19 @@ async fn snapshots_over_the_datachannel_and_mqtt_show_the_camera_now() {
         .await;
     let doc: serde_json::Value = serde_json::from_slice(&doc).expect("JSON");
     assert_eq!(doc["topic"], format!("{p}/snapshot"));
+    // HTTP: /snapshot.jpg.
+    let before = unix_ms();
+    let (status, headers, jpeg) =
+        common::http_request_bytes(agent.http_addr(), "GET", "/snapshot.jpg", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "image/jpeg")
+    );
+    let (w, _, ts) = read_jpeg(&jpeg);
+    assert_eq!(w, 640);
+    assert!(ts + 1000 >= before, "a fresh picture");
     drop(v);
     agent.shutdown().await;
 }

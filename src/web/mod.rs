@@ -5,8 +5,10 @@
 //! `/recordings` (the recorder's segments, behind viewer tokens:
 //! [`recordings`]).
 
+pub mod bearer;
 pub mod conn;
 pub mod recordings;
+pub mod snapshot;
 
 use crate::config::settings::{IceServer, Secret};
 use crate::throttle::{Throttle, Verdict};
@@ -170,6 +172,8 @@ pub struct ServeOptions {
     /// The recorder's segments at `/recordings`; `None` when recording is
     /// off (those routes then answer 404 `recording_off`).
     pub recordings: Option<Recordings>,
+    /// `/snapshot.jpg`.
+    pub snapshot: Option<snapshot::Shots>,
 }
 
 /// Serves the viewer on `listener` until `shutdown`; `counts` tracks its
@@ -203,6 +207,10 @@ pub async fn serve(
         .route("/favicon.ico", get(favicon))
         .with_state(state)
         .merge(recordings::routes(opts.recordings));
+    let app = match opts.snapshot {
+        Some(shots) => app.merge(snapshot::routes(shots)),
+        None => app,
+    };
     let mut limits = opts.limits;
     let cap = conn::effective_cap(limits.cap);
     if cap < limits.cap {

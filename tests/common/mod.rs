@@ -107,6 +107,17 @@ pub async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, Vec<(String, String)>, String) {
+    let (status, headers, body) = http_request_bytes(addr, method, path, headers).await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// [`http_request`] with the body as bytes (up to 64 MiB).
+pub async fn http_request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
     let client: Client<_, axum::body::Body> = Client::builder(TokioExecutor::new()).build_http();
@@ -134,10 +145,10 @@ pub async fn http_request(
             )
         })
         .collect();
-    let body = axum::body::to_bytes(axum::body::Body::new(resp.into_body()), 1 << 20)
+    let body = axum::body::to_bytes(axum::body::Body::new(resp.into_body()), 64 << 20)
         .await
         .expect("the body");
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+    (status, headers, body.to_vec())
 }
 
 /// A free TCP port on 127.0.0.1.
