@@ -413,16 +413,6 @@ impl Agent {
             conn.connected.clone(),
             shutdown.clone(),
         ));
-        if let (Some(r), Some(rx)) = (&recorder, record_set_rx) {
-            tracker.spawn(record_mqtt::run(
-                r.clone(),
-                publisher.clone(),
-                topics.clone(),
-                rx,
-                conn.connected.clone(),
-                shutdown.clone(),
-            ));
-        }
         if let (Some(g), Some(rx)) = (gpio_bridge, gpio_set_rx) {
             let bridge = gpio_mqtt::Bridge {
                 gpio: g,
@@ -499,6 +489,34 @@ impl Agent {
             recorder: recorder.clone(),
             snapshots: snapshots.clone(),
         }));
+        // Recording and motion events go to MQTT and to every control channel.
+        if let (Some(r), Some(rx)) = (&recorder, record_set_rx) {
+            tracker.spawn(record_mqtt::run(
+                r.clone(),
+                publisher.clone(),
+                topics.clone(),
+                control.clone(),
+                rx,
+                conn.connected.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if settings.motion.enabled {
+            let parts = crate::motion::MotionParts {
+                settings: settings.motion.clone(),
+                picture: (v.width, v.height),
+                hub: hub.clone(),
+                taps: pipeline.taps(),
+                control: control.clone(),
+                publisher: publisher.clone(),
+                topics: topics.clone(),
+                discovery: discovery.clone(),
+                recorder: recorder.clone(),
+                snapshots: mqtt_snapshots.clone(),
+                tracker: tracker.clone(),
+            };
+            tracker.spawn(parts.run(conn.connected.clone(), shutdown.clone()));
+        }
         let links = Arc::new(crate::metrics::ViewerLinks::default());
         let ctx = Arc::new(SessionContext {
             hub: hub.clone(),

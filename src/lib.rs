@@ -54,6 +54,7 @@
 //! - [`backoff`]: retry delays shared by every reconnect loop.
 //! - [`record`]: recording to crash-safe fragmented MP4 segments (policy, boxes, files, retention, MQTT), and `rtcam record`'s Annex B dump.
 //! - [`bench`]: `rtcam bench`, encoder and pipeline CPU cost, per-stage latency.
+//! - [`motion`]: motion detection on a small luma picture, its events to viewers, MQTT, Home Assistant and the recorder.
 //! - [`metrics`]: `/metrics`, the agent's figures in the Prometheus text format.
 //! - [`snapshot`]: JPEG snapshots from the raw picture (or the next keyframe), for HTTP, the DataChannel and MQTT.
 //! - [`signaling`]: the MQTT client link with reconnect backoff, echo filtering, the embedded broker.
@@ -83,6 +84,7 @@ pub mod gpio;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod motion;
 pub mod peer;
 pub mod probe;
 pub mod record;

@@ -74,6 +74,17 @@ pub struct Controller {
     max_message: usize,
     recorder: Option<Recorder>,
     snapshots: Arc<Snapshots>,
+    notices: tokio::sync::broadcast::Sender<Notice>,
+}
+
+/// An event for every control channel (motion, recording), sent as
+/// `{"event": name, …fields}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    /// The event's name, e.g. `motion.start`.
+    pub name: &'static str,
+    /// Its fields.
+    pub fields: serde_json::Map<String, Value>,
 }
 
 /// Controller construction parameters.
@@ -147,6 +158,8 @@ impl Controller {
             max_message: parts.max_message,
             recorder: parts.recorder,
             snapshots: parts.snapshots,
+            // A channel that falls this far behind misses some notices.
+            notices: tokio::sync::broadcast::channel(64).0,
         }
     }
 
@@ -374,6 +387,17 @@ impl Controller {
                 Ok(json!({ "control": control, "value": applied }))
             }
         }
+    }
+
+    /// Sends `name` with `fields` to every control channel.
+    pub fn notify(&self, name: &'static str, fields: serde_json::Map<String, Value>) {
+        // No channel open: nobody to tell.
+        let _ = self.notices.send(Notice { name, fields });
+    }
+
+    /// Notices from now on.
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
     }
 
     fn recorder(&self) -> Result<&Recorder, ControlError> {

@@ -33,11 +33,13 @@ pub fn event_for(before: &RecordStatus, after: &RecordStatus) -> Option<serde_js
     None
 }
 
-/// Publishes the recorder's state and events, and carries out `P/record/set`.
+/// Publishes the recorder's state and events (to MQTT and every control
+/// channel), and carries out `P/record/set`.
 pub async fn run(
     recorder: Recorder,
     publisher: Publisher,
     topics: Topics,
+    control: std::sync::Arc<crate::control::Controller>,
     mut sets: mpsc::Receiver<Bytes>,
     mut connected: watch::Receiver<bool>,
     stop: CancellationToken,
@@ -66,6 +68,14 @@ pub async fn run(
                 let now = status.borrow_and_update().clone();
                 if let Some(ev) = event_for(&last, &now) {
                     publisher.publish(&event_topic(&topics), ev.to_string());
+                    if let serde_json::Value::Object(mut fields) = ev {
+                        let name = match fields.remove("event").as_ref().and_then(|v| v.as_str()) {
+                            Some("record.started") => "record.started",
+                            Some("record.stopped") => "record.stopped",
+                            _ => "record.error",
+                        };
+                        control.notify(name, fields);
+                    }
                 }
                 // Counters move with every fragment: the retained state
                 // follows changes of what is recorded, not every byte.

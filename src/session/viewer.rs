@@ -147,6 +147,7 @@ async fn session(
     // as open on its side before ours learns of it, and a change made in that
     // gap must still reach this viewer's panel.
     let mut first_gpio_events = ctx.control.gpio().map(|g| g.subscribe());
+    let mut first_notices = Some(ctx.control.notices());
     ctx.publisher.to_client(
         ToClient::Answer,
         &id.client,
@@ -291,12 +292,15 @@ async fn session(
                     let ch = Arc::new(ch);
                     channels.push(ch.clone());
                     let session = control.clone();
-                    let gpio_events = if ch.label() == CHANNEL_LABEL {
-                        first_gpio_events.take().or_else(|| ctx.control.gpio().map(|g| g.subscribe()))
+                    let (gpio_events, notices) = if ch.label() == CHANNEL_LABEL {
+                        (
+                            first_gpio_events.take().or_else(|| ctx.control.gpio().map(|g| g.subscribe())),
+                            Some(first_notices.take().unwrap_or_else(|| ctx.control.notices())),
+                        )
                     } else {
-                        None
+                        (None, None)
                     };
-                    tracker.spawn(serve_channel(ctx.clone(), ch, session, gpio_events, children.child_token()));
+                    tracker.spawn(serve_channel(ctx.clone(), ch, session, gpio_events, notices, children.child_token()));
                 }
                 Some(PeerEvent::KeyframeRequest) => {
                     if keyframes.allow(Instant::now()) {
@@ -432,6 +436,7 @@ async fn serve_channel(
     ch: Arc<Channel>,
     mut session: ControlSession,
     mut gpio_events: Option<broadcast::Receiver<GpioEvent>>,
+    mut notices: Option<broadcast::Receiver<crate::control::Notice>>,
     stop: CancellationToken,
 ) {
     if ch.label() != CHANNEL_LABEL {
@@ -446,8 +451,25 @@ async fn serve_channel(
                 None => std::future::pending().await,
             }
         };
+        let notice = async {
+            match notices.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => break false,
+            n = notice => match n {
+                Ok(n) => {
+                    if ch.send_text(&protocol::event(n.name, n.fields)).await.is_err() {
+                        break true;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "control channel fell behind on notices");
+                }
+                Err(broadcast::error::RecvError::Closed) => notices = None,
+            },
             ev = gpio_event => match ev {
                 Ok(e) => {
                     if ch.send_text(&protocol::event("gpio.changed", e.fields())).await.is_err() {

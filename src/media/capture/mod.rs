@@ -8,7 +8,7 @@ pub mod ioctl;
 pub mod test_pattern;
 pub mod v4l2;
 
-use crate::config::{SourceSpec, VideoSettings};
+use crate::config::{SourceSpec, TestScene, VideoSettings};
 use crate::media::frame::{PixelFormat, RawFrame};
 use std::path::PathBuf;
 
@@ -157,11 +157,17 @@ pub trait SourceFactory: Send + Sync {
 /// The factory for the configured `[video] source`.
 pub fn factory_for(video: &VideoSettings) -> Box<dyn SourceFactory> {
     match &video.source {
-        SourceSpec::Test => Box::new(test_pattern::TestPatternFactory::new(
-            video.width as usize,
-            video.height as usize,
-            video.fps,
-        )),
+        SourceSpec::Test => Box::new(
+            test_pattern::TestPatternFactory::new(
+                video.width as usize,
+                video.height as usize,
+                video.fps,
+            )
+            .with_scene(match video.test_scene {
+                TestScene::Moving => test_pattern::Scene::Moving,
+                TestScene::Still { object_after } => test_pattern::Scene::Still { object_after },
+            }),
+        ),
         SourceSpec::Auto => Box::new(v4l2::V4l2Factory::new(None, video)),
         SourceSpec::Device(path) => Box::new(v4l2::V4l2Factory::new(Some(path.clone()), video)),
     }

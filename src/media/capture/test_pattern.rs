@@ -90,6 +90,21 @@ pub struct TestPatternFactory {
     height: usize,
     fps: u32,
     controls: Arc<TestControls>,
+    scene: Scene,
+}
+
+/// What the pattern shows besides the code and the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scene {
+    /// Scrolling bars and a bouncing box.
+    #[default]
+    Moving,
+    /// Still bars and grain; the box appears from `object_after` (after the
+    /// source opens), if set, moves for [`OBJECT_MOVES`], then stands still.
+    Still {
+        /// When the box starts moving.
+        object_after: Option<Duration>,
+    },
 }
 
 impl TestPatternFactory {
@@ -100,18 +115,32 @@ impl TestPatternFactory {
             height,
             fps,
             controls: Arc::default(),
+            scene: Scene::Moving,
         }
+    }
+
+    /// The same, showing `scene`.
+    pub fn with_scene(mut self, scene: Scene) -> Self {
+        self.scene = scene;
+        self
     }
 }
 
 impl SourceFactory for TestPatternFactory {
     fn open(&self) -> Result<Box<dyn Source>, SourceError> {
-        Ok(Box::new(TestPattern::with_controls(
-            self.width,
-            self.height,
-            self.fps,
-            self.controls.clone(),
-        )))
+        let mut source =
+            TestPattern::with_controls(self.width, self.height, self.fps, self.controls.clone());
+        source.pattern.scene = match self.scene {
+            Scene::Moving => PatternScene::default(),
+            Scene::Still { object_after } => PatternScene {
+                still: true,
+                object_from: object_after
+                    .map(|d| (d.as_millis() * u128::from(self.fps.max(1)) / 1000) as u32),
+                object_frames: (OBJECT_MOVES.as_millis() * u128::from(self.fps.max(1)) / 1000)
+                    as u32,
+            },
+        };
+        Ok(Box::new(source))
     }
 }
 
@@ -212,7 +241,20 @@ pub struct PatternGenerator {
     period: usize,
     // GRAIN_ROWS rows of random luma, GRAIN_PAD wider than the frame.
     grain: Vec<u8>,
+    scene: PatternScene,
 }
+
+/// The generator's scene: still bars, and the frame the box appears at.
+#[derive(Debug, Clone, Copy, Default)]
+struct PatternScene {
+    still: bool,
+    object_from: Option<u32>,
+    object_frames: u32,
+}
+
+/// How long the still scene's box moves before it stands still: a motion
+/// event with a known start and end.
+pub const OBJECT_MOVES: Duration = Duration::from_secs(5);
 
 /// Rows of precomputed grain (the band repeats them at shifting offsets).
 const GRAIN_ROWS: usize = 256;
@@ -256,6 +298,7 @@ impl PatternGenerator {
             bar_v: Vec::new(),
             period: 0,
             grain: make_grain(width),
+            scene: PatternScene::default(),
         };
         g.set_levels(0, 100);
         g
@@ -301,7 +344,11 @@ impl PatternGenerator {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         let (w, h) = (self.image.width, self.image.height);
-        let offset = (seq as usize * SCROLL_PX) % self.period;
+        let offset = if self.scene.still {
+            0
+        } else {
+            (seq as usize * SCROLL_PX) % self.period
+        };
         let ramp_top = (h * 2 / 3) & !1;
         {
             let (y, u, v) = self.image.planes_mut();
@@ -333,7 +380,14 @@ impl PatternGenerator {
                 }
             }
         }
-        self.draw_box(seq);
+        match (self.scene.still, self.scene.object_from) {
+            (false, _) => self.draw_box(seq),
+            (true, Some(from)) if seq >= from => {
+                let moved = (seq - from).min(self.scene.object_frames);
+                self.draw_box(from + moved);
+            }
+            (true, _) => {}
+        }
         self.draw_clock(seq, ts_ms);
         let code = BlockCode { seq, ts_ms };
         let (aw, ah) = blockcode::area(w, h);
