@@ -220,6 +220,18 @@ pub enum BenchCommand {
         #[command(flatten)]
         encoder: BenchEncoderArgs,
     },
+    /// Motion detection's CPU per frame against the encoder's, on the same frames.
+    Motion {
+        /// Picture width.
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        /// Picture height.
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        /// Frames.
+        #[arg(long, default_value_t = 300)]
+        frames: u32,
+    },
     /// Everything docs/BENCHMARKS.md reports for the media pipeline, with ratios.
     All {
         /// Seconds per real-time run.

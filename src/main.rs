@@ -394,6 +394,14 @@ fn run_bench(what: BenchCommand) -> Result<()> {
             let s = encoder.apply(bench::settings(width, height, fps, bitrate_kbps, threads));
             print!("{}", bench::latency(&s, seconds)?);
         }
+        BenchCommand::Motion {
+            width,
+            height,
+            frames,
+        } => {
+            let s = bench::settings(width, height, 30, 2000, 1);
+            print!("{}", bench::motion(&s, frames)?);
+        }
         BenchCommand::All { seconds, rounds } => {
             print!("{}", bench::report_all(seconds, rounds)?);
         }

@@ -550,6 +550,58 @@ pub fn report_threads(frames: u32, seconds: u32, rounds: u32) -> Result<String, 
     Ok(out)
 }
 
+/// Motion detection's cost against the encoder's, on the same test-pattern
+/// frames (flat out, thread CPU): the tap's downscale to the detector's
+/// luma picture plus the detector, per frame, and its share of an encode.
+pub fn motion(settings: &EncoderSettings, frames: u32) -> Result<String, BenchError> {
+    use crate::media::tap::Taps;
+    use crate::motion::LUMA_WIDTH;
+    use crate::motion::detector::{Detector, DetectorConfig};
+    let prepared = prepared_frames(settings.width, settings.height);
+    let enc = encoder(settings, frames).map_err(BenchError::from)?;
+    let luma_h = (LUMA_WIDTH as u64 * u64::from(settings.height) / u64::from(settings.width.max(1)))
+        as usize;
+    let taps = Taps::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    taps.feed_luma(LUMA_WIDTH, luma_h, tx);
+    let mut det = Detector::new(
+        DetectorConfig {
+            threshold: 25,
+            min_area: 0.01,
+            end_after: Duration::from_secs(5),
+            include: Vec::new(),
+            exclude: Vec::new(),
+        },
+        LUMA_WIDTH,
+        luma_h,
+    );
+    let mut events = 0u32;
+    let cpu0 = thread_cpu();
+    for i in 0..frames {
+        let pic = prepared[i as usize % PREPARED_FRAMES].view();
+        let pts = Duration::from_millis(u64::from(i) * 33);
+        taps.offer(&EncoderInput::I420(pic), pts);
+        if let Ok(l) = rx.try_recv() {
+            events += u32::from(det.feed(&l.data, l.pts).is_some());
+        }
+    }
+    let cpu = thread_cpu() - cpu0;
+    let motion_ms = cpu.as_secs_f64() * 1000.0 / f64::from(frames.max(1));
+    let encode_ms = enc.ms_per_frame();
+    Ok(format!(
+        "motion detection at {}x{} ({}x{} luma): {:.3} ms/frame; encoder alone {:.2} ms/frame; motion = {:.2} % of the encoder ({} events over {} moving test-pattern frames)\n",
+        settings.width,
+        settings.height,
+        LUMA_WIDTH,
+        luma_h,
+        motion_ms,
+        encode_ms,
+        100.0 * motion_ms / encode_ms.max(f64::MIN_POSITIVE),
+        events,
+        frames
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

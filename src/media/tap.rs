@@ -78,29 +78,37 @@ fn plane<'a>(input: &'a EncoderInput<'a>) -> Option<Plane<'a>> {
     }
 }
 
-/// Box-averages `p` down to `w x h`.
+/// Box-averages `p` down to `w x h`, from about 4x4 samples per block:
+/// enough to average sensor grain away, a sixteenth of the reads of a
+/// 16x16 block at 720p.
 fn downscale(p: &Plane<'_>, w: usize, h: usize) -> Option<Vec<u8>> {
     if p.width < w || p.height < h || w == 0 || h == 0 {
         return None;
     }
     let (bw, bh) = (p.width / w, p.height / h);
-    if p.y.len() < p.stride * (p.height - 1) + p.width * p.step {
+    let row_len = p.width * p.step;
+    if p.y.len() < p.stride * (p.height - 1) + row_len {
         return None;
     }
+    let (sx, sy) = ((bw / 4).max(1), (bh / 4).max(1));
+    let n = (bw.div_ceil(sx) * bh.div_ceil(sy)) as u32;
+    let mut sums = vec![0u32; w];
     let mut out = Vec::with_capacity(w * h);
     for by in 0..h {
-        for bx in 0..w {
-            let mut sum = 0u32;
-            // Every second row and column of the block: half the reads, the same average on camera noise.
-            for yy in (0..bh).step_by(2) {
-                let row = (by * bh + yy) * p.stride;
-                for xx in (0..bw).step_by(2) {
-                    sum += u32::from(p.y[row + (bx * bw + xx) * p.step]);
-                }
+        sums.fill(0);
+        for yy in (0..bh).step_by(sy) {
+            let start = (by * bh + yy) * p.stride;
+            let row = &p.y[start..start + row_len];
+            for (bx, sum) in sums.iter_mut().enumerate() {
+                let block = &row[bx * bw * p.step..(bx + 1) * bw * p.step];
+                *sum += block
+                    .iter()
+                    .step_by(sx * p.step)
+                    .map(|&v| u32::from(v))
+                    .sum::<u32>();
             }
-            let n = bh.div_ceil(2) * bw.div_ceil(2);
-            out.push((sum / n as u32) as u8);
         }
+        out.extend(sums.iter().map(|s| (s / n) as u8));
     }
     Some(out)
 }
