@@ -81,7 +81,7 @@ fn payload_bytes(code: BlockCode) -> [u8; 12] {
 
 fn cell_is_white(row: usize, col: usize, payload: &[u8; 12]) -> bool {
     if row == 0 {
-        return col % 2 == 0;
+        return col.is_multiple_of(2);
     }
     let bit = (row - 1) * COLS + col;
     payload[bit / 8] & (0x80 >> (bit % 8)) != 0

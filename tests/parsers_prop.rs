@@ -1553,6 +1553,25 @@ fn array_value(path: &str) -> BoxedStrategy<toml::Value> {
             )
         })
         .boxed(),
+        "motion.include" | "motion.exclude" => vec(
+            (-0.5f64..1.5, -0.5f64..1.5, -0.5f64..1.5, -0.5f64..1.5),
+            0..3,
+        )
+        .prop_map(|zones| {
+            toml::Value::Array(
+                zones
+                    .into_iter()
+                    .map(|(x, y, w, h)| {
+                        let mut t = toml::Table::new();
+                        for (k, v) in [("x", x), ("y", y), ("w", w), ("h", h)] {
+                            t.insert(k.into(), toml::Value::Float(v));
+                        }
+                        toml::Value::Table(t)
+                    })
+                    .collect(),
+            )
+        })
+        .boxed(),
         _ => vec(prop_oneof!["(eth|wlan)[0-9]", ".{0,17}"], 0..3)
             .prop_map(|v| toml::Value::Array(v.into_iter().map(toml::Value::String).collect()))
             .boxed(),
@@ -1634,6 +1653,10 @@ fn config_table() -> impl Strategy<Value = toml::Table> {
                 (None, _) => match k.kind {
                     KeyKind::Str => str_value().boxed(),
                     KeyKind::Int => int_value().boxed(),
+                    KeyKind::Float => {
+                        prop_oneof![(-1e3f64..1e3).prop_map(toml::Value::Float), int_value(),]
+                            .boxed()
+                    }
                     KeyKind::Bool => any::<bool>().prop_map(toml::Value::Boolean).boxed(),
                     KeyKind::Array(_) => array_value(k.path),
                 },

@@ -199,7 +199,7 @@ fn planar_mut(out: &mut I420Image) -> YuvPlanarImageMut<'_, u8> {
 
 /// 4:2:0 chroma needs an even size (a JPEG's own size is checked when decoded).
 fn check_even(frame: &RawFrame<'_>) -> Result<(), ConvertError> {
-    if frame.width % 2 != 0 || frame.height % 2 != 0 {
+    if !frame.width.is_multiple_of(2) || !frame.height.is_multiple_of(2) {
         return Err(ConvertError::OddSize {
             width: frame.width,
             height: frame.height,

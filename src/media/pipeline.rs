@@ -455,7 +455,7 @@ impl Worker {
                 Some(_) => u64::from(self.control.frame_divisor()),
                 None => 1,
             };
-            if camera_frames % divisor != 0 {
+            if !camera_frames.is_multiple_of(divisor) {
                 continue;
             }
             let captured = frame.captured;

@@ -1,7 +1,7 @@
 //! Fragmented MP4 (ISO BMFF) for recorded H.264: the init segment (`ftyp`
-//! + `moov` with the stream's SPS/PPS in `avcC`) and one `moof` + `mdat`
-//! per fragment. The boxes are `mp4-atom`'s; this module only fills them.
-//! Pure.
+//! and `moov`, with the stream's SPS/PPS in `avcC`) and one `moof` and
+//! `mdat` per fragment. The boxes are `mp4-atom`'s; this module only fills
+//! them. Pure.
 
 use super::policy::{TIMESCALE, Timed};
 use crate::media::h264::{NAL_PPS, NAL_SPS, nal_type, nal_units};

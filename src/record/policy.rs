@@ -228,10 +228,7 @@ impl RecordPolicy {
         self.preroll.push_back(s);
         // Drop whole GOPs from the front while the next GOP still covers
         // `pre` (or memory is over its bound), so the buffer starts at a keyframe.
-        loop {
-            let Some(next) = self.preroll.iter().skip(1).position(|x| x.keyframe) else {
-                break;
-            };
+        while let Some(next) = self.preroll.iter().skip(1).position(|x| x.keyframe) {
             let next_pts = self.preroll[next + 1].pts;
             let covers = pts.saturating_sub(next_pts) >= self.cfg.pre;
             if !covers && self.preroll_bytes <= MAX_PREROLL_BYTES {
@@ -323,7 +320,7 @@ mod tests {
         Sample {
             data: Bytes::from(vec![0u8; 100]),
             pts: Duration::from_millis(i * 1000 / FPS),
-            keyframe: i % gop == 0,
+            keyframe: i.is_multiple_of(gop),
         }
     }
 

@@ -666,5 +666,5 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
-    Some(u64::from(st.f_bavail) * u64::from(st.f_frsize))
+    Some(st.f_bavail * st.f_frsize)
 }

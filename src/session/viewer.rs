@@ -205,7 +205,7 @@ async fn session(
                         );
                     }
                 }
-                if ticks % STATS_EVERY == 0 {
+                if ticks.is_multiple_of(STATS_EVERY) {
                     let s = peer.stats().await;
                     // The reports' round trip is the media path's; the ICE
                     // pair's (STUN checks) stands in until one comes.

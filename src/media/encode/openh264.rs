@@ -112,14 +112,14 @@ impl OpenH264Encoder {
     pub fn new(settings: &EncoderSettings) -> Result<Self, EncodeError> {
         let mut threads = resolve_threads(settings.threads);
         let mut enc = open(settings, threads)?;
-        if threads > 1 {
-            if let Err(reason) = use_slices(&mut enc, settings, threads) {
-                // Small pictures cannot be cut into slices under rate control;
-                // one thread still encodes them, so fall back rather than fail.
-                tracing::warn!(threads, width = settings.width, height = settings.height, %reason, "OpenH264 refused multi-threaded encoding; using one thread");
-                enc = open(settings, 1)?;
-                threads = 1;
-            }
+        if threads > 1
+            && let Err(reason) = use_slices(&mut enc, settings, threads)
+        {
+            // Small pictures cannot be cut into slices under rate control;
+            // one thread still encodes them, so fall back rather than fail.
+            tracing::warn!(threads, width = settings.width, height = settings.height, %reason, "OpenH264 refused multi-threaded encoding; using one thread");
+            enc = open(settings, 1)?;
+            threads = 1;
         }
         Ok(Self {
             enc,
@@ -301,7 +301,7 @@ fn open(settings: &EncoderSettings, threads: u32) -> Result<Encoder, EncodeError
 /// frame reaches the stream. Multiple slices per picture are allowed in
 /// Constrained Baseline, and libwebrtc sends the same for its OpenH264 path.
 fn use_slices(enc: &mut Encoder, settings: &EncoderSettings, threads: u32) -> Result<(), String> {
-    if settings.width % 2 != 0 || settings.height % 2 != 0 {
+    if !settings.width.is_multiple_of(2) || !settings.height.is_multiple_of(2) {
         // The crate's picture wrapper asserts on odd sizes; say no instead.
         return Err(format!(
             "odd picture size {}x{}",
