@@ -666,5 +666,8 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
-    Some(st.f_bavail * st.f_frsize)
+    // Both fields are 32-bit on 32-bit ARM, 64-bit elsewhere.
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(st.f_bavail) * u64::from(st.f_frsize);
+    Some(free)
 }
