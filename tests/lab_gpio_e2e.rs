@@ -216,3 +216,98 @@ debounce_ms = 200
         "relay: on (low), failsafe (high) at shutdown, released (the pull)"
     );
 }
+
+/// The next event named `name` within `within`, skipping others.
+async fn event(v: &mut Viewer, name: &str, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let ev = v.next_event(left).await?;
+        if ev["event"] == name {
+            return Some(ev);
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the kernel lab: run by tests/lab (.ci/test)"]
+async fn an_input_edge_on_a_simulated_line_records_with_pre_roll() {
+    require_lab();
+    sh("modprobe gpio-sim");
+    const PIR: u32 = 4;
+    let mut bank = gpiosim::Bank::new(8, "rtcam-pir");
+    bank.name(PIR, "GPIO4");
+    let sim = gpiosim::builder()
+        .with_name(gpiosim::unique_name("rtcam-pir", None))
+        .with_bank(&bank)
+        .live()
+        .unwrap_or_else(|e| panic!("gpio-sim is usable in the lab: {e}"));
+    let chip = &sim.chips()[0];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("rec");
+    let cfg = TestConfig::new("lab-pir")
+        .with("gpio.backend", "cdev")
+        .with("video.width", 320)
+        .with("video.height", 240)
+        .with("video.fps", 15)
+        .with("video.keyframe_interval_ms", 1000)
+        .with("record.mode", "events")
+        .with("record.dir", rec.display().to_string())
+        .with("record.triggers", vec!["pir"])
+        .with("record.pre_s", 2)
+        .with("record.post_s", 2)
+        .with("record.fragment_ms", 500)
+        .with("record.min_free_mb", 0)
+        .with_toml(
+            "[[gpio.pins]]\nname = \"pir\"\npin = \"GPIO4\"\nmode = \"input\"\npull = \"down\"\n",
+        );
+    let s = cfg.settings();
+    let agent = AgentProcess::start(&cfg).await;
+    let mut v = viewer(&s, "pir-panel", false).await;
+    // The camera runs for the pre-roll from the start: 3 s of frames.
+    agent
+        .wait_stats("3 s of frames", |st| st.frames >= 45)
+        .await;
+    let edge = unix_ms();
+    chip.set_pull(PIR, Level::High).expect("the sensor fires");
+    assert_eq!(changed(&mut v, "pir", WAIT).await, Some(json!(true)));
+    let started = event(&mut v, "record.started", WAIT)
+        .await
+        .expect("record.started");
+    assert!(started["segment"].is_string(), "{started}");
+    chip.set_pull(PIR, Level::Low).expect("the sensor settles");
+    event(&mut v, "record.stopped", WAIT)
+        .await
+        .expect("record.stopped after the post-roll");
+    assert!(
+        agent
+            .log()
+            .text()
+            .contains("recording trigger source=gpio:pir"),
+        "{}",
+        agent.log().tail(20)
+    );
+    let list = ok(&v, json!({"cmd": "record.list"})).await;
+    let recs = list["recordings"].as_array().expect("recordings");
+    assert_eq!(recs.len(), 1, "{list}");
+    let start = recs[0]["start_ms"].as_u64().expect("start_ms");
+    // From a keyframe (1 s apart) at least 2 s before the edge.
+    assert!(
+        start + 2000 <= edge + 300,
+        "pre-roll: segment {start}, edge {edge}"
+    );
+    // Pre-roll, the high time, and 2 s after the falling edge, at 15 fps.
+    assert!(
+        recs[0]["frames"].as_u64().expect("frames") >= 4 * 15,
+        "{list}"
+    );
+    v.close().await;
+    agent.shutdown().await;
+}
