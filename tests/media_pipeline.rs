@@ -375,3 +375,56 @@ fn the_bitrate_applied_by_the_encoder_is_reported_back() {
     drop(sub);
     pipeline.shutdown();
 }
+
+/// A snapshot's size and the sequence number its block code carries.
+fn read_snapshot(jpeg: &[u8]) -> (usize, usize, u32) {
+    use zune_jpeg::zune_core::{
+        bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions,
+    };
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(jpeg), opts);
+    let luma = d.decode().expect("a JPEG");
+    let info = d.info().expect("a header");
+    let (w, h) = (usize::from(info.width), usize::from(info.height));
+    let code = blockcode::decode(&luma, w, w, h).expect("the block code survives");
+    (w, h, code.seq)
+}
+
+#[test]
+fn snapshots_come_from_the_raw_picture_or_from_a_passed_through_keyframe() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The test pattern (I420): the raw picture is tapped before encoding.
+    let (hub, pipeline) = start(test_factory());
+    let shots = rtcam::snapshot::Snapshots::new(hub.clone(), pipeline.taps(), 85);
+    let shot = rt
+        .block_on(shots.take())
+        .expect("a snapshot of the test pattern");
+    assert_eq!(read_snapshot(&shot.jpeg).0, W as usize);
+    assert!(pipeline.taps().gives_raw());
+    // The camera stops again once the snapshot is taken.
+    let (state, ok) = pipeline
+        .status()
+        .wait_for(WAIT, |s| matches!(s, CameraState::Idle));
+    assert!(ok, "the camera stops after the shot: {state:?}");
+    pipeline.shutdown();
+
+    // A camera's own H.264, passed through: no raw picture; the next
+    // keyframe is decoded instead.
+    let camera = H264Camera::new(W as usize, H as usize, 30);
+    let (hub, pipeline) = start(Box::new(camera));
+    let shots = rtcam::snapshot::Snapshots::new(hub.clone(), pipeline.taps(), 85);
+    let shot = rt
+        .block_on(shots.take())
+        .expect("a snapshot of the camera's H.264");
+    let (w, h, _) = read_snapshot(&shot.jpeg);
+    assert_eq!((w, h), (W as usize, H as usize));
+    assert!(
+        !pipeline.taps().gives_raw(),
+        "passthrough has no raw picture"
+    );
+    pipeline.shutdown();
+}
