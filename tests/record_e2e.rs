@@ -241,6 +241,18 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Remounts it `ro` or `rw`.
+    fn remount(&self, how: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount runs");
+        assert!(ok.success(), "remount {how}");
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -564,6 +576,47 @@ async fn record_commands_answer_recording_off_when_it_is_off() {
     }
     drop(v);
     agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_disk_is_reported_and_recording_resumes_when_it_is_writable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("ro");
+    let fs = Tmpfs::mount(&rec, 16);
+    let agent = AgentProcess::start(&config("rec-ro", &rec)).await;
+    let s = agent.settings().clone();
+    let prefix = &s.mqtt.topic_prefix;
+    let topic = format!("{prefix}/record/event");
+    let mut watch = common::Watch::start(&s, "ro-watch", &topic).await;
+    agent
+        .log()
+        .wait_line("a closed segment", WAIT, |l| {
+            l.contains("recording segment closed")
+        })
+        .await;
+    fs.remount("ro");
+    let error = watch
+        .wait_for("record.error", &topic, |p| {
+            String::from_utf8_lossy(p).contains("record.error")
+        })
+        .await;
+    assert!(
+        String::from_utf8_lossy(&error).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&error)
+    );
+    fs.remount("rw");
+    watch
+        .wait_for("record.started again", &topic, |p| {
+            String::from_utf8_lossy(p).contains("record.started")
+        })
+        .await;
+    let mut agent = agent;
+    stop(&mut agent).await;
+    // What was written before the disk turned read-only plays; so does what came after.
+    for f in segments(&rec) {
+        decode_strictly_any(&f);
+    }
 }
 
 /// Strict decode of a segment of any size (no block codes read).
