@@ -233,14 +233,10 @@ impl MqttSnapshots {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                changed = connected.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    if *connected.borrow_and_update() {
-                        self.announce();
-                    }
-                }
+                up = crate::signaling::mqtt::connected_again(&mut connected) => match up {
+                    Some(()) => self.announce(),
+                    None => break,
+                },
                 r = requests.recv() => match r {
                     None => break,
                     Some(_) => {

@@ -217,18 +217,6 @@ debounce_ms = 200
     );
 }
 
-/// The next event named `name` within `within`, skipping others.
-async fn event(v: &mut Viewer, name: &str, within: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let ev = v.next_event(left).await?;
-        if ev["event"] == name {
-            return Some(ev);
-        }
-    }
-}
-
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -278,12 +266,12 @@ async fn an_input_edge_on_a_simulated_line_records_with_pre_roll() {
     let edge = unix_ms();
     chip.set_pull(PIR, Level::High).expect("the sensor fires");
     assert_eq!(changed(&mut v, "pir", WAIT).await, Some(json!(true)));
-    let started = event(&mut v, "record.started", WAIT)
+    let started = common::event(&mut v, "record.started", WAIT)
         .await
         .expect("record.started");
     assert!(started["segment"].is_string(), "{started}");
     chip.set_pull(PIR, Level::Low).expect("the sensor settles");
-    event(&mut v, "record.stopped", WAIT)
+    common::event(&mut v, "record.stopped", WAIT)
         .await
         .expect("record.stopped after the post-roll");
     assert!(

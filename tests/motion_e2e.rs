@@ -10,7 +10,6 @@ mod common;
 
 use common::agent::{AgentProcess, TestConfig};
 use common::{WAIT, Watch};
-use std::time::Duration;
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -30,22 +29,6 @@ fn config(prefix: &str) -> TestConfig {
         .with("motion.min_area_percent", 0.3)
         .with("motion.end_after_s", 2)
         .with_toml("[[motion.exclude]]\nx = 0.0\ny = 0.0\nw = 0.32\nh = 0.45\n")
-}
-
-/// The next control event named `name` within `within`.
-async fn event(
-    v: &mut rtcam::probe::Viewer,
-    name: &str,
-    within: Duration,
-) -> Option<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let ev = v.next_event(left).await?;
-        if ev["event"] == name {
-            return Some(ev);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +83,7 @@ async fn a_box_moving_at_a_known_time_raises_motion_and_records_it() {
     let mut ha = Watch::start(&s, "box-ha", "ha-motion/#").await;
     let mut v = common::viewer(&s, "box-dc", false).await;
 
-    let start = event(&mut v, "motion.start", WAIT)
+    let start = common::event(&mut v, "motion.start", WAIT)
         .await
         .expect("motion.start");
     let start_ms = start["ts_ms"].as_u64().expect("ts_ms");
@@ -113,13 +96,15 @@ async fn a_box_moving_at_a_known_time_raises_motion_and_records_it() {
     state
         .wait_for("P/motion ON", &format!("{p}/motion"), |b| b == b"ON")
         .await;
-    let rec_started = event(&mut v, "record.started", WAIT)
+    let rec_started = common::event(&mut v, "record.started", WAIT)
         .await
         .expect("record.started");
     assert!(rec_started["segment"].as_str().is_some(), "{rec_started}");
     // The box stops after 5 s; motion ends 2 s later, the recording (post-roll
     // 5 s after the last trigger, at most 1 s before the box stopped) after that.
-    let end = event(&mut v, "motion.end", WAIT).await.expect("motion.end");
+    let end = common::event(&mut v, "motion.end", WAIT)
+        .await
+        .expect("motion.end");
     let end_ms = end["ts_ms"].as_u64().expect("ts_ms");
     assert!(
         end_ms >= start_ms + 5000,
@@ -128,7 +113,7 @@ async fn a_box_moving_at_a_known_time_raises_motion_and_records_it() {
     state
         .wait_for("P/motion OFF", &format!("{p}/motion"), |b| b == b"OFF")
         .await;
-    event(&mut v, "record.stopped", WAIT)
+    common::event(&mut v, "record.stopped", WAIT)
         .await
         .expect("record.stopped after the post-roll");
     let doc = ha

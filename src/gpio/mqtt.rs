@@ -210,15 +210,11 @@ impl Bridge {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                changed = connected.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    // Retained state may be gone after a broker restart: publish it all again.
-                    if *connected.borrow_and_update() {
-                        self.publish_all();
-                    }
-                }
+                // Retained state may be gone after a broker restart: publish it all again.
+                up = crate::signaling::mqtt::connected_again(&mut connected) => match up {
+                    Some(()) => self.publish_all(),
+                    None => break,
+                },
                 ev = events.recv() => match ev {
                     Ok(e) => self.publisher.publish_retained(&state_topic(&self.topics, &e.pin), state_payload(e.value)),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.publish_all(),

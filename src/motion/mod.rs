@@ -128,14 +128,10 @@ impl MotionParts {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                changed = connected.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    if *connected.borrow_and_update() {
-                        self.announce(detector.moving());
-                    }
-                }
+                up = crate::signaling::mqtt::connected_again(&mut connected) => match up {
+                    Some(()) => self.announce(detector.moving()),
+                    None => break,
+                },
                 p = sub.recv() => if p.is_none() { break },
                 _ = check.tick() => {
                     if !warned_compressed && !self.taps.gives_raw() && self.hub.stats().subscribers > 0 {

@@ -53,14 +53,10 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            changed = connected.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                if *connected.borrow_and_update() {
-                    publisher.publish_retained(&state_topic(&topics), state(&last));
-                }
-            }
+            up = crate::signaling::mqtt::connected_again(&mut connected) => match up {
+                Some(()) => publisher.publish_retained(&state_topic(&topics), state(&last)),
+                None => break,
+            },
             changed = status.changed() => {
                 if changed.is_err() {
                     break;

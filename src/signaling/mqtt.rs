@@ -438,6 +438,18 @@ pub enum ToClient {
     Bye,
 }
 
+/// Returns once the broker connection is up again after a change (`None`
+/// once the connection task has ended). Retained state may be gone after a
+/// broker restart: whoever keeps some republishes it then. Cancel-safe.
+pub async fn connected_again(connected: &mut watch::Receiver<bool>) -> Option<()> {
+    loop {
+        connected.changed().await.ok()?;
+        if *connected.borrow_and_update() {
+            return Some(());
+        }
+    }
+}
+
 /// Where incoming messages go.
 pub struct Routes {
     /// Viewer signaling (offer, ice, bye).

@@ -295,6 +295,18 @@ pub async fn viewer(s: &Settings, client_id: &str, video: bool) -> Viewer {
     v
 }
 
+/// The next DataChannel event named `name` within `within`, skipping others.
+pub async fn event(v: &mut Viewer, name: &str, within: Duration) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let ev = v.next_event(left).await?;
+        if ev["event"] == name {
+            return Some(ev);
+        }
+    }
+}
+
 /// `n` frames decoded one after another (each within [`WAIT`]): a count,
 /// not a rate, so it holds on a loaded or emulated machine.
 pub struct Run {
