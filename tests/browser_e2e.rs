@@ -227,6 +227,7 @@ async fn the_page_icon_is_served_and_nothing_on_the_page_is_missing() {
         "/assets/style.css",
         "/assets/app.js",
         "/assets/panel.js",
+        "/assets/recordings.js",
         "/config.json",
     ] {
         assert!(
@@ -238,6 +239,268 @@ async fn the_page_icon_is_served_and_nothing_on_the_page_is_missing() {
     }
     let failed: Vec<&Value> = entries.iter().filter(|e| e["status"] != 200).collect();
     assert!(failed.is_empty(), "resources not served: {failed:?}");
+    // Recording is off (the default): the recordings view says so, and how
+    // to turn it on.
+    browser
+        .client
+        .find(Locator::Id("rec-toggle"))
+        .await
+        .expect("a Recordings button")
+        .click()
+        .await
+        .expect("the button clicks");
+    let off = browser
+        .wait_for(
+            "document.getElementById('rec-info').textContent.startsWith('Recording is off')",
+            "document.getElementById('rec-info').textContent",
+        )
+        .await;
+    assert_eq!(off["ok"], true, "the view says recording is off: {off}");
+    assert!(
+        off["value"]
+            .as_str()
+            .is_some_and(|t| t.contains("[record]") && t.contains("mode")),
+        "and how to turn it on: {off}"
+    );
+    browser.close().await;
+    agent.shutdown().await;
+}
+
+/// Clicks the element `css` finds; again (a few times) if the page redrew
+/// it between finding and clicking.
+async fn click(browser: &Browser, css: &str) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match browser.client.find(Locator::Css(css)).await {
+            Ok(e) => match e.click().await {
+                Ok(()) => return,
+                Err(err) => last = err.to_string(),
+            },
+            Err(err) => last = err.to_string(),
+        }
+    }
+    panic!("cannot click {css}: {last}");
+}
+
+/// The recordings' picture size.
+const W: i64 = 320;
+const H: i64 = 240;
+
+/// Continuous recording of 2 s segments under `dir`.
+fn recording(prefix: &str, dir: &std::path::Path) -> TestConfig {
+    TestConfig::new(prefix)
+        .with("video.width", W)
+        .with("video.height", H)
+        .with("video.fps", 15)
+        .with("record.mode", "continuous")
+        .with("record.dir", dir.join("recordings").display().to_string())
+        .with("record.segment_s", 2)
+        .with("record.fragment_ms", 500)
+        .with("record.min_free_mb", 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_takes_a_snapshot_and_plays_a_recorded_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = start(&recording("browser-rec", dir.path())).await;
+    let device = agent.settings().device.name.clone();
+    agent
+        .log()
+        .wait_line("a closed segment", WAIT, |l| {
+            l.contains("recording segment closed")
+        })
+        .await;
+    let browser = Browser::start(Candidates::PlainIps).await;
+    browser
+        .client
+        .goto(&page_url(&agent))
+        .await
+        .expect("the page loads");
+    // What this Chromium says of H.264 (Constrained Baseline) in MP4.
+    let support = browser
+        .wait_for(
+            "!!window.rtcamRecordings",
+            "({ canPlayType: document.createElement('video') \
+                  .canPlayType('video/mp4; codecs=\"avc1.42E01F\"'), \
+                mse: MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42E01F\"') })",
+        )
+        .await;
+    eprintln!("Chromium and H.264 in MP4: {support}");
+    assert_eq!(support["ok"], true, "the page loaded: {support}");
+
+    // The snapshot button: the picture of the camera now, shown, with a
+    // download named after the device and the time.
+    click(&browser, "#snapshot").await;
+    let snap = browser
+        .wait_for(
+            "(document.getElementById('snap-img').complete \
+              && document.getElementById('snap-img').naturalWidth > 0) \
+             || document.getElementById('message').textContent.startsWith('snapshot')",
+            "({ width: document.getElementById('snap-img').naturalWidth, \
+                height: document.getElementById('snap-img').naturalHeight, \
+                download: document.getElementById('snap-download').download, \
+                href: document.getElementById('snap-download').href, \
+                shown: !document.getElementById('snap').hidden, \
+                message: document.getElementById('message').textContent })",
+        )
+        .await;
+    eprintln!("snapshot: {snap}");
+    assert_eq!(snap["ok"], true, "the snapshot shows: {snap}");
+    let s = &snap["value"];
+    assert_eq!(
+        (s["width"].as_i64(), s["height"].as_i64()),
+        (Some(W), Some(H)),
+        "{s}"
+    );
+    assert_eq!(s["shown"], true, "{s}");
+    let download = s["download"].as_str().unwrap_or_default();
+    assert!(
+        download.starts_with(&format!("{device}-")) && download.ends_with(".jpg"),
+        "a sensible file name: {s}"
+    );
+    assert!(
+        s["href"].as_str().is_some_and(|h| h.starts_with("blob:")),
+        "{s}"
+    );
+
+    // The recordings view: today's timeline with the open segment marked
+    // as recording, and a closed one to play.
+    click(&browser, "#rec-toggle").await;
+    let listed = browser
+        .wait_for(
+            "window.rtcamRecordings.recordings.some((r) => !r.open) \
+             && !!document.querySelector('#rec-days .timeline .seg.open') \
+             && !!document.querySelector('#rec-days tr[data-name] button.play')",
+            "({ closed: window.rtcamRecordings.recordings.filter((r) => !r.open).map((r) => r.name), \
+                open: window.rtcamRecordings.recordings.filter((r) => r.open).map((r) => r.name), \
+                segs: document.querySelectorAll('#rec-days .timeline .seg').length, \
+                days: document.querySelectorAll('#rec-days .day').length, \
+                live: document.querySelector('#rec-days .live') ? document.querySelector('#rec-days .live').textContent : null, \
+                info: document.getElementById('rec-info').textContent })",
+        )
+        .await;
+    eprintln!("recordings view: {listed}");
+    assert_eq!(
+        listed["ok"], true,
+        "the view lists the recordings: {listed}"
+    );
+    let l = &listed["value"];
+    assert_eq!(l["days"], 1, "{l}");
+    assert!(
+        l["live"].as_str().is_some_and(|t| t.contains("recording")),
+        "{l}"
+    );
+    assert_eq!(l["open"].as_array().map(Vec::len), Some(1), "{l}");
+    let name = l["closed"][0]
+        .as_str()
+        .expect("a closed segment")
+        .to_string();
+    // Its download link carries the token's place and a file name.
+    let link = browser
+        .run(&format!(
+            "const a = document.querySelector('#rec-days tr[data-name=\"{name}\"] a.download');
+             fetch(a.href, {{ headers: {{ Range: 'bytes=0-7' }} }})
+               .then((r) => done({{ download: a.download, status: r.status,
+                                   type: r.headers.get('content-type') }}))
+               .catch((e) => done({{ error: String(e) }}));"
+        ))
+        .await;
+    assert_eq!(
+        link["status"], 206,
+        "the download link serves the file: {link}"
+    );
+    assert_eq!(link["type"], "video/mp4", "{link}");
+    assert!(
+        link["download"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(&format!("{device}-")) && d.ends_with(".mp4")),
+        "{link}"
+    );
+
+    // Playing it: Chromium decodes the MP4 and its time runs.
+    click(
+        &browser,
+        &format!("#rec-days tr[data-name=\"{name}\"] button.play"),
+    )
+    .await;
+    let played = browser
+        .wait_for(
+            "(() => { const v = document.getElementById('rec-video'); \
+                      return (v.readyState >= 2 && v.currentTime > 0.5) || !!v.error \
+                        || document.getElementById('rec-message').textContent !== ''; })()",
+            "(() => { const v = document.getElementById('rec-video'); \
+                      return { readyState: v.readyState, currentTime: v.currentTime, \
+                               videoWidth: v.videoWidth, videoHeight: v.videoHeight, \
+                               duration: v.duration, error: v.error ? v.error.code + ' ' + v.error.message : null, \
+                               src: v.currentSrc, playing: window.rtcamRecordings.playing, \
+                               recMessage: document.getElementById('rec-message').textContent, \
+                               message: document.getElementById('message').textContent }; })()",
+        )
+        .await;
+    eprintln!("playback: {played}");
+    assert_eq!(played["ok"], true, "Chromium plays the segment: {played}");
+    let p = &played["value"];
+    assert!(p["readyState"].as_i64().is_some_and(|r| r >= 2), "{p}");
+    assert!(p["currentTime"].as_f64().is_some_and(|t| t > 0.5), "{p}");
+    assert_eq!(
+        (p["videoWidth"].as_i64(), p["videoHeight"].as_i64()),
+        (Some(W), Some(H)),
+        "{p}"
+    );
+    assert_eq!(p["error"], Value::Null, "{p}");
+    assert_eq!(p["playing"], name.as_str(), "{p}");
+    assert!(
+        p["src"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("/recordings/{name}"))),
+        "{p}"
+    );
+    assert_eq!(p["recMessage"], "", "no error shown: {p}");
+    assert_eq!(p["message"], "", "no error shown: {p}");
+
+    // Deleting it (no [auth]: every page may): two clicks, then it is gone
+    // from the list.
+    let delete = format!("#rec-days tr[data-name=\"{name}\"] button.delete");
+    click(&browser, &delete).await;
+    click(&browser, &delete).await;
+    let gone = browser
+        .wait_for(
+            &format!(
+                "!window.rtcamRecordings.recordings.some((r) => r.name === '{name}') \
+                 || document.getElementById('rec-message').textContent !== ''"
+            ),
+            "({ left: window.rtcamRecordings.recordings.map((r) => r.name), \
+                playing: window.rtcamRecordings.playing, \
+                recMessage: document.getElementById('rec-message').textContent })",
+        )
+        .await;
+    assert_eq!(gone["ok"], true, "the segment is deleted: {gone}");
+    assert_eq!(gone["value"]["recMessage"], "", "{gone}");
+    assert_eq!(gone["value"]["playing"], Value::Null, "{gone}");
+    let (day, file) = name.split_once('/').expect("day/file");
+    assert!(
+        !dir.path().join("recordings").join(day).join(file).exists(),
+        "{name} is gone from the disk"
+    );
+    // A click on the timeline plays the segment under it (a 2 s segment is
+    // thinner than a pixel on a 24 h bar: the nearest one).
+    let picked = browser
+        .run(
+            "const seg = document.querySelector('#rec-days .timeline .seg.open');
+             const bar = seg.parentElement;
+             const r = seg.getBoundingClientRect();
+             bar.dispatchEvent(new MouseEvent('click', { bubbles: true,
+               clientX: r.left + 1, clientY: r.top + r.height / 2 }));
+             done({ playing: window.rtcamRecordings.playing,
+                    names: window.rtcamRecordings.recordings.map((x) => x.name) });",
+        )
+        .await;
+    assert!(
+        picked["names"]
+            .as_array()
+            .is_some_and(|n| n.contains(&picked["playing"])),
+        "the timeline click plays a listed segment: {picked}"
+    );
     browser.close().await;
     agent.shutdown().await;
 }
@@ -616,4 +879,99 @@ async fn bench_browser_latency() {
             agent.shutdown().await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_token_plays_recordings_and_is_told_it_may_not_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut view = toml::Table::new();
+    view.insert("token".into(), VIEW_TOKEN.into());
+    view.insert("role".into(), "view".into());
+    let cfg = recording("browser-rec-token", dir.path())
+        .with("auth.mode", "token")
+        .with("auth.tokens", toml::Value::Array(vec![view.into()]));
+    let agent = start(&cfg).await;
+    agent
+        .log()
+        .wait_line("a closed segment", WAIT, |l| {
+            l.contains("recording segment closed")
+        })
+        .await;
+    let browser = Browser::start(Candidates::PlainIps).await;
+    browser
+        .client
+        .goto(&format!("{}?token={VIEW_TOKEN}", page_url(&agent)))
+        .await
+        .expect("the page loads");
+    let _ = browser.wait_for("!!window.rtcamRecordings", "true").await;
+    click(&browser, "#rec-toggle").await;
+    // A static token's role is the camera's to say: the page offers Delete.
+    let listed = browser
+        .wait_for(
+            "!!document.querySelector('#rec-days tr[data-name] button.delete')",
+            "({ closed: window.rtcamRecordings.recordings.filter((r) => !r.open).map((r) => r.name), \
+                info: document.getElementById('rec-info').textContent })",
+        )
+        .await;
+    assert_eq!(listed["ok"], true, "the list, with the token: {listed}");
+    let name = listed["value"]["closed"][0]
+        .as_str()
+        .expect("a closed segment")
+        .to_string();
+    // The <video> carries the token in its URL and plays.
+    click(
+        &browser,
+        &format!("#rec-days tr[data-name=\"{name}\"] button.play"),
+    )
+    .await;
+    let played = browser
+        .wait_for(
+            "(() => { const v = document.getElementById('rec-video'); \
+                      return (v.readyState >= 2 && v.currentTime > 0.5) || !!v.error \
+                        || document.getElementById('rec-message').textContent !== ''; })()",
+            "(() => { const v = document.getElementById('rec-video'); \
+                      return { readyState: v.readyState, currentTime: v.currentTime, \
+                               videoWidth: v.videoWidth, src: v.currentSrc, \
+                               recMessage: document.getElementById('rec-message').textContent }; })()",
+        )
+        .await;
+    eprintln!("playback with a view token: {played}");
+    let p = &played["value"];
+    assert_eq!(played["ok"], true, "a view token plays: {played}");
+    assert_eq!(p["videoWidth"].as_i64(), Some(W), "{p}");
+    assert!(
+        p["src"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("?access_token={VIEW_TOKEN}"))),
+        "{p}"
+    );
+    assert_eq!(p["recMessage"], "", "{p}");
+    // Delete: the camera refuses, the page shows its reason and drops the
+    // Delete buttons; the file stays.
+    let delete = format!("#rec-days tr[data-name=\"{name}\"] button.delete");
+    click(&browser, &delete).await;
+    click(&browser, &delete).await;
+    let refused = browser
+        .wait_for(
+            "document.getElementById('rec-message').textContent !== ''",
+            "({ message: document.getElementById('rec-message').textContent, \
+                buttons: document.querySelectorAll('#rec-days button.delete').length })",
+        )
+        .await;
+    eprintln!("delete with a view token: {refused}");
+    assert_eq!(refused["ok"], true, "the refusal is shown: {refused}");
+    let message = refused["value"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("cannot delete {name}: forbidden: "))
+            && message.contains("control"),
+        "{refused}"
+    );
+    assert_eq!(refused["value"]["buttons"], 0, "{refused}");
+    let (day, file) = name.split_once('/').expect("day/file");
+    assert!(
+        dir.path().join("recordings").join(day).join(file).exists(),
+        "{name} is still on the disk"
+    );
+    browser.close().await;
+    agent.shutdown().await;
 }

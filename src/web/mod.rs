@@ -446,6 +446,7 @@ mod tests {
             "app.js",
             "panel.js",
             "latency.js",
+            "recordings.js",
             "style.css",
             "favicon.svg",
             "vendor/mqtt.min.js",

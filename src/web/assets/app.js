@@ -113,6 +113,8 @@ function connectMqtt() {
       `${P}/status`, `${P}/info`,
       topic("answer"), topic("ice"), topic("error"), topic("bye"),
     ], { qos: 1 });
+    // The recorder's retained state and its events (recordings.js).
+    S.client.subscribe([`${P}/record`, `${P}/record/event`], { qos: 0 });
   });
   S.client.on("offline", () => badge("broker unreachable", "offline"));
   S.client.on("error", (e) => {
@@ -144,6 +146,16 @@ function onMessage(t, payload) {
       clearTimeout(S.restartTimer);
       S.backoff = 1000;
       startSession();
+    }
+    return;
+  }
+  if (t === `${P}/record` || t === `${P}/record/event`) {
+    if (!text) return;   // a cleared retained state
+    let msg;
+    try { msg = JSON.parse(text); } catch (e) { say(`${t}: not JSON: ${e}`); return; }
+    if (window.rtcamRecordings) {
+      if (t === `${P}/record`) window.rtcamRecordings.onState(msg);
+      else window.rtcamRecordings.onEvent(msg);
     }
     return;
   }
@@ -416,6 +428,8 @@ window.rtcam = {
   get clientId() { return S.cid; },
   get session() { return S.session; },
   get iceRestarts() { return S.iceRestarts; },
+  // The page's token (from its URL), for the HTTP requests of recordings.js.
+  get token() { return S.token; },
   latency: window.rtcamLatency,
   call,
 };
