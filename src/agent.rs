@@ -897,6 +897,14 @@ impl web::RecordingsDoor for RecorderDoor {
             .collect()
     }
 
+    fn motion(&self) -> Vec<serde_json::Value> {
+        self.0
+            .motion()
+            .into_iter()
+            .filter_map(|m| serde_json::to_value(m).ok())
+            .collect()
+    }
+
     fn path(&self, name: &str) -> Result<std::path::PathBuf, web::RecordingsError> {
         let path = self
             .0

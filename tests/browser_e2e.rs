@@ -297,6 +297,8 @@ fn recording(prefix: &str, dir: &std::path::Path) -> TestConfig {
         .with("record.segment_s", 2)
         .with("record.fragment_ms", 500)
         .with("record.min_free_mb", 0)
+        // The moving test pattern: motion from the start, marked on the timeline.
+        .with("motion.enabled", true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,10 +372,12 @@ async fn the_page_takes_a_snapshot_and_plays_a_recorded_segment() {
         .wait_for(
             "window.rtcamRecordings.recordings.some((r) => !r.open) \
              && !!document.querySelector('#rec-days .timeline .seg.open') \
-             && !!document.querySelector('#rec-days tr[data-name] button.play')",
+             && !!document.querySelector('#rec-days tr[data-name] button.play') \
+             && !!document.querySelector('#rec-days .timeline .mark')",
             "({ closed: window.rtcamRecordings.recordings.filter((r) => !r.open).map((r) => r.name), \
                 open: window.rtcamRecordings.recordings.filter((r) => r.open).map((r) => r.name), \
                 segs: document.querySelectorAll('#rec-days .timeline .seg').length, \
+                motion_marks: document.querySelectorAll('#rec-days .timeline .mark').length, \
                 days: document.querySelectorAll('#rec-days .day').length, \
                 live: document.querySelector('#rec-days .live') ? document.querySelector('#rec-days .live').textContent : null, \
                 info: document.getElementById('rec-info').textContent })",

@@ -143,6 +143,17 @@ async fn a_box_moving_at_a_known_time_raises_motion_and_records_it() {
         .expect("recordings")
         .clone();
     assert_eq!(list.len(), 1, "{r}");
+    // The motion event is logged next to the recordings, start and end.
+    let motion = r["result"]["motion"].as_array().expect("motion").clone();
+    assert_eq!(motion.len(), 1, "{r}");
+    assert_eq!(motion[0]["start_ms"].as_u64(), Some(start_ms));
+    assert_eq!(motion[0]["end_ms"].as_u64(), Some(end_ms));
+    let (_, _, body) = common::http_request(agent.http_addr(), "GET", "/recordings", &[]).await;
+    let listed: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        listed["motion"], r["result"]["motion"],
+        "HTTP lists the same"
+    );
     let first_ms = list[0]["start_ms"].as_u64().expect("start");
     assert!(
         first_ms + 1000 <= start_ms,

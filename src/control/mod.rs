@@ -331,10 +331,11 @@ impl Controller {
             }
             Command::RecordList => {
                 let r = self.recorder()?.clone();
-                let (status, list) = tokio::task::spawn_blocking(move || (r.status(), r.list()))
-                    .await
-                    .map_err(|e| ControlError::new(ControlCode::Internal, e.to_string()))?;
-                Ok(json!({ "status": status, "recordings": list }))
+                let (status, list, motion) =
+                    tokio::task::spawn_blocking(move || (r.status(), r.list(), r.motion()))
+                        .await
+                        .map_err(|e| ControlError::new(ControlCode::Internal, e.to_string()))?;
+                Ok(json!({ "status": status, "recordings": list, "motion": motion }))
             }
             Command::RecordStart | Command::RecordStop => {
                 let start = matches!(cmd, Command::RecordStart);

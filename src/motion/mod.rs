@@ -13,6 +13,7 @@ use crate::gpio::mqtt::{Discovery, device_doc};
 use crate::media::hub::Hub;
 use crate::media::tap::Taps;
 use crate::record::recorder::{Command as RecordCommand, Recorder};
+use crate::record::store::MotionSpan;
 use crate::signaling::mqtt::Publisher;
 use crate::signaling::topics::Topics;
 use crate::snapshot::MqttSnapshots;
@@ -87,6 +88,13 @@ impl MotionParts {
         self.state(moving);
     }
 
+    /// Logs a motion event next to the recordings, when there are any.
+    fn log(&self, span: MotionSpan) {
+        if let Some(r) = self.recorder.clone() {
+            self.tracker.spawn_blocking(move || r.log_motion(span));
+        }
+    }
+
     fn state(&self, moving: bool) {
         self.publisher
             .publish_retained(&self.topics.motion(), if moving { "ON" } else { "OFF" });
@@ -123,6 +131,7 @@ impl MotionParts {
             self.announce(false);
         }
         let mut last_trigger: Option<Instant> = None;
+        let mut started_ms: Option<u64> = None;
         let mut warned_compressed = false;
         let mut check = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -152,9 +161,12 @@ impl MotionParts {
                     match event {
                         Some(MotionEvent::Start { area }) => {
                             tracing::info!(area_percent = format!("{:.1}", area * 100.0), "motion started");
+                            let now = unix_ms();
+                            started_ms = Some(now);
+                            self.log(MotionSpan { start_ms: now, end_ms: None });
                             let mut f = serde_json::Map::new();
                             f.insert("area".into(), json!(area));
-                            f.insert("ts_ms".into(), json!(unix_ms()));
+                            f.insert("ts_ms".into(), json!(now));
                             self.control.notify("motion.start", f);
                             self.state(true);
                             if s.snapshot {
@@ -164,8 +176,12 @@ impl MotionParts {
                         }
                         Some(MotionEvent::End) => {
                             tracing::info!("motion ended");
+                            let now = unix_ms();
+                            if let Some(start_ms) = started_ms.take() {
+                                self.log(MotionSpan { start_ms, end_ms: Some(now) });
+                            }
                             let mut f = serde_json::Map::new();
-                            f.insert("ts_ms".into(), json!(unix_ms()));
+                            f.insert("ts_ms".into(), json!(now));
                             self.control.notify("motion.end", f);
                             self.state(false);
                         }

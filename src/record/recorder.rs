@@ -11,7 +11,7 @@
 use super::mp4::{self, StreamConfig};
 use super::policy::{Action, Mode, PolicyConfig, RecordPolicy, Sample, Timed};
 use super::retention::{self, Limits};
-use super::store::{Repair, SegmentFileWriter, Store, Summary};
+use super::store::{MotionSpan, Repair, SegmentFileWriter, Store, Summary};
 use crate::backoff::Backoff;
 use crate::config::{RecordMode, RecordSettings};
 use crate::media::frame::TrackId;
@@ -161,6 +161,19 @@ impl Recorder {
                 }
             })
             .collect()
+    }
+
+    /// Logs a motion event next to the recordings (its start, then again
+    /// with its end). Blocking file I/O.
+    pub fn log_motion(&self, span: MotionSpan) {
+        if let Err(e) = self.store.log_motion(span) {
+            tracing::warn!(error = %e, "could not log a motion event");
+        }
+    }
+
+    /// Logged motion events, oldest first. Blocking file I/O.
+    pub fn motion(&self) -> Vec<MotionSpan> {
+        self.store.motion()
     }
 
     /// Deletes a segment that is not being written. Blocking file I/O.

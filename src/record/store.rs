@@ -59,6 +59,21 @@ pub struct SegmentFile {
     pub bytes: u64,
 }
 
+/// A motion event as logged next to the recordings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MotionSpan {
+    /// When it started, Unix ms.
+    pub start_ms: u64,
+    /// When it ended, Unix ms (absent while it goes on, or if the agent stopped first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_ms: Option<u64>,
+}
+
+/// The motion log of each day folder.
+pub const MOTION_LOG: &str = "motion.jsonl";
+/// Longest motion log line read (anything longer is not ours).
+const MAX_MOTION_LINE: usize = 128;
+
 /// The name of a segment starting at `t`, the `n`th of that second (0: no suffix).
 pub fn segment_name(t: SystemTime, n: u32) -> String {
     let stamp = humantime::format_rfc3339_seconds(t).to_string();
@@ -232,7 +247,8 @@ impl Store {
         out
     }
 
-    /// Deletes a segment, and its day folder once empty.
+    /// Deletes a segment, and its day folder (with its motion log) once it
+    /// holds no segment.
     pub fn delete(&self, name: &str) -> Result<(), StoreError> {
         let path = self.path(name)?;
         fs::remove_file(&path).map_err(|e| match e.kind() {
@@ -240,10 +256,54 @@ impl Store {
             _ => StoreError::io(&path, e),
         })?;
         if let Some(day) = path.parent() {
-            // Fails while other segments are in it, as intended.
-            let _ = fs::remove_dir(day);
+            let segments_left = fs::read_dir(day)
+                .map(|d| {
+                    d.flatten()
+                        .any(|f| f.path().extension().is_some_and(|x| x == "mp4"))
+                })
+                .unwrap_or(true);
+            if !segments_left {
+                let _ = fs::remove_file(day.join(MOTION_LOG));
+                // Fails if anything else is in it, as intended.
+                let _ = fs::remove_dir(day);
+            }
         }
         Ok(())
+    }
+
+    /// Appends a motion event to its day's log (`end_ms` once it ended).
+    pub fn log_motion(&self, span: MotionSpan) -> Result<(), StoreError> {
+        let start = UNIX_EPOCH + Duration::from_millis(span.start_ms);
+        let day = self.dir.join(&segment_name(start, 0)[..10]);
+        fs::create_dir_all(&day).map_err(|e| StoreError::io(&day, e))?;
+        let path = day.join(MOTION_LOG);
+        let line = serde_json::to_string(&span).unwrap_or_default() + "\n";
+        File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| StoreError::io(&path, e))
+    }
+
+    /// Every logged motion event, oldest first; a start and its end are one.
+    pub fn motion(&self) -> Vec<MotionSpan> {
+        let mut spans: std::collections::BTreeMap<u64, MotionSpan> = Default::default();
+        let Ok(days) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        for day in days.flatten() {
+            let Ok(text) = fs::read_to_string(day.path().join(MOTION_LOG)) else {
+                continue;
+            };
+            for line in text.lines().filter(|l| l.len() <= MAX_MOTION_LINE) {
+                if let Ok(s) = serde_json::from_str::<MotionSpan>(line) {
+                    let e = spans.entry(s.start_ms).or_insert(s);
+                    e.end_ms = e.end_ms.or(s.end_ms);
+                }
+            }
+        }
+        spans.into_values().collect()
     }
 
     /// Repairs every segment a crash may have cut short: see [`repair`].
@@ -449,5 +509,34 @@ mod tests {
         ));
         assert!(matches!(store.delete("../x"), Err(StoreError::BadName(_))));
         assert_eq!(store.list().len(), 1);
+        // Motion events: a start, then its end, read as one; junk lines skipped.
+        let start_ms = 1_796_060_710_000;
+        store
+            .log_motion(MotionSpan {
+                start_ms,
+                end_ms: None,
+            })
+            .expect("log");
+        store
+            .log_motion(MotionSpan {
+                start_ms,
+                end_ms: Some(start_ms + 4000),
+            })
+            .expect("log");
+        let log = dir.path().join("rec/2026-11-30").join(MOTION_LOG);
+        let mut text = std::fs::read_to_string(&log).expect("log");
+        text.push_str("not json\n");
+        std::fs::write(&log, text).expect("write");
+        assert_eq!(
+            store.motion(),
+            [MotionSpan {
+                start_ms,
+                end_ms: Some(start_ms + 4000)
+            }]
+        );
+        // The day's last segment goes: its folder and log go too.
+        std::fs::remove_file(dir.path().join("rec/2026-11-30/notes.txt")).expect("rm");
+        store.delete(&b.name).expect("delete");
+        assert!(!dir.path().join("rec/2026-11-30").exists());
     }
 }

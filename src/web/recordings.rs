@@ -82,6 +82,10 @@ pub trait RecordingsDoor: Send + Sync + 'static {
     fn path(&self, name: &str) -> Result<PathBuf, RecordingsError>;
     /// Deletes a segment.
     fn delete(&self, name: &str) -> Result<(), RecordingsError>;
+    /// Logged motion events (`{"start_ms", "end_ms"?}`), oldest first.
+    fn motion(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 /// The recorder's door and who may use it: the web server's `/recordings`.
@@ -243,10 +247,10 @@ async fn list(State(r): State<Recordings>, headers: HeaderMap, uri: Uri) -> Resp
         return refused.into_response();
     }
     let door = r.door.clone();
-    match blocking(move || door.list()).await {
-        Ok(entries) => (
+    match blocking(move || (door.list(), door.motion())).await {
+        Ok((entries, motion)) => (
             [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-            axum::Json(serde_json::json!({ "recordings": entries })),
+            axum::Json(serde_json::json!({ "recordings": entries, "motion": motion })),
         )
             .into_response(),
         Err(failed) => failed.into_response(),

@@ -197,6 +197,10 @@
           const body = await r.json();
           if (!Array.isArray(body.recordings)) throw new Error("the answer has no \"recordings\" list");
           R.list = body.recordings;
+          // Motion events the camera logged, marked on the timelines.
+          if (Array.isArray(body.motion)) {
+            R.events = body.motion.filter((e) => e && Number.isFinite(e.start_ms));
+          }
           R.off = false;
           R.listError = "";
         }
@@ -493,9 +497,8 @@
   window.rtcamRecordings = {
     onState,
     onEvent,
-    // The hook for motion events: marks [{start_ms, end_ms?, label?}] on
-    // the timelines (Unix ms). The camera does not list motion events over
-    // HTTP yet; whatever learns them passes them here.
+    // Marks [{start_ms, end_ms?, label?}] on the timelines (Unix ms); the
+    // list /recordings gives ("motion") is marked at each load.
     markEvents(list) {
       R.events = (list || []).filter((e) => e && Number.isFinite(e.start_ms));
       render();
