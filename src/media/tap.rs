@@ -134,8 +134,9 @@ fn picture(input: &EncoderInput<'_>) -> Option<I420Image> {
         }
         EncoderInput::Frame(f) => match f.format {
             PixelFormat::I420 => {
-                let (cs, luma) = (f.stride / 2, f.stride * f.height);
-                let chroma = cs * f.height / 2;
+                // Odd sizes round the chroma planes up.
+                let (cs, luma) = (f.stride.div_ceil(2), f.stride * f.height);
+                let chroma = cs * f.height.div_ceil(2);
                 for r in 0..h {
                     y[r * w..][..w].copy_from_slice(f.data.get(r * f.stride..)?.get(..w)?);
                 }

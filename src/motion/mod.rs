@@ -190,5 +190,15 @@ impl MotionParts {
                 }
             }
         }
+        if detector.moving() {
+            // Stopping mid-motion: say it ended, so P/motion is not left ON.
+            if let Some(start_ms) = started_ms.take() {
+                self.log(MotionSpan {
+                    start_ms,
+                    end_ms: Some(unix_ms()),
+                });
+            }
+            self.state(false);
+        }
     }
 }

@@ -87,6 +87,8 @@ pub fn init_segment(config: &StreamConfig) -> Result<Vec<u8>, Mp4Error> {
     };
     let avc1 = Avc1 {
         visual: Visual {
+            // The first (only) data reference: the file itself.
+            data_reference_index: 1,
             width: w16,
             height: h16,
             ..Visual::default()

@@ -238,6 +238,12 @@ impl RecordPolicy {
                 self.preroll_bytes -= x.data.len();
             }
         }
+        if self.preroll_bytes > MAX_PREROLL_BYTES {
+            // One GOP over the bound (a camera with rare keyframes): start
+            // again at the next keyframe rather than grow.
+            self.preroll.clear();
+            self.preroll_bytes = 0;
+        }
     }
 
     fn push(&mut self, s: Sample, out: &mut Vec<Action>) {
@@ -475,6 +481,17 @@ mod tests {
         }
         assert!(p.preroll_bytes <= MAX_PREROLL_BYTES + (10 << 20));
         assert!(p.preroll.front().is_some_and(|s| s.keyframe));
+        // One keyframe, then never another: the buffer is dropped, not grown.
+        let mut p = RecordPolicy::new(cfg(Mode::Events));
+        for i in 0..100u64 {
+            let s = Sample {
+                data: Bytes::from(vec![0u8; 1 << 20]),
+                pts: Duration::from_millis(i * 33),
+                keyframe: i == 0,
+            };
+            p.sample(s, Duration::from_millis(i * 33));
+            assert!(p.preroll_bytes <= MAX_PREROLL_BYTES, "frame {i}");
+        }
     }
 
     #[test]

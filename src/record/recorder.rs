@@ -292,6 +292,8 @@ async fn run(
         segment: 0,
         index: 0,
         dropped: false,
+        last: false,
+        writer_gone: false,
     };
     let mut params: Option<(Vec<u8>, Vec<u8>)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -347,11 +349,17 @@ async fn run(
         };
         feeder.apply(actions, epoch, &mut policy);
     }
-    feeder.apply(policy.finish(), epoch, &mut policy);
-    drop(feeder);
     drop(sub);
-    // The writer ends once its queue is closed and drained.
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    let last = policy.finish();
+    // The last fragment is waited for (off the runtime), then the writer
+    // ends once its queue is closed and drained.
+    let _ = tokio::task::spawn_blocking(move || {
+        feeder.last = true;
+        feeder.apply(last, epoch, &mut policy);
+        drop(feeder);
+        writer.join()
+    })
+    .await;
 }
 
 /// The SPS and PPS of a keyframe, to notice the camera's stream changing.
@@ -367,13 +375,29 @@ struct Feeder {
     index: u64,
     /// A job of the open segment was dropped: the rest of it is dropped too.
     dropped: bool,
+    /// Sending the final jobs (shutdown): they may block.
+    last: bool,
+    writer_gone: bool,
 }
 
 impl Feeder {
     fn send(&mut self, job: Job) -> bool {
+        if self.last {
+            // The last jobs wait for room: they are the end of the recording.
+            return self.jobs.send(job).is_ok();
+        }
         match self.jobs.try_send(job) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(_)) => {
+                if !self.writer_gone {
+                    self.writer_gone = true;
+                    tracing::error!(
+                        "the recording writer stopped: nothing more is recorded (see the error before this)"
+                    );
+                }
+                false
+            }
         }
     }
 
@@ -385,7 +409,7 @@ impl Feeder {
                     self.index = 0;
                     // Wall time of the first frame: now, less how long ago it was captured.
                     let ago = epoch.elapsed().saturating_sub(start);
-                    let wall = SystemTime::now() - ago;
+                    let wall = SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH);
                     self.dropped = !self.send(Job::Open {
                         segment: self.segment,
                         wall,

@@ -76,7 +76,8 @@ const MAX_MOTION_LINE: usize = 128;
 
 /// The name of a segment starting at `t`, the `n`th of that second (0: no suffix).
 pub fn segment_name(t: SystemTime, n: u32) -> String {
-    let stamp = humantime::format_rfc3339_seconds(t).to_string();
+    // A board without a clock may think it is 1970; never before it.
+    let stamp = humantime::format_rfc3339_seconds(t.max(UNIX_EPOCH)).to_string();
     // "2026-11-30T17:45:03Z"
     let (day, time) = stamp.split_at(10);
     let time = time[1..9].replace(':', "-");
@@ -106,6 +107,10 @@ pub fn parse_name(name: &str) -> Option<u64> {
         && digits(14..16)
         && b[16] == b'-'
         && digits(17..19);
+    if !shape {
+        return None;
+    }
+    // Bytes 0-18 are ASCII and the name ends in ".mp4": both are char boundaries.
     let suffix = &name[19..name.len() - 4];
     let suffix_ok = suffix.is_empty()
         || (suffix.len() >= 2
@@ -113,7 +118,7 @@ pub fn parse_name(name: &str) -> Option<u64> {
             && suffix.starts_with('-')
             && suffix[1..].bytes().all(|c| c.is_ascii_digit())
             && !suffix[1..].starts_with('0'));
-    if !shape || !suffix_ok {
+    if !suffix_ok {
         return None;
     }
     let stamp = format!(
@@ -339,9 +344,9 @@ pub struct Summary {
 impl Summary {
     /// Length in ms.
     pub fn duration(&self) -> Duration {
-        Duration::from_nanos(
-            self.duration_ticks * 1_000_000_000 / u64::from(super::policy::TIMESCALE),
-        )
+        let rate = u64::from(super::policy::TIMESCALE);
+        Duration::from_secs(self.duration_ticks / rate)
+            + Duration::from_nanos(self.duration_ticks % rate * 1_000_000_000 / rate)
     }
 }
 
@@ -380,7 +385,10 @@ pub fn summarize(path: &Path) -> io::Result<Summary> {
             header = 16;
         }
         // Size 0 ("to the end") is what a torn write looks like too: not whole.
-        if size < header || pos + size > len {
+        let Some(end) = pos.checked_add(size) else {
+            break;
+        };
+        if size < header || end > len {
             break;
         }
         match &kind {
@@ -412,7 +420,7 @@ pub fn summarize(path: &Path) -> io::Result<Summary> {
             }
             _ => {}
         }
-        pos += size;
+        pos = end;
         if open.is_none() {
             s.complete_len = pos;
         }
@@ -482,9 +490,34 @@ mod tests {
             "2026-11-30/17-45-03.MP4",
             "2026-11-30/17-45-0\u{0}.mp4",
             "२०२६-11-30/17-45-03.mp4",
+            "2026-11-30/17-45-0é.mp4",
+            "2026-11-30/Kamera-Ü.mp4",
         ] {
             assert_eq!(parse_name(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn hostile_box_sizes_end_the_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.mp4");
+        let mut data = Vec::new();
+        data.extend_from_slice(&1u32.to_be_bytes());
+        data.extend_from_slice(b"moof");
+        data.extend_from_slice(&(u64::MAX - 4).to_be_bytes());
+        data.extend_from_slice(&[0u8; 64]);
+        std::fs::write(&path, &data).expect("write");
+        let s = summarize(&path).expect("reads");
+        assert_eq!((s.init, s.complete_len, s.fragments), (false, 0, 0));
+        let long = Summary {
+            duration_ticks: u64::MAX,
+            ..Summary::default()
+        };
+        assert!(long.duration() > Duration::from_secs(1 << 40));
+        assert_eq!(
+            segment_name(UNIX_EPOCH - Duration::from_secs(5), 0),
+            "1970-01-01/00-00-00.mp4"
+        );
     }
 
     #[test]
