@@ -348,10 +348,9 @@ impl Agent {
         let snapshot_set = topics.snapshot_set();
         extra_filters.push(snapshot_set.clone());
         let (snapshot_tx, snapshot_rx) = mpsc::channel::<bytes::Bytes>(4);
-        // One route for every extra subscription, split here by topic.
-        let extra_tx = if extra_filters.is_empty() {
-            None
-        } else {
+        // One route for every extra subscription (there is always
+        // `P/snapshot/set`), split here by topic.
+        let extra_tx = {
             let (tx, mut rx) = mpsc::channel::<(String, bytes::Bytes)>(64);
             let stop = shutdown.clone();
             tracker.spawn(async move {

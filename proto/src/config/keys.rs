@@ -386,7 +386,7 @@ pub const KEYS: &[Key] = &[
     Key {
         path: "gpio.ha_discovery",
         kind: Kind::Bool,
-        help: "With gpio.mqtt, publish Home Assistant discovery configs",
+        help: "Publish Home Assistant discovery configs: the pins (with gpio.mqtt), the snapshot camera and the motion sensor",
     },
     Key {
         path: "gpio.ha_prefix",
