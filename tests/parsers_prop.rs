@@ -773,6 +773,11 @@ const PARAMS: &[(&str, &[&str])] = &[
     ("video.status", &[]),
     ("camera.controls", &[]),
     ("camera.set", &["control", "value"]),
+    ("snapshot", &[]),
+    ("record.list", &[]),
+    ("record.start", &[]),
+    ("record.stop", &[]),
+    ("record.delete", &["name"]),
 ];
 
 /// A valid request for each command, as text, and the command it must parse to.
@@ -788,7 +793,11 @@ fn valid_command() -> impl Strategy<Value = (String, Command)> {
                 "gpio.list",
                 "video.keyframe",
                 "video.status",
-                "camera.controls"
+                "camera.controls",
+                "snapshot",
+                "record.list",
+                "record.start",
+                "record.stop"
             ][..]
         )
         .prop_map(|c| {
@@ -797,9 +806,19 @@ fn valid_command() -> impl Strategy<Value = (String, Command)> {
                 "gpio.list" => Command::GpioList,
                 "video.keyframe" => Command::VideoKeyframe,
                 "video.status" => Command::VideoStatus,
+                "snapshot" => Command::Snapshot,
+                "record.list" => Command::RecordList,
+                "record.start" => Command::RecordStart,
+                "record.stop" => Command::RecordStop,
                 _ => Command::CameraControls,
             };
             (json!({ "cmd": c }), want)
+        }),
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}/[0-9]{2}-[0-9]{2}-[0-9]{2}\\.mp4".prop_map(|name| {
+            (
+                json!({"cmd": "record.delete", "name": name}),
+                Command::RecordDelete { name },
+            )
         }),
         (pin, any::<bool>()).prop_map(|(pin, toggle)| if toggle {
             (
@@ -890,6 +909,8 @@ const READ_ONLY: &[&str] = &[
     "gpio.get",
     "video.status",
     "camera.controls",
+    "snapshot",
+    "record.list",
 ];
 
 fn request_id() -> impl Strategy<Value = Value> {

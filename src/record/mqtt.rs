@@ -6,32 +6,14 @@
 
 pub use rtcam_proto::record::{RecordRequest, event_topic, parse_set, set_topic, state_topic};
 
-use super::recorder::{Command, RecordState, RecordStatus, Recorder};
+use super::recorder::{Command, RecordStatus, Recorder};
 use crate::signaling::mqtt::Publisher;
 use crate::signaling::topics::Topics;
 use crate::throttle::LogBudget;
 use bytes::Bytes;
-use serde_json::json;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-
-/// The event a change of state is, if any: `(event, segment or error)`.
-pub fn event_for(before: &RecordStatus, after: &RecordStatus) -> Option<serde_json::Value> {
-    let ts_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    if after.segment.is_some() && after.segment != before.segment {
-        return Some(json!({"event": "record.started", "segment": after.segment, "ts_ms": ts_ms}));
-    }
-    if after.state == RecordState::Error && before.state != RecordState::Error {
-        return Some(json!({"event": "record.error", "error": after.error, "ts_ms": ts_ms}));
-    }
-    if before.segment.is_some() && after.segment.is_none() {
-        return Some(json!({"event": "record.stopped", "segment": before.segment, "ts_ms": ts_ms}));
-    }
-    None
-}
 
 /// Publishes the recorder's state and events (to MQTT and every control
 /// channel), and carries out `P/record/set`.
@@ -45,6 +27,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut status = recorder.watch();
+    let mut events = recorder.events();
     let mut last = status.borrow_and_update().clone();
     let state = |s: &RecordStatus| serde_json::to_string(s).unwrap_or_default();
     if *connected.borrow_and_update() {
@@ -62,17 +45,6 @@ pub async fn run(
                     break;
                 }
                 let now = status.borrow_and_update().clone();
-                if let Some(ev) = event_for(&last, &now) {
-                    publisher.publish(&event_topic(&topics), ev.to_string());
-                    if let serde_json::Value::Object(mut fields) = ev {
-                        let name = match fields.remove("event").as_ref().and_then(|v| v.as_str()) {
-                            Some("record.started") => "record.started",
-                            Some("record.stopped") => "record.stopped",
-                            _ => "record.error",
-                        };
-                        control.notify(name, fields);
-                    }
-                }
                 // Counters move with every fragment: the retained state
                 // follows changes of what is recorded, not every byte.
                 if (now.state, &now.segment, &now.error) != (last.state, &last.segment, &last.error) {
@@ -80,6 +52,19 @@ pub async fn run(
                 }
                 last = now;
             }
+            ev = events.recv() => match ev {
+                Ok(ev) => {
+                    let (name, fields) = ev.fields();
+                    let mut doc = fields.clone();
+                    doc.insert("event".into(), name.into());
+                    publisher.publish(&event_topic(&topics), serde_json::Value::Object(doc).to_string());
+                    control.notify(name, fields);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "recording events fell behind");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
             Some(payload) = sets.recv() => match parse_set(&payload) {
                 Ok(req) => {
                     let cmd = match req {

@@ -78,12 +78,60 @@ pub struct RecordStatus {
     pub deleted: u64,
 }
 
+/// What happened to a segment, in the order it happened (state changes
+/// alone could merge a close and the next open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordEvent {
+    /// A segment's first fragment is on disk.
+    Started {
+        /// The segment.
+        segment: String,
+    },
+    /// A segment was closed (finished, or cut by a disk error).
+    Stopped {
+        /// The segment.
+        segment: String,
+    },
+    /// The disk refused a write.
+    Error {
+        /// What it said.
+        error: String,
+    },
+}
+
+impl RecordEvent {
+    /// The event's name and fields, as sent to viewers and MQTT.
+    pub fn fields(&self) -> (&'static str, serde_json::Map<String, serde_json::Value>) {
+        let mut f = serde_json::Map::new();
+        let name = match self {
+            RecordEvent::Started { segment } => {
+                f.insert("segment".into(), segment.clone().into());
+                "record.started"
+            }
+            RecordEvent::Stopped { segment } => {
+                f.insert("segment".into(), segment.clone().into());
+                "record.stopped"
+            }
+            RecordEvent::Error { error } => {
+                f.insert("error".into(), error.clone().into());
+                "record.error"
+            }
+        };
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        f.insert("ts_ms".into(), ts_ms.into());
+        (name, f)
+    }
+}
+
 /// What the rest of the agent holds of the recorder.
 #[derive(Clone)]
 pub struct Recorder {
     store: Store,
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<RecordStatus>,
+    events: tokio::sync::broadcast::Sender<RecordEvent>,
     summaries: Arc<Mutex<HashMap<String, Summary>>>,
 }
 
@@ -122,6 +170,11 @@ impl Recorder {
     /// Changes of the state.
     pub fn watch(&self) -> watch::Receiver<RecordStatus> {
         self.status.clone()
+    }
+
+    /// Segment events from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<RecordEvent> {
+        self.events.subscribe()
     }
 
     /// The store the segments are in.
@@ -225,10 +278,12 @@ pub fn start(
         deleted: 0,
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (events, _) = tokio::sync::broadcast::channel(32);
     let recorder = Recorder {
         store: store.clone(),
         commands: cmd_tx,
         status: status_rx,
+        events: events.clone(),
         summaries: Arc::default(),
     };
     let policy = RecordPolicy::new(PolicyConfig {
@@ -243,7 +298,15 @@ pub fn start(
         max_bytes: settings.max_bytes,
         min_free_bytes: settings.min_free_bytes,
     };
-    let task = run(policy, store, limits, hub, cmd_rx, status_tx, shutdown);
+    let task = run(
+        policy,
+        store,
+        limits,
+        hub,
+        cmd_rx,
+        (status_tx, events),
+        shutdown,
+    );
     (recorder, task)
 }
 
@@ -270,14 +333,17 @@ async fn run(
     limits: Limits,
     hub: Arc<Hub>,
     mut commands: mpsc::Receiver<Command>,
-    status: watch::Sender<RecordStatus>,
+    (status, events): (
+        watch::Sender<RecordStatus>,
+        tokio::sync::broadcast::Sender<RecordEvent>,
+    ),
     shutdown: CancellationToken,
 ) {
     let (jobs, jobs_rx) = sync_channel(JOB_QUEUE);
     let writer_store = store.clone();
     let writer = std::thread::Builder::new()
         .name("rtcam-record".into())
-        .spawn(move || Writer::new(writer_store, limits, status).run(jobs_rx));
+        .spawn(move || Writer::new(writer_store, limits, status, events).run(jobs_rx));
     let writer = match writer {
         Ok(w) => w,
         Err(e) => {
@@ -450,6 +516,7 @@ struct Writer {
     store: Store,
     limits: Limits,
     status: watch::Sender<RecordStatus>,
+    events: tokio::sync::broadcast::Sender<RecordEvent>,
     /// The segment the policy is in, its start, and the next fragment expected.
     segment: u64,
     wall: SystemTime,
@@ -471,11 +538,17 @@ struct OpenFile {
 }
 
 impl Writer {
-    fn new(store: Store, limits: Limits, status: watch::Sender<RecordStatus>) -> Self {
+    fn new(
+        store: Store,
+        limits: Limits,
+        status: watch::Sender<RecordStatus>,
+        events: tokio::sync::broadcast::Sender<RecordEvent>,
+    ) -> Self {
         Self {
             store,
             limits,
             status,
+            events,
             segment: 0,
             wall: SystemTime::now(),
             next_index: 0,
@@ -586,6 +659,9 @@ impl Writer {
                     // A segment counts once a fragment of it is on disk.
                     tracing::info!(segment = %f.out.name, "recording segment started");
                     let name = f.out.name.clone();
+                    let _ = self.events.send(RecordEvent::Started {
+                        segment: name.clone(),
+                    });
                     self.status.send_modify(|s| {
                         s.state = RecordState::Recording;
                         s.segment = Some(name);
@@ -639,8 +715,15 @@ impl Writer {
             // What was synced before the error plays; a file with no fragment goes.
             if f.sequence == 1 {
                 let _ = self.store.delete(&f.out.name);
+            } else {
+                let _ = self.events.send(RecordEvent::Stopped {
+                    segment: f.out.name.clone(),
+                });
             }
         }
+        let _ = self.events.send(RecordEvent::Error {
+            error: error.clone(),
+        });
         self.retry_at = Some(Instant::now() + delay);
         self.status.send_modify(|s| {
             s.state = RecordState::Error;
@@ -655,6 +738,11 @@ impl Writer {
 
     fn close(&mut self) {
         let Some(f) = self.file.take() else { return };
+        if f.sequence > 1 {
+            let _ = self.events.send(RecordEvent::Stopped {
+                segment: f.out.name.clone(),
+            });
+        }
         tracing::info!(segment = %f.out.name, frames = f.frames, bytes = f.out.bytes, fragments = f.sequence - 1, "recording segment closed");
         self.status.send_modify(|s| {
             if s.state == RecordState::Recording {
