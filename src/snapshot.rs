@@ -142,6 +142,11 @@ impl Snapshots {
         // Held until the picture is in: it keeps the camera running.
         let mut sub = self.hub.subscribe();
         let mut raw = Some(self.taps.request_picture());
+        // The latest keyframe seen while the raw picture was awaited: with a
+        // camera's own H.264 the tap's refusal and the keyframe arrive
+        // together, in either order, and the keyframe must not be lost (the
+        // next one may be seconds away).
+        let mut keyframe: Option<bytes::Bytes> = None;
         loop {
             tokio::select! {
                 got = async {
@@ -151,17 +156,21 @@ impl Snapshots {
                     }
                 } => match got {
                     Ok(img) => return Ok(img),
-                    // Compressed frames only: the keyframe below is decoded instead.
-                    Err(_) => raw = None,
+                    // Compressed frames only: a keyframe is decoded instead.
+                    Err(_) => {
+                        raw = None;
+                        if let Some(data) = keyframe.take() {
+                            return decode(data).await;
+                        }
+                    }
                 },
                 p = sub.recv() => match p {
                     None => return Err(SnapshotError::Stopped),
-                    Some(p) if p.track == TrackId::VIDEO && p.keyframe && raw.is_none() => {
-                        let data = p.data;
-                        return tokio::task::spawn_blocking(move || still::decode_keyframe(&data))
-                            .await
-                            .map_err(|_| SnapshotError::Stopped)?
-                            .map_err(SnapshotError::from);
+                    Some(p) if p.track == TrackId::VIDEO && p.keyframe => {
+                        if raw.is_none() {
+                            return decode(p.data).await;
+                        }
+                        keyframe = Some(p.data);
                     }
                     // Read so the subscription never counts as a slow viewer.
                     Some(_) => {}
@@ -169,6 +178,14 @@ impl Snapshots {
             }
         }
     }
+}
+
+/// The picture of a keyframe, decoded off the runtime.
+async fn decode(data: bytes::Bytes) -> Result<I420Image, SnapshotError> {
+    tokio::task::spawn_blocking(move || still::decode_keyframe(&data))
+        .await
+        .map_err(|_| SnapshotError::Stopped)?
+        .map_err(SnapshotError::from)
 }
 
 /// Largest snapshot published over MQTT: the embedded broker takes packets
