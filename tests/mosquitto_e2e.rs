@@ -216,7 +216,8 @@ async fn gpio_over_mqtt_with_home_assistant_discovery() {
     // Retained discovery and state arrive on subscribing.
     let mut discovery = BTreeMap::new();
     let mut states = BTreeMap::new();
-    while discovery.len() < 4 || states.len() < 4 {
+    // Four pins and the snapshot camera.
+    while discovery.len() < 5 || states.len() < 4 {
         let (t, m) = auto.next("retained discovery and state").await;
         if t.starts_with("homeassistant/") {
             let doc: Value = serde_json::from_slice(&m).expect("discovery payloads are JSON");
@@ -229,7 +230,12 @@ async fn gpio_over_mqtt_with_home_assistant_discovery() {
         .values()
         .map(|d| d["unique_id"].as_str().expect("unique_id").to_string())
         .collect();
-    assert_eq!(ids.len(), 4, "unique ids: {ids:?}");
+    assert_eq!(ids.len(), 5, "unique ids: {ids:?}");
+    assert!(
+        discovery
+            .keys()
+            .any(|t| t.starts_with("homeassistant/camera/") && t.ends_with("/snapshot/config"))
+    );
     assert!(
         discovery
             .keys()
