@@ -109,7 +109,12 @@ fuzz_target!(|data: &[u8]| {
         }
         // The small parsers on their own.
         _ => {
-            for kind in [Kind::Str, Kind::Int, Kind::Bool, Kind::Array(keys::Entry::Pin)] {
+            for kind in [
+                Kind::Str,
+                Kind::Int,
+                Kind::Bool,
+                Kind::Array(keys::Entry::Pin),
+            ] {
                 let _ = keys::parse_text(kind, &text);
             }
             let _ = keys::find(&text);
