@@ -488,15 +488,27 @@ async fn the_page_takes_a_snapshot_and_plays_a_recorded_segment() {
     );
     // A click on the timeline plays the segment under it (a 2 s segment is
     // thinner than a pixel on a 24 h bar: the nearest one).
+    // The list reloads after the delete, and a segment that has just closed
+    // leaves no open one until the next opens: the script waits for a drawn
+    // segment (any will do) in the same turn as it clicks.
     let picked = browser
         .run(
-            "const seg = document.querySelector('#rec-days .timeline .seg.open');
-             const bar = seg.parentElement;
-             const r = seg.getBoundingClientRect();
-             bar.dispatchEvent(new MouseEvent('click', { bubbles: true,
-               clientX: r.left + 1, clientY: r.top + r.height / 2 }));
-             done({ playing: window.rtcamRecordings.playing,
-                    names: window.rtcamRecordings.recordings.map((x) => x.name) });",
+            "const deadline = Date.now() + 20000;
+             (function pick() {
+               const seg = document.querySelector('#rec-days .timeline .seg.open')
+                 || document.querySelector('#rec-days .timeline .seg');
+               if (!seg) {
+                 if (Date.now() > deadline) { done({ error: 'no segment drawn' }); return; }
+                 setTimeout(pick, 100);
+                 return;
+               }
+               const bar = seg.parentElement;
+               const r = seg.getBoundingClientRect();
+               bar.dispatchEvent(new MouseEvent('click', { bubbles: true,
+                 clientX: r.left + 1, clientY: r.top + r.height / 2 }));
+               done({ playing: window.rtcamRecordings.playing,
+                      names: window.rtcamRecordings.recordings.map((x) => x.name) });
+             })();",
         )
         .await;
     assert!(
