@@ -2,16 +2,18 @@
 //! signaling, the session manager and the web viewer together, and owns the
 //! one shutdown path (cancel token → every task stops → tracked completion).
 
+use crate::audio::{AudioStats, Talkback};
 use crate::backoff::Backoff;
 use crate::config::settings::CongestionPolicy;
 use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl};
-use crate::config::{RecordMode, Settings};
+use crate::config::{AudioInput, RecordMode, Settings};
 use crate::control::{Controller, ControllerParts};
 use crate::gpio::demo as gpio_demo;
 use crate::gpio::mqtt as gpio_mqtt;
 use crate::gpio::pins::PinMode;
 use crate::gpio::{Gpio, GpioError};
 use crate::media::encode::{EncoderControl, EncoderSettings, PROFILE_LEVEL_ID};
+use crate::media::frame::TrackInfo;
 use crate::media::hub::Hub;
 use crate::media::hub::policy::PolicyConfig;
 use crate::media::pipeline::{CameraState, Pipeline, PipelineOptions, PipelineStatus};
@@ -21,7 +23,7 @@ use crate::record::mqtt as record_mqtt;
 use crate::record::recorder::{Command as RecordCommand, RecordState, Recorder};
 use crate::session::table::{Counts, Limits};
 use crate::session::{self, Faults, SessionContext};
-use crate::signaling::messages::{Info, PROTOCOL_VERSION, PinInfo, VideoInfo};
+use crate::signaling::messages::{AudioInfo, Info, PROTOCOL_VERSION, PinInfo, VideoInfo};
 use crate::signaling::mqtt::{self, MqttOptions, Retained, TlsFiles};
 use crate::signaling::topics::Topics;
 use crate::signaling::{broker, mqtt::Publisher};
@@ -131,6 +133,8 @@ pub struct Agent {
     settings: Settings,
     hub: Arc<Hub>,
     pipeline: Option<Pipeline>,
+    /// The microphone's thread; it ends when the hub closes.
+    microphone: Option<std::thread::JoinHandle<()>>,
     camera: Arc<PipelineStatus>,
     shutdown: CancellationToken,
     sessions_stop: CancellationToken,
@@ -171,6 +175,17 @@ pub fn info_for(settings: &Settings, gpio: Option<&Gpio>) -> Info {
             fps: settings.video.fps,
         },
         max_viewers: settings.webrtc.max_viewers,
+        audio: {
+            let a = &settings.audio;
+            let microphone = a.input != AudioInput::Off;
+            (microphone || a.output.is_some()).then(|| AudioInfo {
+                codec: "opus".into(),
+                sample_rate: crate::audio::SAMPLE_RATE,
+                channels: a.channels,
+                microphone,
+                talkback: a.output.is_some(),
+            })
+        },
         pins: gpio
             .map(|g| {
                 g.list()
@@ -211,7 +226,13 @@ impl Agent {
             ..PolicyConfig::default()
         };
         let encoder = EncoderControl::new(policy.drop_keyframe_gap, v.bitrate_kbps);
-        let hub = Hub::new(policy, encoder.clone());
+        // The microphone is the hub's second track, fanned out like the video.
+        let mic = settings.audio.input != AudioInput::Off;
+        let mut tracks = vec![TrackInfo::VIDEO_H264];
+        if mic {
+            tracks.push(TrackInfo::AUDIO_OPUS);
+        }
+        let hub = Hub::with_tracks(policy, tracks, encoder.clone());
         let factory: Box<dyn crate::media::capture::SourceFactory> = match opts.source {
             Some(f) => Box::new(SharedFactory(f)),
             None => crate::media::capture::factory_for(v),
@@ -227,6 +248,21 @@ impl Agent {
         )
         .map_err(AgentError::Media)?;
         let camera = pipeline.status();
+        let audio_stats = Arc::new(AudioStats::default());
+        let microphone = if mic {
+            Some(
+                crate::audio::capture::spawn(&settings.audio, hub.clone(), audio_stats.clone())
+                    .map_err(AgentError::Media)?,
+            )
+        } else {
+            None
+        };
+        let talk = match &settings.audio.output {
+            Some(_) => Some(
+                Talkback::spawn(&settings.audio, audio_stats.clone()).map_err(AgentError::Media)?,
+            ),
+            None => None,
+        };
         let heartbeats = Arc::new(Heartbeats::new());
         heartbeats.add("media", camera.heartbeat());
 
@@ -487,6 +523,7 @@ impl Agent {
             max_message: settings.control.max_message_bytes,
             recorder: recorder.clone(),
             snapshots: snapshots.clone(),
+            talk,
         }));
         // Recording and motion events go to MQTT and to every control channel.
         if let (Some(r), Some(rx)) = (&recorder, record_set_rx) {
@@ -530,9 +567,10 @@ impl Agent {
                         v.max_bitrate_kbps.saturating_mul(1000),
                     )
                 }),
+                audio: mic || settings.audio.output.is_some(),
                 ..PeerOptions::from_settings(&settings.webrtc)
             },
-            control,
+            control: control.clone(),
             frame_duration: Duration::from_secs(1) / v.fps.max(1),
             auth: settings.auth.authorizer(),
             max_payload: settings.mqtt.max_payload_bytes,
@@ -614,6 +652,9 @@ impl Agent {
                     .expect("AgentStats is plain data and always serialises")
             });
             let metrics_recorder = recorder.clone();
+            let metrics_audio = (settings.audio.input != AudioInput::Off
+                || settings.audio.output.is_some())
+            .then(|| (audio_stats.clone(), control.talk().cloned()));
             let web_auth = Arc::new(settings.auth.authorizer());
             let metrics: web::MetricsFn = Arc::new(move || {
                 let camera = &metrics_src.camera;
@@ -625,6 +666,19 @@ impl Agent {
                     bad_frames: camera.bad_frames(),
                     restarts: camera.restarts(),
                     camera_running: matches!(camera.state(), CameraState::Running(_)),
+                    audio: metrics_audio.as_ref().map(|(a, talk)| {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        crate::metrics::AudioFigures {
+                            capturing: a.running.load(Relaxed),
+                            frames: a.frames.load(Relaxed),
+                            bytes: a.bytes.load(Relaxed),
+                            errors: a.errors.load(Relaxed),
+                            talking: talk.as_ref().is_some_and(|t| t.talker().is_some()),
+                            talk_packets: a.talk_packets.load(Relaxed),
+                            talk_dropped: a.talk_dropped.load(Relaxed),
+                            played: a.played.load(Relaxed),
+                        }
+                    }),
                     record: metrics_recorder.as_ref().map(|r| {
                         let s = r.status();
                         crate::metrics::RecordFigures {
@@ -689,6 +743,7 @@ impl Agent {
             settings,
             hub,
             pipeline: Some(pipeline),
+            microphone,
             camera,
             shutdown,
             sessions_stop,
@@ -845,6 +900,11 @@ impl Agent {
         }
         if let Some(p) = self.pipeline.take() {
             let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+        // The hub is closed now: the microphone's thread sees it within a frame.
+        self.hub.close();
+        if let Some(m) = self.microphone.take() {
+            let _ = tokio::task::spawn_blocking(move || m.join()).await;
         }
     }
 }

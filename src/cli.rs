@@ -66,6 +66,11 @@ pub enum Command {
         /// Open only the DataChannel, no video.
         #[arg(long)]
         no_video: bool,
+        /// Also receive the camera's microphone, decode it and report the
+        /// test tone (`[audio] input = "test"`): frequency, latency and
+        /// offset from the video.
+        #[arg(long)]
+        audio: bool,
         /// Access token to send with the offer.
         #[arg(long)]
         token: Option<String>,

@@ -50,6 +50,7 @@
 //!   - [`media::hub`]: encode-once fan-out with per-subscriber bounded queues; [`media::hub::policy`] is its pure state machine.
 //!   - [`media::pipeline`]: the media thread tying source → convert → encode → hub, with reopen backoff.
 //!   - [`media::stage_times`]: how long each frame spends in each stage (histograms and recent percentiles).
+//! - [`audio`]: the microphone (ALSA or a test tone, Opus-encoded once, the hub's audio track) and talkback (the floor, a jitter buffer, the ALSA speaker).
 //! - [`blockcode`]: the test pattern's machine-readable sequence/timestamp code and its decoder.
 //! - [`backoff`]: retry delays shared by every reconnect loop.
 //! - [`record`]: recording to crash-safe fragmented MP4 segments (policy, boxes, files, retention, MQTT), and `rtcam record`'s Annex B dump.
@@ -73,6 +74,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod audio;
 pub use rtcam_proto::auth;
 pub mod backoff;
 pub mod bench;

@@ -115,11 +115,18 @@ fn dispatch(command: Command, loaded: &config::Loaded) -> Result<()> {
             seconds,
             client_id,
             no_video,
+            audio,
             token,
             json,
             timeout,
         } => runtime()?.block_on(run_probe(
-            settings, seconds, client_id, !no_video, token, json, timeout,
+            settings,
+            seconds,
+            client_id,
+            (!no_video, audio),
+            token,
+            json,
+            timeout,
         )),
         Command::Config { check: true, .. } => {
             println!("configuration OK");
@@ -246,7 +253,7 @@ async fn run_probe(
     settings: &Settings,
     seconds: u32,
     client_id: Option<String>,
-    video: bool,
+    (video, audio): (bool, bool),
     token: Option<String>,
     json: bool,
     timeout: u32,
@@ -265,6 +272,7 @@ async fn run_probe(
         timeout: std::time::Duration::from_secs(u64::from(timeout)),
         decode: true,
         replaces: None,
+        audio,
     };
     let report =
         rtcam::probe::probe(&opts, std::time::Duration::from_secs(u64::from(seconds))).await?;
@@ -299,6 +307,19 @@ async fn run_probe(
             report.ice_restarts,
             report.reconnects
         );
+        if audio {
+            println!(
+                "audio: {} Opus packets ({} undecodable); test tone: {} beeps at {}, latency median {}, offset from video {}",
+                report.audio_packets,
+                report.audio_decode_errors,
+                report.tone_beeps,
+                report
+                    .tone_hz
+                    .map_or("-".to_string(), |hz| format!("{hz:.0} Hz")),
+                ms(report.audio_latency_median_ms),
+                ms(report.av_offset_ms)
+            );
+        }
     }
     Ok(())
 }

@@ -104,6 +104,29 @@ pub struct MediaFigures {
     pub camera_running: bool,
     /// The recorder's figures, when recording is on.
     pub record: Option<RecordFigures>,
+    /// The audio paths' figures, when `[audio]` is on.
+    pub audio: Option<AudioFigures>,
+}
+
+/// The audio paths' figures for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AudioFigures {
+    /// The microphone is capturing.
+    pub capturing: bool,
+    /// Microphone frames encoded.
+    pub frames: u64,
+    /// Opus bytes encoded.
+    pub bytes: u64,
+    /// Microphone or speaker failures.
+    pub errors: u64,
+    /// Someone holds the talkback floor.
+    pub talking: bool,
+    /// Talkback packets taken for the speaker.
+    pub talk_packets: u64,
+    /// Talkback packets dropped (the speaker fell behind).
+    pub talk_dropped: u64,
+    /// Frames written to the speaker.
+    pub played: u64,
 }
 
 /// The recorder's figures for `/metrics`.
@@ -213,6 +236,56 @@ pub fn render(
     links: &ViewerLinks,
 ) -> String {
     let mut r = Registry::with_prefix("rtcam");
+    if let Some(a) = &media.audio {
+        gauge(
+            &mut r,
+            "audio_capturing",
+            "1 while the microphone captures",
+            u64::from(a.capturing),
+        );
+        counter(
+            &mut r,
+            "audio_frames",
+            "Microphone frames encoded (20 ms each)",
+            a.frames,
+        );
+        counter(
+            &mut r,
+            "audio_bytes",
+            "Opus bytes encoded from the microphone",
+            a.bytes,
+        );
+        counter(
+            &mut r,
+            "audio_errors",
+            "Microphone or speaker failures (each retried)",
+            a.errors,
+        );
+        gauge(
+            &mut r,
+            "audio_talking",
+            "1 while a viewer holds the talkback floor",
+            u64::from(a.talking),
+        );
+        counter(
+            &mut r,
+            "audio_talk_packets",
+            "Talkback packets taken for the speaker",
+            a.talk_packets,
+        );
+        counter(
+            &mut r,
+            "audio_talk_dropped",
+            "Talkback packets dropped because the speaker fell behind",
+            a.talk_dropped,
+        );
+        counter(
+            &mut r,
+            "audio_played_frames",
+            "Frames written to the speaker (20 ms each)",
+            a.played,
+        );
+    }
     if let Some(rec) = &media.record {
         gauge(
             &mut r,
@@ -424,6 +497,12 @@ mod tests {
                 deleted: 3,
                 ..RecordFigures::default()
             }),
+            audio: Some(AudioFigures {
+                capturing: true,
+                frames: 50,
+                talking: true,
+                ..AudioFigures::default()
+            }),
         };
         let links = ViewerLinks::default();
         links.note_ice_restart();
@@ -465,6 +544,9 @@ mod tests {
             "rtcam_record_failing 0",
             "rtcam_record_frames_total 90",
             "rtcam_record_deleted_total 3",
+            "rtcam_audio_capturing 1",
+            "rtcam_audio_frames_total 50",
+            "rtcam_audio_talking 1",
             "# EOF",
         ] {
             assert!(
@@ -483,6 +565,10 @@ mod tests {
         assert!(
             !none.contains("rtcam_record_"),
             "recording off: no recording figures"
+        );
+        assert!(
+            !none.contains("rtcam_audio_"),
+            "audio off: no audio figures"
         );
     }
 }

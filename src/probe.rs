@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How to reach the camera.
@@ -42,6 +42,9 @@ pub struct ViewerOptions {
     pub decode: bool,
     /// The secret of this client id's live session, to replace it.
     pub replaces: Option<String>,
+    /// Receive the camera's microphone too, decode it and look for the
+    /// test tone (see [`crate::audio::tone`]).
+    pub audio: bool,
 }
 
 /// Why the viewer could not connect.
@@ -124,6 +127,45 @@ pub struct Viewer {
     /// Answers applied after the first (each one an ICE restart's).
     restart_answers: watch::Receiver<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    audio: Arc<Mutex<AudioHeard>>,
+}
+
+/// What the viewer heard of the camera's microphone.
+#[derive(Debug, Default)]
+pub struct AudioHeard {
+    /// Opus packets received.
+    pub packets: u64,
+    /// Packets that did not decode.
+    pub errors: u64,
+    /// Samples decoded (48 kHz mono).
+    pub samples: u64,
+    /// The test tone's beeps found in them.
+    pub tone: crate::audio::tone::ToneDetector,
+}
+
+/// Decodes the camera's Opus packets as they arrive and listens for the test tone.
+async fn hear(mut remote: crate::peer::RemoteAudio, heard: Arc<Mutex<AudioHeard>>) {
+    let Ok(mut dec) = crate::audio::codec::OpusDecoder::new(1) else {
+        return;
+    };
+    let mut pcm = vec![0i16; crate::audio::FRAME_SAMPLES * 6];
+    while let Some(p) = remote.next_packet().await {
+        let arrived = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        let decoded = dec.decode(Some(&p.payload), &mut pcm);
+        let mut h = heard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        h.packets += 1;
+        match decoded {
+            Ok(n) => {
+                h.samples += n as u64;
+                h.tone.feed(&pcm[..n], arrived);
+            }
+            Err(_) => h.errors += 1,
+        }
+    }
 }
 
 /// Decodes access units on a thread of its own and reports each picture.
@@ -244,8 +286,14 @@ impl Viewer {
             return Err(ProbeError::Timeout("connecting to the MQTT broker"));
         }
         let channel_label = opts.control.then_some(crate::control::CHANNEL_LABEL);
-        let (peer, offer, channel, mut peer_events) =
-            Peer::offer(&opts.peer, opts.video, channel_label).await?;
+        let peer_opts = PeerOptions {
+            audio: opts.audio,
+            ..opts.peer.clone()
+        };
+        let labels: Vec<&str> = channel_label.into_iter().collect();
+        let (peer, offer, mut channels, mut peer_events) =
+            Peer::offer_media(&peer_opts, opts.video, opts.audio, &labels).await?;
+        let channel = channels.pop();
         let peer = Arc::new(peer);
         let mut offer_msg = serde_json::json!({ "type": "offer", "sdp": offer });
         if let Some(t) = &opts.token {
@@ -323,6 +371,8 @@ impl Viewer {
         let (restart_tx, restart_answers) = watch::channel(0u64);
         let bg_peer = peer.clone();
         let bg_video = video.clone();
+        let audio: Arc<Mutex<AudioHeard>> = Arc::default();
+        let bg_audio = audio.clone();
         let bg_publisher = publisher.clone();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -364,6 +414,9 @@ impl Viewer {
                                 *bg_video.lock().await = Some(rv.clone());
                                 let tx = decode_tx.clone();
                                 tokio::spawn(forward_frames(rv, tx));
+                            }
+                            PeerEvent::RemoteAudio(ra) => {
+                                tokio::spawn(hear(ra, bg_audio.clone()));
                             }
                             _ => {}
                         }
@@ -436,7 +489,15 @@ impl Viewer {
             token: opts.token.clone(),
             restart_answers,
             tasks,
+            audio,
         })
+    }
+
+    /// What was heard of the camera's microphone so far (with `audio`).
+    pub fn heard(&self) -> std::sync::MutexGuard<'_, AudioHeard> {
+        self.audio
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits until the connection is up; false on timeout or failure.
@@ -779,6 +840,19 @@ pub struct ProbeReport {
     /// New sessions the probe made when an ICE restart did not bring the
     /// video back (the link or the camera went away and came back).
     pub reconnects: u64,
+    /// With `--audio`: Opus packets received from the camera's microphone.
+    pub audio_packets: u64,
+    /// Of which did not decode.
+    pub audio_decode_errors: u64,
+    /// The test tone's beeps heard (one per second with `[audio] input = "test"`).
+    pub tone_beeps: usize,
+    /// Their median frequency, Hz.
+    pub tone_hz: Option<f64>,
+    /// Capture (the whole second a beep marks) to arrival, median, ms.
+    pub audio_latency_median_ms: Option<f64>,
+    /// Audio latency minus video latency (medians): how far the sound
+    /// lags (positive) or leads the picture, ms.
+    pub av_offset_ms: Option<f64>,
 }
 
 /// A gap between decoded frames longer than this is a freeze (what a
@@ -931,12 +1005,28 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
     );
     if let Some(viewer) = current {
         report.decode_errors += viewer.decode_errors();
+        {
+            let h = viewer.heard();
+            report.audio_packets = h.packets;
+            report.audio_decode_errors = h.errors;
+            let beeps = h.tone.beeps();
+            report.tone_beeps = beeps.len();
+            let mut hz: Vec<f64> = beeps.iter().map(|b| b.hz).collect();
+            hz.sort_by(f64::total_cmp);
+            report.tone_hz = percentile(&hz, 0.5);
+            let mut lat: Vec<f64> = beeps.iter().map(|b| b.latency_ms()).collect();
+            lat.sort_by(f64::total_cmp);
+            report.audio_latency_median_ms = percentile(&lat, 0.5);
+        }
         viewer.bye().await;
     }
     report.fps = report.frames_decoded as f64 / duration.as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     report.latency_median_ms = percentile(&latencies, 0.5);
     report.latency_p95_ms = percentile(&latencies, 0.95);
+    if let (Some(a), Some(v)) = (report.audio_latency_median_ms, report.latency_median_ms) {
+        report.av_offset_ms = Some(a - v);
+    }
     report.latency_samples = latencies.len();
     Ok(report)
 }

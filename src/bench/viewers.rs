@@ -175,6 +175,7 @@ fn viewer_options(s: &Settings, n: u32, decode: bool) -> ViewerOptions {
         timeout: Duration::from_secs(20),
         decode,
         replaces: None,
+        audio: false,
     }
 }
 

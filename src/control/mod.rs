@@ -7,6 +7,7 @@ pub mod ratelimit;
 
 pub use rtcam_proto::control::{commands, protocol};
 
+use crate::audio::Talkback;
 use crate::gpio::failsafe::SessionKey;
 use crate::gpio::{Actor, Gpio, GpioError, PinValue};
 use crate::media::capture::SourceError;
@@ -74,6 +75,7 @@ pub struct Controller {
     max_message: usize,
     recorder: Option<Recorder>,
     snapshots: Arc<Snapshots>,
+    talk: Option<Arc<Talkback>>,
     notices: tokio::sync::broadcast::Sender<Notice>,
 }
 
@@ -115,6 +117,8 @@ pub struct ControllerParts {
     pub recorder: Option<Recorder>,
     /// Snapshots.
     pub snapshots: Arc<Snapshots>,
+    /// Talkback, when `[audio] output` is set.
+    pub talk: Option<Arc<Talkback>>,
 }
 
 fn gpio_error(e: GpioError) -> ControlError {
@@ -158,6 +162,7 @@ impl Controller {
             max_message: parts.max_message,
             recorder: parts.recorder,
             snapshots: parts.snapshots,
+            talk: parts.talk,
             // A channel that falls this far behind misses some notices.
             notices: tokio::sync::broadcast::channel(64).0,
         }
@@ -378,6 +383,26 @@ impl Controller {
                     .map_err(camera_error)?;
                 Ok(json!({ "controls": list }))
             }
+            Command::AudioTalk { on } => {
+                let talk = self.talk.as_ref().ok_or_else(|| {
+                    ControlError::new(
+                        ControlCode::TalkOff,
+                        "talkback is off: no speaker is configured ([audio] output)",
+                    )
+                })?;
+                if on {
+                    talk.take(session.key()).map_err(|e| {
+                        ControlError::new(
+                            ControlCode::FloorTaken,
+                            format!("{e}: the floor is taken until they release it"),
+                        )
+                    })?;
+                    self.notify_floor(true);
+                } else if talk.release(session.key()) {
+                    self.notify_floor(false);
+                }
+                Ok(json!({ "talking": on }))
+            }
             Command::CameraSet { control, value } => {
                 let cc = self.camera_controls.clone();
                 let name = control.clone();
@@ -394,6 +419,25 @@ impl Controller {
     pub fn notify(&self, name: &'static str, fields: serde_json::Map<String, Value>) {
         // No channel open: nobody to tell.
         let _ = self.notices.send(Notice { name, fields });
+    }
+
+    /// Tells every control channel whether someone holds the talkback floor.
+    fn notify_floor(&self, busy: bool) {
+        let mut fields = serde_json::Map::new();
+        fields.insert("busy".into(), busy.into());
+        self.notify("audio.floor", fields);
+    }
+
+    /// A session ended: the talkback floor is released if it held it.
+    pub fn session_ended(&self, key: SessionKey) {
+        if self.talk.as_ref().is_some_and(|t| t.release(key)) {
+            self.notify_floor(false);
+        }
+    }
+
+    /// Talkback, when a speaker is configured.
+    pub fn talk(&self) -> Option<&Arc<Talkback>> {
+        self.talk.as_ref()
     }
 
     /// Notices from now on.

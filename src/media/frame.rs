@@ -180,13 +180,15 @@ pub struct I420View<'a> {
     pub uv_stride: usize,
 }
 
-/// Identifies one track of the stream the hub carries (video today; audio later).
+/// Identifies one track of the stream the hub carries (video, audio).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TrackId(pub u8);
 
 impl TrackId {
     /// The camera's video track.
     pub const VIDEO: TrackId = TrackId(0);
+    /// The microphone's audio track.
+    pub const AUDIO: TrackId = TrackId(1);
 }
 
 /// What a track's packets contain.
@@ -197,6 +199,8 @@ pub enum Codec {
     /// FWHT frames from the kernel's `vicodec`: the lab's stand-in for a
     /// hardware H.264 encoder. Never negotiated with viewers.
     Fwht,
+    /// Opus packets, one 20 ms frame each, 48 kHz.
+    Opus,
 }
 
 /// A track as described once to subscribers, instead of on every packet.
@@ -216,6 +220,12 @@ impl TrackInfo {
         id: TrackId::VIDEO,
         codec: Codec::H264,
         keyframe_gated: true,
+    };
+    /// The microphone's Opus track: every packet decodes on its own.
+    pub const AUDIO_OPUS: TrackInfo = TrackInfo {
+        id: TrackId::AUDIO,
+        codec: Codec::Opus,
+        keyframe_gated: false,
     };
 }
 

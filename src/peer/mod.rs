@@ -16,7 +16,7 @@ use rtc::interceptor::{
     PacketReport, Slot, TwccSenderBuilder,
 };
 use rtc::media::Sample;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateType};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
@@ -117,6 +117,9 @@ pub enum PeerEvent {
     DataChannel(Channel),
     /// The remote's video started arriving (viewer side).
     RemoteVideo(RemoteVideo),
+    /// The remote's audio started arriving (a viewer's talkback, or the
+    /// camera's microphone on the viewer side).
+    RemoteAudio(RemoteAudio),
     /// The remote asked for a keyframe (RTCP PLI/FIR). Coalesced: one per batch.
     KeyframeRequest,
 }
@@ -129,6 +132,7 @@ impl std::fmt::Debug for PeerEvent {
             PeerEvent::State(s) => write!(f, "State({s:?})"),
             PeerEvent::DataChannel(c) => write!(f, "DataChannel({})", c.label),
             PeerEvent::RemoteVideo(_) => f.write_str("RemoteVideo"),
+            PeerEvent::RemoteAudio(_) => f.write_str("RemoteAudio"),
             PeerEvent::KeyframeRequest => f.write_str("KeyframeRequest"),
         }
     }
@@ -168,6 +172,9 @@ pub struct PeerOptions {
     /// (min, max) in bit/s and started at the max; `None`: no estimation
     /// (viewers, or `video.congestion = "off"`).
     pub send_side_bwe: Option<(u32, u32)>,
+    /// Negotiate Opus audio (the agent has a microphone or a speaker;
+    /// viewers that want the camera's sound).
+    pub audio: bool,
 }
 
 /// The playout-delay extension's URI (what SDP negotiates an id for).
@@ -247,6 +254,7 @@ impl PeerOptions {
             keepalive: None,
             playout_delay: w.playout_delay,
             send_side_bwe: None,
+            audio: false,
         }
     }
 }
@@ -261,6 +269,21 @@ fn h264_codec() -> RTCRtpCodecParameters {
             rtcp_feedback: vec![],
         },
         payload_type: 102,
+    }
+}
+
+/// Opus as browsers offer it: 48 kHz, two channels in SDP (RFC 7587 says
+/// so even for mono), in-band FEC.
+fn opus_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: 111,
     }
 }
 
@@ -311,9 +334,12 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self
-            .tx
-            .send(PeerEvent::RemoteVideo(RemoteVideo::new(track)));
+        let ev = if track.kind().await == RtpCodecKind::Audio {
+            PeerEvent::RemoteAudio(RemoteAudio { track })
+        } else {
+            PeerEvent::RemoteVideo(RemoteVideo::new(track))
+        };
+        let _ = self.tx.send(ev);
     }
 }
 
@@ -328,6 +354,7 @@ pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     handler: Arc<Handler>,
     video: Option<VideoSender>,
+    audio: Option<AudioSender>,
     playout: Option<PlayoutDelayExtension>,
     /// Helper tasks (RTCP, close watch), aborted with the peer.
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -421,6 +448,11 @@ async fn build(
         },
         RtpCodecKind::Video,
     );
+    if opts.audio {
+        media
+            .register_codec(opus_codec(), RtpCodecKind::Audio)
+            .map_err(stack)?;
+    }
     if opts.playout_delay.is_some() {
         // Answered when the viewer offers it (Chromium does), so its
         // jitter buffer holds frames no longer than asked.
@@ -577,12 +609,14 @@ fn rand_u32() -> u32 {
 }
 
 impl Peer {
-    /// Answers a viewer's offer: sets it, adds the H.264 track when `send_video`,
-    /// and returns the peer, its answer SDP and its event stream.
+    /// Answers a viewer's offer: sets it, adds the H.264 track when
+    /// `send_video` and the Opus track when `send_audio`, and returns the
+    /// peer, its answer SDP and its event stream.
     pub async fn answer(
         opts: &PeerOptions,
         offer_sdp: &str,
         send_video: bool,
+        send_audio: bool,
     ) -> Result<(Peer, String, PeerEvents), PeerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let handler = Arc::new(Handler {
@@ -595,11 +629,15 @@ impl Peer {
             pc,
             handler,
             video: None,
+            audio: None,
             playout: opts.playout_delay.map(playout_delay_extension),
             tasks: Vec::new(),
             reports,
         };
-        match peer.negotiate_answer(offer_sdp, send_video).await {
+        match peer
+            .negotiate_answer(offer_sdp, send_video, send_audio && opts.audio)
+            .await
+        {
             Ok(answer) => {
                 let watch = spawn_close_watch(peer.pc.clone(), peer.handler.tx.clone());
                 peer.tasks.push(watch);
@@ -616,8 +654,39 @@ impl Peer {
         &mut self,
         offer_sdp: &str,
         send_video: bool,
+        send_audio: bool,
     ) -> Result<String, PeerError> {
         self.set_offer(offer_sdp).await?;
+        let mut audio = None;
+        if send_audio {
+            let ssrc = rand_u32() | 1;
+            let t = Arc::new(
+                TrackLocalStaticSample::new(
+                    Instant::now(),
+                    MediaStreamTrack::new(
+                        "rtcam".into(),
+                        "audio".into(),
+                        "microphone".into(),
+                        RtpCodecKind::Audio,
+                        vec![RTCRtpEncodingParameters {
+                            rtp_coding_parameters: RTCRtpCodingParameters {
+                                ssrc: Some(ssrc),
+                                ..Default::default()
+                            },
+                            codec: opus_codec().rtp_codec,
+                            ..Default::default()
+                        }],
+                    ),
+                )
+                .map_err(stack)?,
+            );
+            let sender = self
+                .pc
+                .add_track(t.clone() as Arc<dyn TrackLocal>)
+                .await
+                .map_err(stack)?;
+            audio = Some((t, ssrc, sender));
+        }
         let mut track = None;
         if send_video {
             let ssrc = rand_u32() | 1;
@@ -668,6 +737,21 @@ impl Peer {
                 playout: self.playout,
             });
         }
+        if let Some((t, ssrc, sender)) = audio {
+            // An offer whose audio section we could not match leaves the
+            // track without a codec: no audio for this viewer, not an error.
+            let pt = sender
+                .get_parameters()
+                .await
+                .map_err(stack)?
+                .rtp_parameters
+                .codecs
+                .first()
+                .map(|c| c.payload_type);
+            if let Some(pt) = pt {
+                self.audio = Some(AudioSender { track: t, ssrc, pt });
+            }
+        }
         Ok(sdp)
     }
 
@@ -690,6 +774,17 @@ impl Peer {
         video: bool,
         labels: &[&str],
     ) -> Result<(Peer, String, Vec<Channel>, PeerEvents), PeerError> {
+        Self::offer_media(opts, video, false, labels).await
+    }
+
+    /// [`Self::offer_channels`], with a recvonly Opus audio section when
+    /// `audio` (the camera's microphone; `opts.audio` must be set).
+    pub async fn offer_media(
+        opts: &PeerOptions,
+        video: bool,
+        audio: bool,
+        labels: &[&str],
+    ) -> Result<(Peer, String, Vec<Channel>, PeerEvents), PeerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let handler = Arc::new(Handler {
             tx,
@@ -700,6 +795,7 @@ impl Peer {
             pc,
             handler,
             video: None,
+            audio: None,
             playout: None,
             tasks: Vec::new(),
             reports: Arc::default(),
@@ -709,6 +805,18 @@ impl Peer {
                 peer.pc
                     .add_transceiver_from_kind(
                         RtpCodecKind::Video,
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Recvonly,
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                    .map_err(stack)?;
+            }
+            if audio {
+                peer.pc
+                    .add_transceiver_from_kind(
+                        RtpCodecKind::Audio,
                         Some(RTCRtpTransceiverInit {
                             direction: RTCRtpTransceiverDirection::Recvonly,
                             ..Default::default()
@@ -820,6 +928,11 @@ impl Peer {
     /// The video sender, when this peer sends video.
     pub fn video(&self) -> Option<VideoSender> {
         self.video.clone()
+    }
+
+    /// The audio sender, when this peer sends the microphone.
+    pub fn audio(&self) -> Option<AudioSender> {
+        self.audio.clone()
     }
 
     /// Transport statistics.
@@ -991,6 +1104,69 @@ impl VideoSender {
             .write_sample(self.ssrc, self.pt, &sample, extensions.as_slice())
             .await
             .map_err(|_| PeerError::Closed)
+    }
+}
+
+/// Writes Opus packets to a peer's audio track.
+#[derive(Clone)]
+pub struct AudioSender {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    pt: u8,
+}
+
+impl AudioSender {
+    /// Sends one Opus packet lasting `duration` (its RTP timestamp
+    /// advances by that much at 48 kHz).
+    pub async fn send(
+        &self,
+        packet: Bytes,
+        duration: Duration,
+        captured: Instant,
+    ) -> Result<(), PeerError> {
+        let sample = Sample {
+            data: packet,
+            duration,
+            ..Sample::new(captured)
+        };
+        self.track
+            .write_sample(self.ssrc, self.pt, &sample, &[])
+            .await
+            .map_err(|_| PeerError::Closed)
+    }
+}
+
+/// One Opus packet received from the remote.
+#[derive(Debug, Clone)]
+pub struct ReceivedAudio {
+    /// RTP sequence number (the jitter buffer orders by it).
+    pub seq: u16,
+    /// RTP timestamp (48 kHz).
+    pub rtp_timestamp: u32,
+    /// The Opus packet.
+    pub payload: Bytes,
+}
+
+/// The remote's audio track: Opus packets as they arrive, one per RTP packet.
+pub struct RemoteAudio {
+    track: Arc<dyn TrackRemote>,
+}
+
+impl RemoteAudio {
+    /// The next packet; `None` when the track ends.
+    pub async fn next_packet(&mut self) -> Option<ReceivedAudio> {
+        loop {
+            if let TrackRemoteEvent::OnRtpPacket(p) = self.track.poll().await? {
+                if p.payload.is_empty() {
+                    continue;
+                }
+                return Some(ReceivedAudio {
+                    seq: p.header.sequence_number,
+                    rtp_timestamp: p.header.timestamp,
+                    payload: p.payload.clone(),
+                });
+            }
+        }
     }
 }
 

@@ -418,11 +418,12 @@ fn offer(
         let _ = tx.send(SessionCommand::Candidate(c));
     }
     handles.insert(accepted.id.clone(), Handle { commands: tx });
-    tracing::info!(client = %client, video = summary.wants_video, data = summary.has_data_channel, role = grant.role.as_str(), "offer accepted");
+    tracing::info!(client = %client, video = summary.wants_video, audio = summary.audio_recv, talk = summary.audio_send, data = summary.has_data_channel, role = grant.role.as_str(), "offer accepted");
     let spec = viewer::Spec {
         id: accepted.id,
         offer_sdp: offer.sdp,
         video: summary.wants_video,
+        audio: summary.audio_recv,
         role: grant.role,
         secret,
         fingerprint: fingerprint.to_string(),

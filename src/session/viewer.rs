@@ -11,7 +11,10 @@ use crate::media::frame::TrackId;
 use crate::media::hub::{Demand, Subscription};
 use crate::media::rate::ViewerRate;
 use crate::media::rate::estimate::LinkSample;
-use crate::peer::{Channel, ChannelEvent, Peer, PeerError, PeerEvent, PeerState, VideoSender};
+use crate::peer::{
+    AudioSender, Channel, ChannelEvent, Peer, PeerError, PeerEvent, PeerState, RemoteAudio,
+    VideoSender,
+};
 use crate::signaling::messages::{self, ErrorCode, IceCandidate, SignalError};
 use crate::signaling::mqtt::ToClient;
 use crate::throttle::LogBudget;
@@ -32,6 +35,8 @@ pub struct Spec {
     pub offer_sdp: String,
     /// Whether to send video.
     pub video: bool,
+    /// Whether the viewer asks for the camera's sound.
+    pub audio: bool,
     /// What the viewer may do over the control channel.
     pub role: Role,
     /// The secret the answer carries; a bye or replacing offer presents it.
@@ -83,6 +88,8 @@ pub async fn run(
     if let Some(g) = ctx.control.gpio() {
         g.session_ended(id.generation);
     }
+    // A talker that leaves gives the floor up.
+    ctx.control.session_ended(id.generation);
     let reason = match outcome {
         Ok(reason) => reason,
         Err(panic) => {
@@ -128,19 +135,25 @@ async fn session(
     let id = spec.id;
     // Start the camera now: it warms up while ICE and DTLS complete.
     let mut demand: Option<Demand> = spec.video.then(|| ctx.hub.demand());
-    let (peer, answer, mut peer_events) =
-        match Peer::answer(&ctx.peer, &spec.offer_sdp, spec.video).await {
-            Ok(made) => made,
-            Err(e) => {
-                let code = match e {
-                    PeerError::BadSdp(_) => ErrorCode::BadSdp,
-                    PeerError::NoVideoCodec => ErrorCode::NoVideoCodec,
-                    _ => ErrorCode::Internal,
-                };
-                signal_error(ctx, &id, code, e.to_string());
-                return EndReason::SetupFailed(e.to_string());
-            }
-        };
+    let (peer, answer, mut peer_events) = match Peer::answer(
+        &ctx.peer,
+        &spec.offer_sdp,
+        spec.video,
+        spec.audio && ctx.hub.track(TrackId::AUDIO).is_some(),
+    )
+    .await
+    {
+        Ok(made) => made,
+        Err(e) => {
+            let code = match e {
+                PeerError::BadSdp(_) => ErrorCode::BadSdp,
+                PeerError::NoVideoCodec => ErrorCode::NoVideoCodec,
+                _ => ErrorCode::Internal,
+            };
+            signal_error(ctx, &id, code, e.to_string());
+            return EndReason::SetupFailed(e.to_string());
+        }
+    };
     let peer = Arc::new(peer);
     *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(peer.clone());
     // Subscribe to GPIO changes before answering: the viewer's channel counts
@@ -158,6 +171,7 @@ async fn session(
     let control = ctx.control.session(id.generation, spec.role);
     let mut channels: Vec<Arc<Channel>> = Vec::new();
     let mut pump_started = false;
+    let mut audio_started = false;
     // The link's figures, sampled while connected: congestion control's
     // input once video flows, and /metrics.
     let mut link_tick = tokio::time::interval(LINK_SAMPLE);
@@ -257,6 +271,11 @@ async fn session(
                         if ctx.faults.panic_client.as_deref() == Some(id.client.as_str()) {
                             panic!("injected fault for client {}", id.client);
                         }
+                        if let (false, Some(audio)) = (audio_started, peer.audio()) {
+                            audio_started = true;
+                            let sub = ctx.hub.subscribe_to(&[TrackId::AUDIO]);
+                            tracker.spawn(audio_pump(sub, audio, children.child_token()));
+                        }
                         if let (false, Some(video)) = (pump_started, peer.video()) {
                             pump_started = true;
                             // Subscribe only now: the first frame is a keyframe requested at once.
@@ -308,6 +327,12 @@ async fn session(
                     }
                 }
                 Some(PeerEvent::RemoteVideo(_)) => {}
+                Some(PeerEvent::RemoteAudio(remote)) => {
+                    // Talkback: played only while this session holds the floor.
+                    if let Some(talk) = ctx.control.talk() {
+                        tracker.spawn(talk_reader(remote, talk.clone(), id.generation, children.child_token()));
+                    }
+                }
                 None => break EndReason::Closed,
             },
         }
@@ -333,6 +358,48 @@ async fn session(
     drop(demand);
     drop(rate);
     reason
+}
+
+/// Copies the hub's audio packets into the audio track.
+async fn audio_pump(mut sub: Subscription, audio: AudioSender, stop: CancellationToken) {
+    let epoch = sub.hub().epoch();
+    loop {
+        let packet = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = sub.recv() => match p {
+                Some(p) if p.track == TrackId::AUDIO => p,
+                Some(_) => continue,
+                None => break,
+            },
+        };
+        let sent = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = audio.send(packet.data, crate::audio::FRAME, epoch + packet.pts) => r,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
+/// Hands a viewer's talkback packets to the speaker (which keeps those of
+/// the floor holder only).
+async fn talk_reader(
+    mut remote: RemoteAudio,
+    talk: Arc<crate::audio::Talkback>,
+    key: u64,
+    stop: CancellationToken,
+) {
+    loop {
+        let packet = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = remote.next_packet() => match p {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        talk.push(key, packet.seq, packet.payload);
+    }
 }
 
 fn bye_event(reason: &str) -> String {

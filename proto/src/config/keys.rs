@@ -513,6 +513,36 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Int,
         help: "Delete the oldest segments while the disk has less free space than this (MB)",
     },
+    Key {
+        path: "audio.input",
+        kind: Kind::Str,
+        help: "Microphone sent to viewers: \"off\", \"test\" (a 1 kHz beep at each whole second) or an ALSA device (\"default\", \"hw:1,0\")",
+    },
+    Key {
+        path: "audio.output",
+        kind: Kind::Str,
+        help: "Speaker for talkback from viewers with the control role: \"off\" or an ALSA device",
+    },
+    Key {
+        path: "audio.bitrate_kbps",
+        kind: Kind::Int,
+        help: "Opus bitrate of the microphone (6-256 kbit/s)",
+    },
+    Key {
+        path: "audio.channels",
+        kind: Kind::Int,
+        help: "Microphone channels: 1 (mono) or 2 (stereo)",
+    },
+    Key {
+        path: "audio.volume_percent",
+        kind: Kind::Int,
+        help: "Talkback volume on the speaker (0-400 %)",
+    },
+    Key {
+        path: "audio.jitter_ms",
+        kind: Kind::Int,
+        help: "Talkback jitter buffer: audio held before playing (20-500 ms)",
+    },
 ];
 
 /// The key at a dotted path.

@@ -10,8 +10,8 @@ pub mod settings;
 
 pub use error::{ConfigError, Origin};
 pub use settings::{
-    CongestionPolicy, EncoderPref, MotionSettings, RecordMode, RecordSettings, Settings,
-    SourceSpec, TestScene, VideoSettings, Zone,
+    AudioInput, AudioSettings, CongestionPolicy, EncoderPref, MotionSettings, RecordMode,
+    RecordSettings, Settings, SourceSpec, TestScene, VideoSettings, Zone,
 };
 
 use keys::{Entry, Key, Kind};

@@ -40,6 +40,33 @@ pub struct RawConfig {
     /// `[motion]`
     #[serde(default)]
     pub motion: RawMotion,
+    /// `[audio]`
+    #[serde(default)]
+    pub audio: RawAudio,
+}
+
+/// `[audio]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudio {
+    /// `audio.input`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// `audio.output`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// `audio.bitrate_kbps`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<i64>,
+    /// `audio.channels`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<i64>,
+    /// `audio.volume_percent`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_percent: Option<i64>,
+    /// `audio.jitter_ms`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<i64>,
 }
 
 /// One `[[gpio.pins]]` entry; which fields apply depends on `mode`.

@@ -3,7 +3,7 @@
 
 use super::error::{ConfigError, Origin};
 use super::raw::{
-    RawAuth, RawBroker, RawConfig, RawControl, RawDevice, RawGpio, RawHttp, RawIceServer,
+    RawAudio, RawAuth, RawBroker, RawConfig, RawControl, RawDevice, RawGpio, RawHttp, RawIceServer,
     RawMotion, RawMqtt, RawPin, RawRecord, RawToken, RawVideo, RawWebrtc, RawZone,
 };
 use crate::auth::{MIN_SECRET_LEN, Role};
@@ -392,6 +392,107 @@ pub struct Settings {
     pub record: RecordSettings,
     /// `[motion]`
     pub motion: MotionSettings,
+    /// `[audio]`
+    pub audio: AudioSettings,
+}
+
+/// Where the microphone's sound comes from (`audio.input`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioInput {
+    /// No audio track.
+    Off,
+    /// A generated 1 kHz beep during the first 100 ms of every whole second
+    /// of the wall clock, for tests and latency measurements.
+    Test,
+    /// An ALSA capture device.
+    Alsa(String),
+}
+
+impl AudioInput {
+    /// The input as written in config.
+    pub fn as_config(&self) -> &str {
+        match self {
+            AudioInput::Off => "off",
+            AudioInput::Test => "test",
+            AudioInput::Alsa(d) => d,
+        }
+    }
+}
+
+/// `[audio]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioSettings {
+    /// The microphone.
+    pub input: AudioInput,
+    /// The ALSA device talkback plays on; `None`: no talkback.
+    pub output: Option<String>,
+    /// Opus bitrate of the microphone, kbit/s.
+    pub bitrate_kbps: u32,
+    /// Microphone channels (1 or 2).
+    pub channels: u8,
+    /// Talkback volume, percent.
+    pub volume_percent: u32,
+    /// Talkback held before playing.
+    pub jitter: Duration,
+}
+
+/// ALSA names its devices with letters, digits and a few separators; a
+/// name with anything else (a newline, a quote) is a config mistake.
+fn alsa_device(key: &str, v: &str, origin: OriginOf<'_>) -> Result<String, ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":,._-=/".contains(c));
+    if !ok {
+        return Err(invalid(
+            key,
+            format!("{v:?}"),
+            "expected \"off\" or an ALSA device name such as \"default\", \"hw:1,0\" or \"plughw:CARD=Mic,DEV=0\" (letters, digits and : , . _ - = /)",
+            origin,
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn audio(raw: &RawAudio, origin: OriginOf<'_>) -> Result<AudioSettings, ConfigError> {
+    let input = match raw.input.as_deref().map(str::trim) {
+        None | Some("off") => AudioInput::Off,
+        Some("test") => AudioInput::Test,
+        Some(d) => AudioInput::Alsa(alsa_device("audio.input", d, origin)?),
+    };
+    let output = match raw.output.as_deref().map(str::trim) {
+        None | Some("off") => None,
+        Some(d) => Some(alsa_device("audio.output", d, origin)?),
+    };
+    Ok(AudioSettings {
+        input,
+        output,
+        bitrate_kbps: int(
+            "audio.bitrate_kbps",
+            raw.bitrate_kbps,
+            32,
+            (6, 256),
+            false,
+            origin,
+        )?,
+        channels: int("audio.channels", raw.channels, 1, (1, 2), false, origin)? as u8,
+        volume_percent: int(
+            "audio.volume_percent",
+            raw.volume_percent,
+            100,
+            (0, 400),
+            false,
+            origin,
+        )?,
+        jitter: Duration::from_millis(u64::from(int(
+            "audio.jitter_ms",
+            raw.jitter_ms,
+            60,
+            (20, 500),
+            false,
+            origin,
+        )?)),
+    })
 }
 
 /// A rectangle relative to the picture (each value 0-1).
@@ -1672,6 +1773,7 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
         auth: auth(&raw.auth, origin)?,
         record,
         motion: motion(&raw.motion, origin)?,
+        audio: audio(&raw.audio, origin)?,
     }
     .with_audience())
 }
@@ -2235,6 +2337,14 @@ impl Settings {
                 // Static tokens are secrets, like the password: never printed
                 // (`render_effective` says how many there are, as a comment).
                 tokens: None,
+            },
+            audio: RawAudio {
+                input: Some(self.audio.input.as_config().into()),
+                output: Some(self.audio.output.clone().unwrap_or_else(|| "off".into())),
+                bitrate_kbps: Some(self.audio.bitrate_kbps.into()),
+                channels: Some(self.audio.channels.into()),
+                volume_percent: Some(self.audio.volume_percent.into()),
+                jitter_ms: Some(self.audio.jitter.as_millis() as i64),
             },
             motion: RawMotion {
                 enabled: Some(self.motion.enabled),

@@ -85,6 +85,11 @@ pub enum Command {
         /// The recording (`YYYY-MM-DD/HH-MM-SS.mp4`).
         name: String,
     },
+    /// `audio.talk {on}`: take (or release) the talkback floor.
+    AudioTalk {
+        /// Take the floor (true) or release it (false).
+        on: bool,
+    },
 }
 
 /// Every command name, in documentation order.
@@ -107,6 +112,7 @@ pub const NAMES: &[&str] = &[
     "record.start",
     "record.stop",
     "record.delete",
+    "audio.talk",
 ];
 
 fn only(req: &Request, allowed: &[&str]) -> Result<(), ControlError> {
@@ -289,6 +295,10 @@ impl Command {
                     name: name.to_string(),
                 }
             }
+            "audio.talk" => {
+                only(req, &["on"])?;
+                Command::AudioTalk { on: p.bool("on")? }
+            }
             other => {
                 return Err(ControlError::new(
                     ControlCode::UnknownCmd,
@@ -399,6 +409,10 @@ mod tests {
                 },
             ),
             (r#"{"cmd":"snapshot"}"#, Command::Snapshot),
+            (
+                r#"{"cmd":"audio.talk","on":true}"#,
+                Command::AudioTalk { on: true },
+            ),
             (r#"{"cmd":"record.list"}"#, Command::RecordList),
             (r#"{"cmd":"record.start"}"#, Command::RecordStart),
             (r#"{"cmd":"record.stop"}"#, Command::RecordStop),

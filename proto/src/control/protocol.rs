@@ -36,6 +36,10 @@ pub enum ControlCode {
     NotFound,
     /// The recording is being written.
     InUse,
+    /// `audio.talk` while no speaker is configured (`[audio] output`).
+    TalkOff,
+    /// Another viewer holds the talkback floor.
+    FloorTaken,
 }
 
 impl ControlCode {
@@ -54,6 +58,8 @@ impl ControlCode {
             ControlCode::RecordingOff => "recording_off",
             ControlCode::NotFound => "not_found",
             ControlCode::InUse => "in_use",
+            ControlCode::TalkOff => "talk_off",
+            ControlCode::FloorTaken => "floor_taken",
         }
     }
 }

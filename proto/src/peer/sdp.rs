@@ -15,6 +15,10 @@ pub struct OfferSummary {
     pub candidates: usize,
     /// The first `a=fingerprint:` value (the offerer's DTLS key).
     pub fingerprint: Option<String>,
+    /// The offer has an Opus audio m-line the viewer can receive (the microphone).
+    pub audio_recv: bool,
+    /// The offer has an Opus audio m-line the viewer sends on (talkback).
+    pub audio_send: bool,
 }
 
 /// Why the text is not an SDP offer rtcam can use.
@@ -79,6 +83,14 @@ pub fn summarize_offer(sdp: &str) -> Result<OfferSummary, SdpError> {
         h264.clear();
         fmtp.clear();
     };
+    // The audio section being read: its direction and whether it lists Opus.
+    let mut audio: Option<(&str, bool)> = None;
+    let finish_audio = |a: &mut Option<(&str, bool)>, s: &mut OfferSummary| {
+        if let Some((dir, true)) = a.take() {
+            s.audio_recv |= matches!(dir, "sendrecv" | "recvonly");
+            s.audio_send |= matches!(dir, "sendrecv" | "sendonly");
+        }
+    };
     for line in &lines {
         if line.starts_with("a=candidate:") {
             summary.candidates += 1;
@@ -91,13 +103,27 @@ pub fn summarize_offer(sdp: &str) -> Result<OfferSummary, SdpError> {
             if in_video {
                 finish_video(&mut h264_pts, &mut fmtp, video_inactive, &mut summary);
             }
+            finish_audio(&mut audio, &mut summary);
             let media = m.split_whitespace().next().unwrap_or("");
             // A port of 0 rejects the section.
             let port_zero = m.split_whitespace().nth(1) == Some("0");
+            if media == "audio" && !port_zero {
+                audio = Some(("sendrecv", false));
+            }
             in_video = media == "video" && !port_zero;
             video_inactive = false;
             if media == "application" && !port_zero {
                 summary.has_data_channel = true;
+            }
+        } else if let Some((dir, opus)) = &mut audio {
+            match *line {
+                "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive" => *dir = &line[2..],
+                _ => {
+                    if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+                        let codec = rest.split_whitespace().nth(1).unwrap_or("");
+                        *opus |= codec.to_ascii_lowercase().starts_with("opus/48000");
+                    }
+                }
             }
         } else if in_video {
             if *line == "a=inactive" || *line == "a=sendonly" {
@@ -118,6 +144,7 @@ pub fn summarize_offer(sdp: &str) -> Result<OfferSummary, SdpError> {
     if in_video {
         finish_video(&mut h264_pts, &mut fmtp, video_inactive, &mut summary);
     }
+    finish_audio(&mut audio, &mut summary);
     if !summary.wants_video && !summary.has_data_channel {
         return Err(SdpError::NothingToNegotiate);
     }
@@ -151,8 +178,36 @@ a=rtpmap:104 H264/90000\r\na=fmtp:104 level-asymmetry-allowed=1;packetization-mo
                 has_data_channel: true,
                 candidates: 0,
                 fingerprint: None,
+                audio_recv: false,
+                audio_send: false,
             }
         );
+    }
+
+    #[test]
+    fn opus_audio_directions_are_read() {
+        let audio = |dir: &str| {
+            format!(
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=mid:2\r\n{dir}a=rtpmap:111 opus/48000/2\r\n\
+                 a=rtpmap:0 PCMU/8000\r\n"
+            )
+        };
+        let read = |dir: &str| {
+            let s = summarize_offer(&offer(&format!("{CHROME_VIDEO}{}{DATA}", audio(dir))))
+                .expect("valid");
+            (s.audio_recv, s.audio_send)
+        };
+        assert_eq!(read("a=sendrecv\r\n"), (true, true));
+        assert_eq!(read(""), (true, true), "sendrecv by default");
+        assert_eq!(read("a=recvonly\r\n"), (true, false));
+        assert_eq!(read("a=sendonly\r\n"), (false, true));
+        assert_eq!(read("a=inactive\r\n"), (false, false));
+        let pcmu = "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        let s = summarize_offer(&offer(&format!("{pcmu}{DATA}"))).expect("valid");
+        assert!(!s.audio_recv && !s.audio_send, "no Opus, no audio");
+        let rejected = "m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        let s = summarize_offer(&offer(&format!("{rejected}{DATA}"))).expect("valid");
+        assert!(!s.audio_recv);
     }
 
     #[test]

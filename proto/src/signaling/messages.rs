@@ -321,6 +321,22 @@ pub struct VideoInfo {
     pub fps: u32,
 }
 
+/// Audio description in `P/info` (absent when `[audio]` is all off).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudioInfo {
+    /// Always `"opus"`.
+    pub codec: String,
+    /// Always 48000.
+    pub sample_rate: u32,
+    /// The microphone's channels.
+    pub channels: u8,
+    /// A viewer that offers to receive audio gets the camera's microphone.
+    pub microphone: bool,
+    /// A viewer with the control role may talk back after taking the
+    /// floor (`audio.talk`); one talker at a time.
+    pub talkback: bool,
+}
+
 /// A pin in `P/info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PinInfo {
@@ -356,6 +372,9 @@ pub struct Info {
     pub max_viewers: usize,
     /// Declared GPIO pins.
     pub pins: Vec<PinInfo>,
+    /// The audio track and talkback, when either is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioInfo>,
 }
 
 #[cfg(test)]

@@ -20,10 +20,18 @@ use tokio::sync::mpsc;
 
 /// Packets a subscriber may have queued before the hub starts dropping for it.
 pub const QUEUE_FRAMES: usize = 8;
+/// The same for a subscriber of audio only: 320 ms of 20 ms packets.
+pub const QUEUE_AUDIO_PACKETS: usize = 16;
+
+struct Queue {
+    tx: mpsc::Sender<Packet>,
+    /// The tracks this subscriber takes.
+    tracks: Vec<TrackId>,
+}
 
 struct State {
     policy: HubPolicy,
-    queues: BTreeMap<SubscriberId, mpsc::Sender<Packet>>,
+    queues: BTreeMap<SubscriberId, Queue>,
 }
 
 /// Totals across the hub's lifetime.
@@ -99,16 +107,39 @@ impl Hub {
         self.epoch
     }
 
-    /// Adds a subscriber; its first video packet will be a keyframe, requested now.
+    /// Adds a subscriber of the video track; its first packet will be a
+    /// keyframe, requested now.
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
-        let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
+        self.subscribe_to(&[TrackId::VIDEO])
+    }
+
+    /// Adds a subscriber of `tracks` (those the hub carries); a keyframe is
+    /// requested when they include a gated one.
+    pub fn subscribe_to(self: &Arc<Self>, tracks: &[TrackId]) -> Subscription {
+        let gated = tracks
+            .iter()
+            .any(|t| self.track(*t).is_some_and(|i| i.keyframe_gated));
+        let depth = if gated {
+            QUEUE_FRAMES * tracks.len().max(1)
+        } else {
+            QUEUE_AUDIO_PACKETS
+        };
+        let (tx, rx) = mpsc::channel(depth);
         let id = {
             let mut st = self.lock();
             let id = st.policy.subscribe();
-            st.queues.insert(id, tx);
+            st.queues.insert(
+                id,
+                Queue {
+                    tx,
+                    tracks: tracks.to_vec(),
+                },
+            );
             id
         };
-        self.video_control.request_keyframe();
+        if gated {
+            self.video_control.request_keyframe();
+        }
         if self.closed.load(Ordering::Acquire) {
             // Closed between the check and now: hand back a finished subscription.
             self.lock().queues.remove(&id);
@@ -173,11 +204,14 @@ impl Hub {
         self.published.fetch_add(1, Ordering::Relaxed);
         let mut st = self.lock();
         let State { policy, queues } = &mut *st;
-        queues.retain(|&id, tx| {
+        queues.retain(|&id, q| {
+            if !q.tracks.contains(&packet.track) {
+                return true;
+            }
             if gated && policy.route(id, packet.keyframe) == Route::Skip {
                 return true;
             }
-            match tx.try_send(packet.clone()) {
+            match q.tx.try_send(packet.clone()) {
                 Ok(()) => {
                     policy.delivered(id);
                     delivered += 1;
@@ -472,12 +506,8 @@ mod tests {
 
     #[test]
     fn packets_carry_their_track_and_only_gated_tracks_wait_for_keyframes() {
-        const OTHER: TrackId = TrackId(1);
-        let other = TrackInfo {
-            id: OTHER,
-            codec: crate::media::frame::Codec::H264,
-            keyframe_gated: false,
-        };
+        const OTHER: TrackId = TrackId::AUDIO;
+        let other = TrackInfo::AUDIO_OPUS;
         let hub = Hub::with_tracks(
             PolicyConfig::default(),
             vec![TrackInfo::VIDEO_H264, other],
@@ -485,7 +515,9 @@ mod tests {
         );
         assert_eq!(hub.track(OTHER), Some(&other));
         assert_eq!(hub.tracks().len(), 2);
-        let mut sub = hub.subscribe();
+        let mut sub = hub.subscribe_to(&[TrackId::VIDEO, OTHER]);
+        let mut video_only = hub.subscribe();
+        let mut audio_only = hub.subscribe_to(&[OTHER]);
         hub.publish(frame(1, false));
         hub.publish(Packet {
             track: OTHER,
@@ -503,5 +535,16 @@ mod tests {
         );
         hub.publish(frame(4, true));
         assert_eq!(sub.try_recv().map(|p| p.track), Some(TrackId::VIDEO));
+        // Each subscriber gets only the tracks it asked for.
+        assert_eq!(
+            video_only.try_recv().map(|p| (p.track, p.data[5])),
+            Some((TrackId::VIDEO, 4))
+        );
+        assert!(video_only.try_recv().is_none());
+        assert_eq!(
+            audio_only.try_recv().map(|p| (p.track, p.data[5])),
+            Some((OTHER, 2))
+        );
+        assert!(audio_only.try_recv().is_none());
     }
 }
