@@ -447,6 +447,7 @@ mod tests {
             "panel.js",
             "latency.js",
             "recordings.js",
+            "audio.js",
             "style.css",
             "favicon.svg",
             "vendor/mqtt.min.js",

@@ -45,6 +45,9 @@ impl Browser {
             // WebRTC over loopback.
             "--allow-loopback-in-peer-connection".into(),
             "--autoplay-policy=no-user-gesture-required".into(),
+            // A generated microphone and camera, granted without asking (talkback tests).
+            "--use-fake-device-for-media-stream".into(),
+            "--use-fake-ui-for-media-stream".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         if candidates == Candidates::PlainIps {

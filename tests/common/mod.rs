@@ -283,6 +283,7 @@ pub fn viewer_options(s: &Settings, client_id: &str, video: bool) -> ViewerOptio
         timeout: WAIT,
         decode: true,
         replaces: None,
+        audio: false,
     }
 }
 

@@ -230,11 +230,19 @@ async function startSession() {
   S.pc = pc;
   linkState("connecting");
   pc.addTransceiver("video", { direction: "recvonly" });
+  // The camera's microphone, and this browser's for push-to-talk (no track
+  // until the button is held; a camera without sound rejects the section).
+  const audio = pc.addTransceiver("audio", { direction: "sendrecv" });
+  if (window.rtcamAudio) window.rtcamAudio.onSession(audio);
   S.dc = pc.createDataChannel("control");
   S.dc.onmessage = onControlMessage;
   S.dc.onopen = () => { if (window.rtcamPanel) window.rtcamPanel.onOpen(); };
   pc.ontrack = (e) => {
-    $("video").srcObject = e.streams[0] || new MediaStream([e.track]);
+    // Video and sound come in one stream, so the browser keeps them in sync.
+    const v = $("video");
+    const stream = e.streams[0] || new MediaStream([e.track]);
+    if (v.srcObject !== stream) v.srcObject = stream;
+    if (window.rtcamAudio) window.rtcamAudio.onTrack(e.track);
   };
   pc.onicecandidate = (e) => {
     const c = e.candidate ? e.candidate.toJSON() : { candidate: "" };
@@ -340,6 +348,7 @@ function renderInfo(info) {
     $("info").appendChild(tr);
   }
   if (window.rtcamPanel) window.rtcamPanel.onInfo(info);
+  if (window.rtcamAudio) window.rtcamAudio.onInfo(info);
 }
 
 // Control requests: {"id","cmd",...} -> promise of the reply.
@@ -361,6 +370,7 @@ function onControlMessage(e) {
   if (msg.event) {
     if (msg.event === "bye") { say("the camera ended the session (" + msg.reason + ")"); scheduleRestart(3000); }
     if (window.rtcamPanel) window.rtcamPanel.onEvent(msg);
+    if (window.rtcamAudio) window.rtcamAudio.onEvent(msg);
     return;
   }
   const cb = S.calls.get(msg.id);
