@@ -8,9 +8,10 @@
 //!
 //! The viewer runs in target/aiortc-venv, made by `tests/aiortc/setup`
 //! (pinned wheels from PyPI). Making it needs the network, which the
-//! private namespace the tests run in has not: `.ci/test` runs the setup
-//! before entering it; here it runs again (a no-op once up to date), and a
-//! Python environment that cannot be had fails the test, never skips it.
+//! private namespace the tests run in has not, so the setup must have run
+//! before entering it (`.ci/test`); here it runs again (a no-op once up to
+//! date), and a Python environment that cannot be had fails the test,
+//! never skips it.
 
 mod common;
 
@@ -44,7 +45,7 @@ fn python() -> Result<PathBuf, String> {
             if !out.status.success() {
                 return Err(format!(
                     "{} failed ({}):\n{said}\nIt needs the network the first time: run it \
-                     before the tests enter their network namespace (.ci/test does).",
+                     before the tests enter their network namespace (in .ci/test, before unshare).",
                     script.display(),
                     out.status
                 ));

@@ -991,3 +991,106 @@ async fn a_view_token_plays_recordings_and_is_told_it_may_not_delete() {
     browser.close().await;
     agent.shutdown().await;
 }
+
+/// Samples louder than this (of 32767) in the speaker's file are a voice,
+/// not silence.
+const LOUD: i16 = 1000;
+
+fn loud_samples(path: &std::path::Path) -> usize {
+    std::fs::read(path)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .filter(|b| i16::from_le_bytes([b[0], b[1]]).unsigned_abs() > LOUD.unsigned_abs())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_plays_the_camera_sound_and_talks_back_with_its_microphone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mic, spk) = (dir.path().join("mic.raw"), dir.path().join("spk.raw"));
+    common::asoundrc(dir.path(), &mic, &spk);
+    let cfg = TestConfig::new("browser-audio")
+        .with("audio.input", "test")
+        .with("audio.output", "rtcam_spk")
+        .with_env("HOME", &dir.path().display().to_string());
+    let agent = AgentProcess::start(&cfg).await;
+    let browser = Browser::start(Candidates::PlainIps).await;
+    browser
+        .client
+        .goto(&page_url(&agent))
+        .await
+        .expect("the page loads");
+    let ready = browser
+        .wait_for(
+            "window.rtcamAudio && !document.getElementById('talk').hidden \
+             && !document.getElementById('sound').hidden \
+             && window.rtcam.stats.framesDecoded > 0",
+            "({ talkHidden: document.getElementById('talk').hidden, \
+                frames: window.rtcam.stats.framesDecoded, \
+                message: document.getElementById('audio-message').textContent })",
+        )
+        .await;
+    assert_eq!(ready["ok"], true, "the sound controls show: {ready}");
+    // The camera's sound: muted until asked (browsers autoplay muted only),
+    // then the level meter moves with the test tone's beeps.
+    click(&browser, "#sound").await;
+    let heard = browser
+        .wait_for(
+            "!document.getElementById('video').muted && window.rtcamAudio.level > 0.02",
+            "({ muted: document.getElementById('video').muted, level: window.rtcamAudio.level, \
+                button: document.getElementById('sound').textContent })",
+        )
+        .await;
+    eprintln!("camera sound: {heard}");
+    assert_eq!(heard["ok"], true, "the camera's sound plays: {heard}");
+    assert_eq!(heard["value"]["button"], "Sound on", "{heard}");
+
+    // Push-to-talk with Chromium's generated microphone.
+    let talking = browser
+        .run(
+            "window.rtcamAudio.press().then(() => done({ talking: window.rtcamAudio.talking, \
+                error: window.rtcamAudio.lastError }));",
+        )
+        .await;
+    assert_eq!(talking["talking"], true, "the page talks: {talking}");
+    // Another viewer is refused the floor meanwhile, with the documented code.
+    let mut other = common::viewer(agent.settings(), "second-talker", false).await;
+    let r = other
+        .command(json!({"cmd": "audio.talk", "on": true}), WAIT)
+        .await
+        .expect("a reply");
+    assert_eq!(r["error"]["code"], "floor_taken", "{r}");
+    // The page's voice reaches the speaker (the file plugin's file).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n = loud_samples(&spk);
+        if n > 4800 {
+            eprintln!("speaker: {n} loud samples");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the talkback reaches the speaker ({n} loud samples):\n{}",
+            agent.log().tail(30)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let released = browser
+        .run("window.rtcamAudio.release().then(() => done(window.rtcamAudio.talking));")
+        .await;
+    assert_eq!(released, false, "{released}");
+    agent
+        .log()
+        .wait_line("the floor released", WAIT, |l| {
+            l.contains("talkback: floor released")
+        })
+        .await;
+    let r = other
+        .command(json!({"cmd": "audio.talk", "on": true}), WAIT)
+        .await
+        .expect("a reply");
+    assert_eq!(r["result"]["talking"], true, "the floor is free again: {r}");
+    other.bye().await;
+    browser.close().await;
+    agent.shutdown().await;
+}

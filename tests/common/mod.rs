@@ -979,3 +979,17 @@ pub async fn metric(agent: &agent::AgentProcess, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// Writes `~/.asoundrc` under `home` (an agent started with `HOME` there
+/// reads it): ALSA's `file` plugin over `null` stands in for a sound card,
+/// `rtcam_mic` capturing from `mic_file` (raw S16LE mono 48 kHz) and
+/// `rtcam_spk` playing into `spk_file`.
+pub fn asoundrc(home: &std::path::Path, mic_file: &std::path::Path, spk_file: &std::path::Path) {
+    let text = format!(
+        "pcm.rtcam_mic {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n\
+         pcm.rtcam_spk {{\n  type file\n  slave.pcm \"null\"\n  file \"{}\"\n  format \"raw\"\n}}\n",
+        mic_file.display(),
+        spk_file.display()
+    );
+    std::fs::write(home.join(".asoundrc"), text).expect("asoundrc written");
+}
