@@ -153,7 +153,7 @@ async fn talkback_has_one_talker_at_a_time_and_plays_on_the_speaker() {
         .with_env("HOME", &dir.path().display().to_string());
     let agent = AgentProcess::start(&cfg).await;
     let s = agent.settings().clone();
-    let mut a = common::viewer(&s, "talker-a", false).await;
+    let a = common::viewer(&s, "talker-a", false).await;
     let mut b = common::viewer(&s, "talker-b", false).await;
     let talk = |on: bool| serde_json::json!({"cmd": "audio.talk", "on": on});
     let r = a.command(talk(true), WAIT).await.expect("a reply");

@@ -1054,7 +1054,7 @@ async fn the_page_plays_the_camera_sound_and_talks_back_with_its_microphone() {
         .await;
     assert_eq!(talking["talking"], true, "the page talks: {talking}");
     // Another viewer is refused the floor meanwhile, with the documented code.
-    let mut other = common::viewer(agent.settings(), "second-talker", false).await;
+    let other = common::viewer(agent.settings(), "second-talker", false).await;
     let r = other
         .command(json!({"cmd": "audio.talk", "on": true}), WAIT)
         .await

@@ -735,7 +735,9 @@ proptest! {
             && o.video.as_ref().is_some_and(|(_, _, pts)| pts.iter().any(h264_usable));
         let has_data_channel = o.data == Some(true);
         let want = if wants_video || has_data_channel {
-            Ok(OfferSummary { wants_video, video_h264, has_data_channel, candidates: 0, fingerprint: None })
+            // The leading audio section lists Opus (sendrecv by default); the
+            // trailing one lists no codec the agent knows.
+            Ok(OfferSummary { wants_video, video_h264, has_data_channel, candidates: 0, fingerprint: None, audio_recv: o.audio_first, audio_send: o.audio_first })
         } else {
             Err(SdpError::NothingToNegotiate)
         };
@@ -778,6 +780,7 @@ const PARAMS: &[(&str, &[&str])] = &[
     ("record.start", &[]),
     ("record.stop", &[]),
     ("record.delete", &["name"]),
+    ("audio.talk", &["on"]),
 ];
 
 /// A valid request for each command, as text, and the command it must parse to.
@@ -898,6 +901,10 @@ fn valid_command() -> impl Strategy<Value = (String, Command)> {
                 Command::CameraSet { control, value },
             )
         }),
+        any::<bool>().prop_map(|on| (
+            json!({"cmd": "audio.talk", "on": on}),
+            Command::AudioTalk { on }
+        )),
     ]
     .prop_map(|(j, want)| (j.to_string(), want))
 }

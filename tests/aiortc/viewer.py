@@ -18,8 +18,8 @@ threads would otherwise be measured as the camera's latency. A sample
 arrives with its packet, less the samples after it in that packet (the
 packet's last sample arrived with it), as src/audio/tone.rs counts.
 
-Prints one JSON object on stdout; exits 0 when media arrived, 1 otherwise,
-and always by itself: --timeout bounds the whole run, and a watchdog thread
+Prints one JSON object on stdout; exits 0 when media arrived, 1 otherwise
+(2 for bad arguments), and always by itself: --timeout bounds the whole run, and a watchdog thread
 ends the process if even the clean-up hangs.
 
 Needs the packages of requirements.txt (tests/aiortc/setup makes a venv).
@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 
-EXIT_OK, EXIT_NO_MEDIA, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_NO_MEDIA = 0, 1  # and 2 for bad arguments (argparse)
 
 try:
     import numpy as np
@@ -59,7 +59,8 @@ try:
     from aiortc.mediastreams import MediaStreamError
     from aiortc.sdp import candidate_from_sdp
 except ImportError as e:  # a missing venv must say so, in the same JSON shape
-    print(json.dumps({"errors": [f"import failed: {e} (run tests/aiortc/setup)"]}))
+    why = f"import failed: {e} (run tests/aiortc/setup)"
+    print(json.dumps({"errors": [why], "error": why}))
     sys.exit(EXIT_NO_MEDIA)
 
 log = logging.getLogger("viewer")
@@ -242,7 +243,7 @@ def analyse_audio(chunks, rate, errors):
     loud = np.abs(x) >= LOUD
     quiet_need = rate * QUIET_BEFORE_MS // 1000
     end_gap = rate * END_QUIET_MS // 1000
-    # Received-and-quiet run length ending at each sample, to qualify onsets.
+    # Samples received and quiet: an onset needs QUIET_BEFORE_MS of them before it.
     quiet_ok = have & ~loud
     loud_idx = np.flatnonzero(loud)
     segments, onsets, lengths = [], [], []
@@ -408,7 +409,7 @@ class Recorder:
         self.audio_rate = None
         self.audio_channels = None
         self.audio_identical_channels = True
-        self.audio_chunks = []  # (RTP ts unwrapped, mono samples, arrival ms)
+        self.audio_chunks = []  # (RTP ts since the first, mono samples, arrival ms)
         self.audio_no_arrival = 0
         self.video_no_arrival = 0
         self.first_media = None
@@ -737,6 +738,8 @@ def summarise(rec, report):
     errors = report["errors"]
     v = rec.video
     report["video_frames"] = rec.video_frames
+    if rec.first_media and "offer_sent_ms" in report:
+        report["first_media_after_offer_ms"] = round(rec.first_media - report["offer_sent_ms"])
     report["video_decoded_with_code"] = len(v)
     report["video_size"] = list(rec.video_size) if rec.video_size else None
     lat = [a - ts for a, _, ts, _ in v]
