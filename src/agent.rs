@@ -332,8 +332,12 @@ impl Agent {
         let recorder = if settings.record.mode == RecordMode::Off {
             None
         } else {
-            let (recorder, task) =
-                crate::record::recorder::start(&settings.record, hub.clone(), shutdown.clone());
+            let (recorder, task) = crate::record::recorder::start(
+                &settings.record,
+                settings.audio.channels,
+                hub.clone(),
+                shutdown.clone(),
+            );
             tracker.spawn(task);
             if let Some(g) = &gpio
                 && !settings.record.triggers.is_empty()

@@ -1,8 +1,9 @@
 //! Recording end to end through the `rtcam` binary and its config file:
 //! segments that ffmpeg decodes strictly with every frame the recorder took
 //! (the test pattern's block code numbers each frame, so a lost frame shows),
-//! crash repair after `kill -9` and a torn last fragment, and retention and
-//! a full disk on a small tmpfs. Runs inside a private network namespace.
+//! crash repair after `kill -9` and a torn last fragment, retention and
+//! a full disk on a small tmpfs, and the microphone's test tone recorded
+//! beside the video. Runs inside a private network namespace.
 
 mod common;
 
@@ -72,6 +73,11 @@ fn decode_strictly(file: &Path) -> Vec<u32> {
 
 /// The `frames=N` of the log line that closed `name`.
 fn logged_frames(agent: &AgentProcess, name: &str) -> usize {
+    logged(agent, name, "frames")
+}
+
+/// The `key=N` of the log line that closed `name`.
+fn logged(agent: &AgentProcess, name: &str, key: &str) -> usize {
     let line = agent
         .log()
         .text()
@@ -79,11 +85,11 @@ fn logged_frames(agent: &AgentProcess, name: &str) -> usize {
         .find(|l| l.contains("recording segment closed") && l.contains(name))
         .unwrap_or_else(|| panic!("a closing line for {name}"))
         .to_string();
-    line.split("frames=")
+    line.split(&format!(" {key}="))
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("frames= in {line}"))
+        .unwrap_or_else(|| panic!("{key}= in {line}"))
 }
 
 fn name_of(file: &Path) -> String {
@@ -632,5 +638,219 @@ fn decode_strictly_any(file: &Path) {
         "ffmpeg reads {} strictly: {}",
         file.display(),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ffprobe`'s description of `file`'s streams, one line each.
+fn probe_streams(file: &Path) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries"])
+        .args([
+            "stream=index,codec_type,codec_name,sample_rate,channels",
+            "-of",
+            "compact=p=0",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs (installed with ffmpeg)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffprobe reads {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The packets of one stream (`v` or `a`) of `file`: their count, and the
+/// time from the first one's start to the last one's end, in seconds (the
+/// last one lasting as long as the one before it when ffprobe gives no
+/// duration, as ffmpeg 5 does for fragmented files).
+fn stream_span(file: &Path, stream: &str) -> (usize, f64, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream, "-show_entries"])
+        .args(["packet=pts_time,duration_time", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let packets: Vec<(f64, Option<f64>)> = text
+        .lines()
+        .map(|l| {
+            let mut f = l.split(',');
+            let pts = f.next().and_then(|p| p.parse().ok());
+            let pts = pts.unwrap_or_else(|| panic!("a pts in {l:?}"));
+            (pts, f.next().and_then(|d| d.parse().ok()))
+        })
+        .collect();
+    let (first, last) = match packets[..] {
+        [] => panic!("packets of {stream} in {}", file.display()),
+        // One packet (the segment cut by the stop): its length unknown.
+        [one] => (one.0, one.0 + one.1.unwrap_or(0.0)),
+        [.., before, last] => (packets[0].0, last.0 + last.1.unwrap_or(last.0 - before.0)),
+    };
+    (packets.len(), first, last)
+}
+
+/// The audio of `file` decoded strictly to mono 48 kHz.
+fn decoded_audio(file: &Path) -> Vec<i16> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(file)
+        .args([
+            "-map", "0:a", "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
+        ])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg decodes the audio of {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// The beeps in mono 48 kHz audio, timed from its first sample (ms).
+fn beeps(pcm: &[i16]) -> Vec<rtcam::audio::tone::Beep> {
+    let mut det = rtcam::audio::tone::ToneDetector::new();
+    let mut end = 0usize;
+    for chunk in pcm.chunks(960) {
+        end += chunk.len();
+        det.feed(chunk, (end - 1) as f64 * 1000.0 / 48_000.0);
+    }
+    // 10 ms of silence after the end finish a beep the end cut.
+    det.feed(&[0; 480], (end + 479) as f64 * 1000.0 / 48_000.0);
+    det.beeps().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_microphone_on_every_segment_records_the_test_tone_beside_the_video() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("recordings");
+    let cfg = config("rec-audio", &rec).with("audio.input", "test");
+    let mut agent = AgentProcess::start(&cfg).await;
+    agent
+        .log()
+        .wait_count("four closed segments", 4, WAIT, |l| {
+            l.contains("recording segment closed")
+        })
+        .await;
+    stop(&mut agent).await;
+    let files = segments(&rec);
+    assert!(files.len() >= 5, "{files:?}");
+    let mut all_audio = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let name = name_of(f);
+        let streams = probe_streams(f);
+        eprintln!("{name}: {streams:?}");
+        assert_eq!(
+            streams,
+            [
+                "index=0|codec_name=h264|codec_type=video",
+                "index=1|codec_name=opus|codec_type=audio|sample_rate=48000|channels=1",
+            ],
+            "{name}"
+        );
+        // Both streams decode strictly; every frame the recorder took is there.
+        decode_strictly_any(f);
+        let frames = decode_strictly(f).len();
+        assert_eq!(frames, logged_frames(&agent, &name), "{name}");
+        let pcm = decoded_audio(f);
+        let (vn, v0, v1) = stream_span(f, "v");
+        let (an, a0, a1) = stream_span(f, "a");
+        assert_eq!(vn, frames);
+        assert_eq!(an, logged(&agent, &name, "audio_packets"), "{name}");
+        let found = beeps(&pcm);
+        eprintln!(
+            "{name}: video {vn} frames {v0:.3}..{v1:.3} s, audio {an} packets {a0:.3}..{a1:.3} s, \
+             {} samples decoded, beeps {:?}",
+            pcm.len(),
+            found
+                .iter()
+                .map(|b| (b.arrived_ms.round(), b.hz.round()))
+                .collect::<Vec<_>>()
+        );
+        // Decoded: 960 samples a packet, less the 312 of Opus's pre-skip.
+        assert_eq!(pcm.len(), an * 960 - 312, "{name}");
+        all_audio.extend_from_slice(&pcm);
+        // The first segment may start before the microphone does; the
+        // last one was cut by the stop.
+        if i == 0 || i == files.len() - 1 {
+            continue;
+        }
+        // The audio starts at the segment's keyframe (its first packet
+        // within 20 ms of it) and ends with the video, within a frame (the
+        // last frame's length is estimated: ffmpeg 5 gives no durations).
+        assert!(
+            (0.0..0.021).contains(&(a0 - v0)),
+            "{name}: audio from {a0}, video from {v0}"
+        );
+        let (video_s, audio_s) = (v1 - v0, a1 - v0);
+        assert!(
+            (audio_s - video_s).abs() <= 1.0 / 15.0,
+            "{name}: audio {audio_s:.3} s, video {video_s:.3} s"
+        );
+        // A beep at every whole second: as many as the segment has whole
+        // seconds in it, less one cut short (under 50 ms) at either end.
+        let n = found.len() as f64;
+        assert!(
+            n >= video_s.floor() - 1.0 && n <= video_s.ceil(),
+            "{name}: {n} beeps in {video_s:.3} s"
+        );
+        assert!(
+            found.iter().all(|b| (b.hz - 1000.0).abs() <= 20.0),
+            "{name}: {found:?}"
+        );
+    }
+    // The segments' audio one after the other is the tone without a hole:
+    // a beep every second across every cut (each file's decoder drops its
+    // 312-sample pre-skip, 6.5 ms).
+    let all = beeps(&all_audio);
+    let seconds = all_audio.len() as f64 / 48_000.0;
+    // A beep the recording's end cut short is no measure of its frequency.
+    let whole: Vec<_> = all
+        .iter()
+        .filter(|b| b.arrived_ms + 100.0 <= seconds * 1000.0)
+        .collect();
+    eprintln!(
+        "all segments: {seconds:.3} s of audio, {} beeps ({} whole), {:.1}..{:.1} Hz, {:.1}..{:.1} ms apart",
+        all.len(),
+        whole.len(),
+        whole.iter().map(|b| b.hz).fold(f64::MAX, f64::min),
+        whole.iter().map(|b| b.hz).fold(0.0, f64::max),
+        all.windows(2)
+            .map(|w| w[1].arrived_ms - w[0].arrived_ms)
+            .fold(f64::MAX, f64::min),
+        all.windows(2)
+            .map(|w| w[1].arrived_ms - w[0].arrived_ms)
+            .fold(0.0, f64::max),
+    );
+    assert!(
+        (all.len() as f64 - seconds).abs() <= 1.0,
+        "{} beeps in {seconds:.3} s",
+        all.len()
+    );
+    for w in all.windows(2) {
+        let gap = w[1].arrived_ms - w[0].arrived_ms;
+        assert!(
+            (gap - 1000.0).abs() <= 30.0,
+            "beeps {gap:.1} ms apart: {all:?}"
+        );
+    }
+    assert!(
+        whole.iter().all(|b| (b.hz - 1000.0).abs() <= 20.0),
+        "{all:?}"
     );
 }

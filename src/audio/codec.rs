@@ -42,6 +42,13 @@ impl OpusEncoder {
         })
     }
 
+    /// The samples of delay the encoder adds (`OPUS_GET_LOOKAHEAD`): what a
+    /// decoder skips at the start of a stream (Opus's pre-skip).
+    pub fn lookahead(&mut self) -> Result<u32, AudioError> {
+        let n = self.enc.get_lookahead().map_err(err("opus lookahead"))?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
     /// Encodes one 20 ms frame (interleaved, `FRAME_SAMPLES` per channel).
     pub fn encode(&mut self, pcm: &[i16]) -> Result<Bytes, AudioError> {
         if pcm.len() != FRAME_SAMPLES * self.channels {

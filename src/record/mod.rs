@@ -1,5 +1,5 @@
-//! Recording: the hub's H.264 written to fragmented MP4 segments on disk,
-//! never re-encoded.
+//! Recording: the hub's H.264, and its Opus audio when the microphone is
+//! on, written to fragmented MP4 segments on disk, never re-encoded.
 //!
 //! ```text
 //!  hub ─▶ Subscription ─▶ task (policy: pure) ─▶ jobs ─▶ writer thread (mp4 → store: files, fsync)

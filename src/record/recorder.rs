@@ -8,8 +8,10 @@
 //! and retried with backoff; the writer resumes at the next keyframe once
 //! a file can be written again.
 
-use super::mp4::{self, StreamConfig};
-use super::policy::{Action, Mode, PolicyConfig, RecordPolicy, Sample, Timed};
+use super::mp4::{self, AudioConfig, StreamConfig};
+use super::policy::{
+    AUDIO_TIMESCALE, Action, Fragment, Mode, PolicyConfig, RecordPolicy, Sample, TIMESCALE,
+};
 use super::retention::{self, Limits};
 use super::store::{MotionSpan, Repair, SegmentFileWriter, Store, Summary};
 use crate::backoff::Backoff;
@@ -250,10 +252,12 @@ pub enum DeleteError {
 }
 
 /// Starts the recorder for `settings` (mode other than off) on `hub`: repairs
-/// what a crash left, then records until `shutdown`. Returns the handle and
-/// the task to track.
+/// what a crash left, then records until `shutdown`; the hub's audio track
+/// too when it carries one (the microphone is on), its packets decoding to
+/// `audio_channels`. Returns the handle and the task to track.
 pub fn start(
     settings: &RecordSettings,
+    audio_channels: u8,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) -> (
@@ -261,6 +265,9 @@ pub fn start(
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let store = Store::new(&settings.dir);
+    let audio = hub.track(TrackId::AUDIO).map(|_| AudioConfig {
+        channels: audio_channels,
+    });
     let mode = match settings.mode {
         RecordMode::Events => Mode::Events,
         RecordMode::Continuous | RecordMode::Off => Mode::Continuous,
@@ -292,6 +299,7 @@ pub fn start(
         fragment: settings.fragment,
         pre: settings.pre,
         post: settings.post,
+        audio: audio.is_some(),
     });
     let limits = Limits {
         max_age: settings.max_age,
@@ -301,7 +309,7 @@ pub fn start(
     let task = run(
         policy,
         store,
-        limits,
+        (limits, audio),
         hub,
         cmd_rx,
         (status_tx, events),
@@ -319,7 +327,7 @@ enum Job {
     Fragment {
         segment: u64,
         index: u64,
-        samples: Vec<Timed>,
+        fragment: Fragment,
     },
     Close {
         segment: u64,
@@ -330,7 +338,7 @@ enum Job {
 async fn run(
     mut policy: RecordPolicy,
     store: Store,
-    limits: Limits,
+    (limits, audio): (Limits, Option<AudioConfig>),
     hub: Arc<Hub>,
     mut commands: mpsc::Receiver<Command>,
     (status, events): (
@@ -343,7 +351,7 @@ async fn run(
     let writer_store = store.clone();
     let writer = std::thread::Builder::new()
         .name("rtcam-record".into())
-        .spawn(move || Writer::new(writer_store, limits, status, events).run(jobs_rx));
+        .spawn(move || Writer::new(writer_store, (limits, audio), status, events).run(jobs_rx));
     let writer = match writer {
         Ok(w) => w,
         Err(e) => {
@@ -351,7 +359,12 @@ async fn run(
             return;
         }
     };
-    let mut sub = hub.subscribe();
+    // The video, and the audio beside it when the microphone is on.
+    let mut sub = if audio.is_some() {
+        hub.subscribe_to(&[TrackId::VIDEO, TrackId::AUDIO])
+    } else {
+        hub.subscribe()
+    };
     let epoch = hub.epoch();
     let mut feeder = Feeder {
         jobs,
@@ -370,6 +383,10 @@ async fn run(
             _ = shutdown.cancelled() => break,
             p = sub.recv() => match p {
                 None => break,
+                Some(p) if p.track == TrackId::AUDIO => policy.audio(
+                    Sample { data: p.data, pts: p.pts, keyframe: true },
+                    now,
+                ),
                 Some(p) if p.track != TrackId::VIDEO => continue,
                 Some(p) => {
                     let mut out = Vec::new();
@@ -481,14 +498,14 @@ impl Feeder {
                         wall,
                     });
                 }
-                Action::Fragment(samples) => {
+                Action::Fragment(fragment) => {
                     let index = self.index;
                     self.index += 1;
                     if self.dropped
                         || !self.send(Job::Fragment {
                             segment: self.segment,
                             index,
-                            samples,
+                            fragment,
                         })
                     {
                         if !self.dropped {
@@ -515,6 +532,8 @@ impl Feeder {
 struct Writer {
     store: Store,
     limits: Limits,
+    /// The audio track written beside the video, when the microphone is on.
+    audio: Option<AudioConfig>,
     status: watch::Sender<RecordStatus>,
     events: tokio::sync::broadcast::Sender<RecordEvent>,
     /// The segment the policy is in, its start, and the next fragment expected.
@@ -533,20 +552,25 @@ struct OpenFile {
     sequence: u32,
     /// Frames written to it.
     frames: u64,
+    /// Audio packets written to it.
+    audio_packets: u64,
     /// Decode time of the file's first sample in the policy's segment.
     base_ticks: u64,
+    /// The same in audio ticks.
+    audio_base_ticks: u64,
 }
 
 impl Writer {
     fn new(
         store: Store,
-        limits: Limits,
+        (limits, audio): (Limits, Option<AudioConfig>),
         status: watch::Sender<RecordStatus>,
         events: tokio::sync::broadcast::Sender<RecordEvent>,
     ) -> Self {
         Self {
             store,
             limits,
+            audio,
             status,
             events,
             segment: 0,
@@ -585,7 +609,7 @@ impl Writer {
                 Job::Fragment {
                     segment,
                     index,
-                    samples,
+                    fragment,
                 } => {
                     if segment != self.segment {
                         continue;
@@ -596,7 +620,7 @@ impl Writer {
                         self.count_dropped(index - self.next_index);
                     }
                     self.next_index = index + 1;
-                    self.write(samples);
+                    self.write(fragment);
                 }
                 Job::Close { segment } => {
                     if segment == self.segment {
@@ -614,10 +638,14 @@ impl Writer {
         self.status.send_modify(|s| s.dropped_fragments += n);
     }
 
-    fn write(&mut self, mut samples: Vec<Timed>) {
+    fn write(&mut self, fragment: Fragment) {
+        let Fragment {
+            video: mut samples,
+            mut audio,
+        } = fragment;
         if self.file.is_none() {
             // A file starts at a keyframe: after an error or a lost fragment,
-            // at the first one that comes.
+            // at the first one that comes (and its audio with it).
             let Some(k) = samples.iter().position(|t| t.sample.keyframe) else {
                 self.count_dropped(1);
                 return;
@@ -628,9 +656,10 @@ impl Writer {
             }
             samples.drain(..k);
             let first = &samples[0];
-            let offset = Duration::from_nanos(
-                first.decode_ticks * 1_000_000_000 / u64::from(super::policy::TIMESCALE),
-            );
+            let offset =
+                Duration::from_nanos(first.decode_ticks * 1_000_000_000 / u64::from(TIMESCALE));
+            let from = first.sample.pts;
+            audio.retain(|a| a.sample.pts >= from);
             if let Err(e) = self.open(
                 first.sample.data.clone(),
                 self.wall + offset,
@@ -644,8 +673,15 @@ impl Writer {
         for t in &mut samples {
             t.decode_ticks -= f.base_ticks;
         }
+        for t in &mut audio {
+            t.decode_ticks = t.decode_ticks.saturating_sub(f.audio_base_ticks);
+        }
+        if self.audio.is_none() {
+            audio.clear();
+        }
         let frames = samples.len() as u64;
-        let result = mp4::fragment(f.sequence, &samples)
+        let packets = audio.len() as u64;
+        let result = mp4::fragment(f.sequence, &samples, &audio)
             .map_err(|e| e.to_string())
             .and_then(|data| {
                 f.out
@@ -674,6 +710,7 @@ impl Writer {
                 }
                 f.sequence += 1;
                 f.frames += frames;
+                f.audio_packets += packets;
                 self.status.send_modify(|s| {
                     s.frames += frames;
                     s.bytes += bytes;
@@ -691,7 +728,7 @@ impl Writer {
         base_ticks: u64,
     ) -> Result<(), String> {
         let config = StreamConfig::from_keyframe(&keyframe).map_err(|e| e.to_string())?;
-        let init = mp4::init_segment(&config).map_err(|e| e.to_string())?;
+        let init = mp4::init_segment(&config, self.audio).map_err(|e| e.to_string())?;
         let mut out = self.store.create(wall).map_err(|e| e.to_string())?;
         if let Err(e) = out.append_synced(&init) {
             let name = out.name.clone();
@@ -703,7 +740,10 @@ impl Writer {
             out,
             sequence: 1,
             frames: 0,
+            audio_packets: 0,
             base_ticks,
+            // The same instant on the audio's clock.
+            audio_base_ticks: base_ticks * u64::from(AUDIO_TIMESCALE) / u64::from(TIMESCALE),
         });
         Ok(())
     }
@@ -743,7 +783,7 @@ impl Writer {
                 segment: f.out.name.clone(),
             });
         }
-        tracing::info!(segment = %f.out.name, frames = f.frames, bytes = f.out.bytes, fragments = f.sequence - 1, "recording segment closed");
+        tracing::info!(segment = %f.out.name, frames = f.frames, audio_packets = f.audio_packets, bytes = f.out.bytes, fragments = f.sequence - 1, "recording segment closed");
         self.status.send_modify(|s| {
             if s.state == RecordState::Recording {
                 s.state = RecordState::Idle;

@@ -6,6 +6,7 @@
 //! the next: after a power cut the file holds whole fragments plus at most
 //! one torn one, which [`repair`] cuts off.
 
+use super::mp4::VIDEO_TRACK;
 use mp4_atom::{Decode, Moof};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -331,9 +332,9 @@ pub struct Summary {
     pub init: bool,
     /// Whole fragments.
     pub fragments: u32,
-    /// Frames in them.
+    /// Video frames in them.
     pub frames: u64,
-    /// Their length in media ticks.
+    /// Their length in video ticks.
     pub duration_ticks: u64,
     /// Where the last whole box ends: anything after it is torn.
     pub complete_len: u64,
@@ -401,7 +402,8 @@ pub fn summarize(path: &Path) -> io::Result<Summary> {
                 let moof = Moof::decode(&mut body.as_slice())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let (mut frames, mut ticks) = (0u64, 0u64);
-                for traf in &moof.traf {
+                // Frames and length are the video's; an audio traf is beside it.
+                for traf in moof.traf.iter().filter(|t| t.tfhd.track_id == VIDEO_TRACK) {
                     for trun in &traf.trun {
                         for e in trun.samples.iter() {
                             frames += 1;
@@ -571,5 +573,54 @@ mod tests {
         std::fs::remove_file(dir.path().join("rec/2026-11-30/notes.txt")).expect("rm");
         store.delete(&b.name).expect("delete");
         assert!(!dir.path().join("rec/2026-11-30").exists());
+    }
+
+    #[test]
+    fn a_torn_segment_with_audio_is_cut_back_and_counts_its_video_only() {
+        use crate::record::mp4::tests::{config, timed};
+        use crate::record::mp4::{AudioConfig, fragment, init_segment};
+        use bytes::Bytes;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.mp4");
+        let mut data = init_segment(&config(), Some(AudioConfig { channels: 1 })).expect("init");
+        let mut whole = 0;
+        for seq in 0..3u32 {
+            let t = u64::from(seq) * 6000;
+            let video = [
+                timed(Bytes::from_static(&[0, 0, 0, 1, 0x65, 0x88]), true, t, 3000),
+                timed(
+                    Bytes::from_static(&[0, 0, 0, 1, 0x41, 0x9a]),
+                    false,
+                    t + 3000,
+                    3000,
+                ),
+            ];
+            let audio: Vec<_> = (0..5u64)
+                .map(|i| {
+                    timed(
+                        Bytes::from_static(&[0x78, 1, 2]),
+                        true,
+                        t * 8 / 15 + i * 960,
+                        960,
+                    )
+                })
+                .collect();
+            let frag = fragment(seq + 1, &video, &audio).expect("fragment");
+            if seq < 2 {
+                data.extend_from_slice(&frag);
+                whole = data.len() as u64;
+            } else {
+                // A power cut halfway through the third.
+                data.extend_from_slice(&frag[..frag.len() / 2]);
+            }
+        }
+        std::fs::write(&path, &data).expect("write");
+        let s = summarize(&path).expect("reads");
+        assert!(s.init);
+        assert_eq!((s.fragments, s.frames, s.duration_ticks), (2, 4, 12_000));
+        assert_eq!(s.complete_len, whole);
+        assert_eq!(repair(&path).expect("repair"), Repair::Truncated(whole));
+        assert_eq!(repair(&path).expect("repair"), Repair::Intact);
+        assert_eq!(std::fs::metadata(&path).expect("file").len(), whole);
     }
 }
