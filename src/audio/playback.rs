@@ -202,6 +202,9 @@ fn play(
             next = Instant::now();
         }
     };
+    let _ = pcm.drain();
+    // Closed before it is said to be: plugins (a file) flush on close.
+    drop(pcm);
     let s = buf.stats();
     tracing::info!(
         device,
@@ -211,7 +214,6 @@ fn play(
         underruns = s.underruns,
         "speaker closed"
     );
-    let _ = pcm.drain();
     Ok(ended)
 }
 
