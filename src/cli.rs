@@ -149,7 +149,7 @@ pub enum BenchCommand {
         #[command(flatten)]
         encoder: BenchEncoderArgs,
     },
-    /// The agent with real WebRTC viewers over loopback: first frame, latency, CPU and RSS per viewer.
+    /// The agent with real WebRTC viewers over loopback: first frame, latency, CPU and RSS per viewer, and the sound.
     /// Run inside a private network namespace.
     Viewers {
         /// Offer-to-first-frame runs.

@@ -309,9 +309,10 @@ async fn run_probe(
         );
         if audio {
             println!(
-                "audio: {} Opus packets ({} undecodable); test tone: {} beeps at {}, latency median {}, offset from video {}",
+                "audio: {} Opus packets ({} undecodable, {} stereo); test tone: {} beeps at {}, latency median {}, offset from video {}",
                 report.audio_packets,
                 report.audio_decode_errors,
+                report.audio_stereo_packets,
                 report.tone_beeps,
                 report
                     .tone_hz

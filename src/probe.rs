@@ -137,6 +137,8 @@ pub struct AudioHeard {
     pub packets: u64,
     /// Packets that did not decode.
     pub errors: u64,
+    /// Packets coded in stereo (the Opus TOC byte's `s` bit, RFC 6716 3.1).
+    pub stereo: u64,
     /// Samples decoded (48 kHz mono).
     pub samples: u64,
     /// The test tone's beeps found in them.
@@ -158,6 +160,9 @@ async fn hear(mut remote: crate::peer::RemoteAudio, heard: Arc<Mutex<AudioHeard>
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         h.packets += 1;
+        if p.payload.first().is_some_and(|toc| toc & 0x04 != 0) {
+            h.stereo += 1;
+        }
         match decoded {
             Ok(n) => {
                 h.samples += n as u64;
@@ -844,6 +849,8 @@ pub struct ProbeReport {
     pub audio_packets: u64,
     /// Of which did not decode.
     pub audio_decode_errors: u64,
+    /// Of `audio_packets`, those coded in stereo (`[audio] channels = 2`).
+    pub audio_stereo_packets: u64,
     /// The test tone's beeps heard (one per second with `[audio] input = "test"`).
     pub tone_beeps: usize,
     /// Their median frequency, Hz.
@@ -1009,6 +1016,7 @@ pub async fn probe(opts: &ViewerOptions, duration: Duration) -> Result<ProbeRepo
             let h = viewer.heard();
             report.audio_packets = h.packets;
             report.audio_decode_errors = h.errors;
+            report.audio_stereo_packets = h.stereo;
             let beeps = h.tone.beeps();
             report.tone_beeps = beeps.len();
             let mut hz: Vec<f64> = beeps.iter().map(|b| b.hz).collect();

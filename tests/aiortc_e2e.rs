@@ -145,5 +145,16 @@ async fn aiortc_decodes_video_and_audio_in_sync() {
         offset.abs() <= 80.0,
         "audio arrives {offset} ms after the video captured with it: {report:#}"
     );
+    // A player lines the two up by the RTCP sender reports: both streams'
+    // reports map RTP time to the camera's clock alike.
+    for kind in ["audio", "video"] {
+        let n = report["sender_reports"][kind].as_u64().unwrap_or(0);
+        assert!(n >= 2, "{n} {kind} sender reports: {report:#}");
+    }
+    let sync = number(&report, "sr_av_sync_ms");
+    assert!(
+        sync.abs() <= 80.0,
+        "by the sender reports, sound is {sync} ms off the picture: {report:#}"
+    );
     agent.shutdown().await;
 }

@@ -41,6 +41,34 @@ async fn probe_audio(agent: &AgentProcess, client: &str, seconds: u32) -> serde_
     report
 }
 
+/// Waits for the speaker to close, and checks it wrote its file.
+async fn speaker_closed(agent: &AgentProcess, spk: &Path) {
+    agent
+        .log()
+        .wait_line("the speaker to close", WAIT, |l| {
+            l.contains("speaker closed")
+        })
+        .await;
+    assert!(
+        std::fs::metadata(spk).map(|m| m.len()).unwrap_or(0) > 0,
+        "the speaker's file was written"
+    );
+}
+
+/// Waits (10 s at most) until the agent has counted `errors` audio device
+/// failures, while `v` goes on decoding the video in order.
+async fn retried(agent: &AgentProcess, v: &mut rtcam::probe::Viewer, errors: f64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(agent, "rtcam_audio_errors_total")
+        .await
+        .unwrap_or(0.0)
+        < errors
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{what} is retried");
+        assert!(common::frames(v, 15).await.in_order(), "the video goes on");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_microphone_reaches_a_viewer_in_sync_with_the_video() {
     let cfg = TestConfig::new("audio-tone").with("audio.input", "test");
@@ -126,18 +154,7 @@ async fn a_missing_microphone_is_retried_and_never_stops_the_video() {
         })
         .await;
     // Retried with backoff (0.5 s, 1 s, …) while someone watches.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metric(&agent, "rtcam_audio_errors_total")
-        .await
-        .unwrap_or(0.0)
-        < 3.0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the microphone is retried"
-        );
-        common::frames(&mut v, 15).await;
-    }
+    retried(&agent, &mut v, 3.0, "the microphone").await;
     v.bye().await;
     agent.shutdown().await;
 }
@@ -167,13 +184,23 @@ async fn talkback_has_one_talker_at_a_time_and_plays_on_the_speaker() {
         r["error"]["code"], "floor_taken",
         "the second talker is refused: {r}"
     );
-    // The speaker opens for the talker (silence until its packets come).
+    // The speaker opens for the talker and plays (silence until its packets
+    // come): 100 ms of it, then the floor is given up and the speaker closes.
     agent
         .log()
         .wait_line("the speaker to open", WAIT, |l| l.contains("speaker open"))
         .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&agent, "rtcam_audio_played_frames_total")
+        .await
+        .unwrap_or(0.0)
+        < 5.0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the speaker plays");
+    }
     let r = a.command(talk(false), WAIT).await.expect("a reply");
     assert_eq!(r["result"]["talking"], false, "{r}");
+    speaker_closed(&agent, &spk).await;
     let free = common::event(&mut b, "audio.floor", WAIT)
         .await
         .expect("told");
@@ -181,19 +208,144 @@ async fn talkback_has_one_talker_at_a_time_and_plays_on_the_speaker() {
     let r = b.command(talk(true), WAIT).await.expect("a reply");
     assert_eq!(r["result"]["talking"], true, "now b may: {r}");
     // A talker that leaves gives the floor up.
+    let mark = agent.log().len();
     b.bye().await;
+    agent
+        .log()
+        .wait_line_after("b's floor released", mark, WAIT, |l| {
+            l.contains("talkback: floor released")
+        })
+        .await;
     let r = a.command(talk(true), WAIT).await.expect("a reply");
     assert_eq!(r["result"]["talking"], true, "b's floor was released: {r}");
     a.bye().await;
+    // The last talker gone, the speaker closes (each open has its close).
     agent
         .log()
-        .wait_line("the speaker to close", WAIT, |l| {
-            l.contains("speaker closed")
+        .wait_lines("the speaker to close", WAIT, |lines| {
+            let n = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+            n("speaker closed") == n("speaker open")
         })
         .await;
-    assert!(
-        std::fs::metadata(&spk).map(|m| m.len()).unwrap_or(0) > 0,
-        "the speaker's file was written"
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stereo_microphone_is_sent_in_stereo() {
+    let cfg = TestConfig::new("audio-stereo")
+        .with("audio.input", "test")
+        .with("audio.channels", 2);
+    let agent = AgentProcess::start(&cfg).await;
+    let r = probe_audio(&agent, "stereo-probe", 3).await;
+    eprintln!("probe: {r}");
+    let packets = r["audio_packets"].as_u64().unwrap_or(0);
+    assert!(packets >= 100, "{packets} Opus packets: {r}");
+    assert_eq!(r["audio_decode_errors"], 0, "{r}");
+    assert_eq!(
+        r["audio_stereo_packets"], packets,
+        "every packet is coded in stereo: {r}"
     );
+    let hz = r["tone_hz"].as_f64().expect("the tone's frequency");
+    assert!((hz - 1000.0).abs() <= 20.0, "{hz} Hz: {r}");
+    agent.shutdown().await;
+}
+
+/// A static view token and a static control token.
+const VIEW: &str = "audio-view-token-0123456789";
+const CONTROL: &str = "audio-control-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_token_listens_but_may_not_talk() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mic, spk) = (dir.path().join("mic.raw"), dir.path().join("spk.raw"));
+    tone_file(&mic, 5);
+    asoundrc(dir.path(), &mic, &spk);
+    let token = |t: &str, role: &str| {
+        let mut e = toml::Table::new();
+        e.insert("token".into(), t.into());
+        e.insert("role".into(), role.into());
+        toml::Value::Table(e)
+    };
+    let cfg = TestConfig::new("audio-roles")
+        .with("audio.input", "test")
+        .with("audio.output", "rtcam_spk")
+        .with("auth.mode", "token")
+        .with(
+            "auth.tokens",
+            toml::Value::Array(vec![token(VIEW, "view"), token(CONTROL, "control")]),
+        )
+        .with_env("HOME", &dir.path().display().to_string());
+    let agent = AgentProcess::start(&cfg).await;
+    let s = agent.settings().clone();
+    let connect = |id: &'static str, t: &'static str| {
+        let mut o = common::viewer_options(&s, id, true);
+        o.audio = true;
+        o.token = Some(t.to_string());
+        async move {
+            let mut v = rtcam::probe::Viewer::connect(&o)
+                .await
+                .expect("the offer is answered");
+            assert!(v.wait_connected(WAIT).await, "{id} connects");
+            v
+        }
+    };
+    let mut watcher = connect("audio-watcher", VIEW).await;
+    let talk = serde_json::json!({"cmd": "audio.talk", "on": true});
+    let r = watcher.command(talk.clone(), WAIT).await.expect("a reply");
+    assert_eq!(r["error"]["code"], "not_allowed", "a view token: {r}");
+    // It still hears the camera.
+    common::frames(&mut watcher, 60).await;
+    let heard = watcher.heard().packets;
+    assert!(heard >= 25, "{heard} Opus packets in 2 s of video");
+    // A control token may take the floor the watcher was refused.
+    let operator = connect("audio-operator", CONTROL).await;
+    let r = operator.command(talk, WAIT).await.expect("a reply");
+    assert_eq!(r["result"]["talking"], true, "{r}");
+    operator.bye().await;
+    watcher.bye().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_speaker_is_retried_while_the_floor_is_held() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The speaker's file is in a folder that does not exist yet: playing
+    // on the ALSA device fails (an I/O error) until it does.
+    let later = dir.path().join("later");
+    let (mic, spk) = (dir.path().join("mic.raw"), later.join("spk.raw"));
+    tone_file(&mic, 5);
+    asoundrc(dir.path(), &mic, &spk);
+    let cfg = TestConfig::new("audio-spk-retry")
+        .with("audio.output", "rtcam_spk")
+        .with_env("HOME", &dir.path().display().to_string());
+    let agent = AgentProcess::start(&cfg).await;
+    let mut a = common::viewer(agent.settings(), "retry-talker", true).await;
+    let talk = |on: bool| serde_json::json!({"cmd": "audio.talk", "on": on});
+    let r = a.command(talk(true), WAIT).await.expect("a reply");
+    assert_eq!(r["result"]["talking"], true, "{r}");
+    agent
+        .log()
+        .wait_line("the speaker's failure", WAIT, |l| {
+            l.contains("speaker failed") && l.contains("rtcam_spk")
+        })
+        .await;
+    // Retried with backoff while the floor is held.
+    retried(&agent, &mut a, 2.0, "the speaker").await;
+    // The device comes back: the next retry plays on it (the file plugin
+    // makes its file when it first writes).
+    std::fs::create_dir(&later).expect("the folder is made");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !spk.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the speaker is reopened:\n{}",
+            agent.log().tail(20)
+        );
+        assert!(common::frames(&mut a, 5).await.in_order());
+    }
+    let r = a.command(talk(false), WAIT).await.expect("a reply");
+    assert_eq!(r["result"]["talking"], false, "{r}");
+    speaker_closed(&agent, &spk).await;
+    a.bye().await;
     agent.shutdown().await;
 }

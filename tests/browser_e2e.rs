@@ -794,6 +794,34 @@ fn cpu_of(pid: u32) -> std::time::Duration {
     std::time::Duration::from_millis(ticks * 1000 / hz)
 }
 
+/// A fresh Chromium on the agent's page.
+async fn open_page(agent: &AgentProcess) -> Browser {
+    let browser = Browser::start(Candidates::PlainIps).await;
+    browser
+        .client
+        .goto(&page_url(agent))
+        .await
+        .expect("the page loads");
+    browser
+}
+
+/// Loads per benchmark figure: `BROWSER_BENCH_LOADS`, else `default`.
+fn bench_loads(default: usize) -> usize {
+    std::env::var("BROWSER_BENCH_LOADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A script reporting Chromium's jitter-buffer totals for the `kind` stream.
+fn jitter_script(kind: &str) -> String {
+    format!(
+        "(async () => {{ let r = null; (await window.rtcam.pc.getStats()).forEach(s => {{ \
+         if (s.type === 'inbound-rtp' && s.kind === '{kind}') r = {{ delay: s.jitterBufferDelay, \
+         emitted: s.jitterBufferEmittedCount }}; }}); done(r); }})();"
+    )
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -811,14 +839,9 @@ fn median(v: &mut [f64]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: cargo test --release --test browser_e2e -- --ignored --nocapture"]
 async fn bench_browser_latency() {
-    const JITTER: &str = "(async () => { let r = null; (await window.rtcam.pc.getStats()).forEach(s => { \
-        if (s.type === 'inbound-rtp' && s.kind === 'video') r = { delay: s.jitterBufferDelay, \
-        emitted: s.jitterBufferEmittedCount }; }); done(r); })();";
+    const KIND: &str = "video";
     const SECONDS: u64 = 10;
-    let loads: usize = std::env::var("BROWSER_BENCH_LOADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let loads = bench_loads(5);
     for (w, h, kbps) in [(1280, 720, 2000), (640, 480, 1000)] {
         for delay in [None, Some(0)] {
             let mut cfg = TestConfig::new("browser-bench")
@@ -835,12 +858,7 @@ async fn bench_browser_latency() {
                 (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
             let mut freezes = 0;
             for _ in 0..loads {
-                let browser = Browser::start(Candidates::PlainIps).await;
-                browser
-                    .client
-                    .goto(&page_url(&agent))
-                    .await
-                    .expect("the page loads");
+                let browser = open_page(&agent).await;
                 browser
                     .wait_for(
                         "window.rtcam && window.rtcam.latency.summary().count >= 10",
@@ -850,11 +868,11 @@ async fn bench_browser_latency() {
                 browser
                     .run("window.rtcam.latency.clear(); done(true);")
                     .await;
-                let j0 = browser.run(JITTER).await;
+                let j0 = browser.run(&jitter_script(KIND)).await;
                 let c0 = cpu_of(agent.pid());
                 tokio::time::sleep(std::time::Duration::from_secs(SECONDS)).await;
                 let c1 = cpu_of(agent.pid());
-                let j1 = browser.run(JITTER).await;
+                let j1 = browser.run(&jitter_script(KIND)).await;
                 let l = browser
                     .run("done(Object.assign(window.rtcam.latency.summary(), { gaps: (() => { \
                           const t = window.rtcam.latency.times(); let n = 0; \
@@ -895,6 +913,125 @@ async fn bench_browser_latency() {
             agent.shutdown().await;
         }
     }
+}
+
+/// The camera's sound from capture to playing in Chromium: the agent's test
+/// microphone beeps at each whole second of the clock (which the agent and
+/// the browser share here), an AudioWorklet on the page's received track
+/// finds each beep's onset, and the context's output timestamp says when
+/// that sample plays. Also Chromium's audio jitter buffer per sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: cargo test --release --test browser_e2e -- --ignored --nocapture"]
+async fn bench_browser_audio_latency() {
+    const KIND: &str = "audio";
+    const SETUP: &str = r#"(async () => {
+        const rx = window.rtcam.pc.getReceivers().find(r => r.track && r.track.kind === 'audio');
+        if (!rx) { done({ error: 'no audio receiver' }); return; }
+        const code = `class Onset extends AudioWorkletProcessor {
+            constructor() { super(); this.last = -1e9; }
+            process(inputs) {
+                const ch = inputs[0] && inputs[0][0];
+                if (ch) for (let i = 0; i < ch.length; i++) {
+                    if (Math.abs(ch[i]) > 0.06) {
+                        const t = currentTime + i / sampleRate;
+                        if (t - this.last > 0.5) this.port.postMessage(t);
+                        this.last = t;
+                    }
+                }
+                return true;
+            }
+        }
+        registerProcessor('rtcam-onset', Onset);`;
+        const ctx = new AudioContext();
+        await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([code], { type: 'application/javascript' })));
+        const src = ctx.createMediaStreamSource(new MediaStream([rx.track]));
+        const node = new AudioWorkletNode(ctx, 'rtcam-onset');
+        const silent = ctx.createGain();
+        silent.gain.value = 0;
+        src.connect(node); node.connect(silent); silent.connect(ctx.destination);
+        const played = [], seen = [];
+        node.port.onmessage = (m) => {
+            seen.push(Date.now());
+            const ts = ctx.getOutputTimestamp();
+            if (ts.performanceTime > 0)
+                played.push(performance.timeOrigin + ts.performanceTime + (m.data - ts.contextTime) * 1000);
+        };
+        window.rtcamBench = { ctx, played, seen };
+        done({ rate: ctx.sampleRate, base: ctx.baseLatency, output: ctx.outputLatency });
+    })();"#;
+    const SECONDS: u64 = 10;
+    let loads = bench_loads(3);
+    let cfg = TestConfig::new("browser-audio-bench").with("audio.input", "test");
+    let agent = start(&cfg).await;
+    let (mut played, mut seen, mut jitter) = (vec![], vec![], vec![]);
+    let mut output = String::new();
+    for _ in 0..loads {
+        let browser = open_page(&agent).await;
+        let ready = browser
+            .wait_for(
+                "window.rtcamAudio && window.rtcam.stats.framesDecoded > 0 && \
+                 window.rtcam.pc.getReceivers().some(r => r.track && r.track.kind === 'audio')",
+                "window.rtcam.stats.framesDecoded",
+            )
+            .await;
+        assert_eq!(ready["ok"], true, "the page plays: {ready}");
+        click(&browser, "#sound").await;
+        let set = browser.run(SETUP).await;
+        assert!(set["error"].is_null(), "{set}");
+        output = format!(
+            "AudioContext {} Hz, baseLatency {} s, outputLatency {} s",
+            set["rate"], set["base"], set["output"]
+        );
+        let j0 = browser.run(&jitter_script(KIND)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(SECONDS)).await;
+        let j1 = browser.run(&jitter_script(KIND)).await;
+        let r = browser
+            .run("done({ played: window.rtcamBench.played, seen: window.rtcamBench.seen });")
+            .await;
+        // A beep starts at a whole second: its latency is the onset's
+        // distance past that second.
+        let past = |v: &Value| -> Vec<f64> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|t| t.rem_euclid(1000.0))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // The first onset may be a beep cut in half by the track starting.
+        played.extend(past(&r["played"]).into_iter().skip(1));
+        seen.extend(past(&r["seen"]).into_iter().skip(1));
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let samples = f(&j1, "emitted") - f(&j0, "emitted");
+        jitter.push((f(&j1, "delay") - f(&j0, "delay")) / samples.max(1.0) * 1000.0);
+        browser.close().await;
+    }
+    assert!(
+        seen.len() >= loads * (SECONDS as usize - 3),
+        "a beep heard each second: {seen:?}"
+    );
+    let q = |v: &[f64], p: f64| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "audio capture->play (test tone onset at the page's output, {} beeps over {loads} loads): \
+         p50 {:.1} / p95 {:.1} / max {:.1} ms; onset seen by the page's script p50 {:.1} ms ({} beeps); \
+         Chromium audio jitter buffer {:.1} ms (median of loads); {output}",
+        played.len(),
+        q(&played, 0.5),
+        q(&played, 0.95),
+        q(&played, 1.0),
+        q(&seen, 0.5),
+        seen.len(),
+        median(&mut jitter),
+    );
+    agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

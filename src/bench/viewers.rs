@@ -2,7 +2,9 @@
 //! process, test pattern, embedded broker) measured with real WebRTC
 //! viewers over loopback: offer to first decoded frame, end-to-end latency
 //! from the block code, and the agent's CPU and RSS with 1, 5 and 10
-//! viewers. Must run inside a private network namespace (only `lo`).
+//! viewers; then the sound with the test microphone: the tone's latency,
+//! the microphone's CPU and the CPU of each extra listener. Must run inside
+//! a private network namespace (only `lo`).
 
 use crate::config::Settings;
 use crate::config::settings::MdnsMode;
@@ -71,7 +73,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 
 /// CPU time (user + system) a process has used.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_time_of(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time from a `/proc/…/stat` file (a process's or a thread's).
+fn cpu_time_of(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start after ')'.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -131,11 +138,19 @@ impl Drop for AgentProcess {
     }
 }
 
-fn start_agent(dir: &Path) -> Result<(AgentProcess, Settings), ViewersBenchError> {
+/// The 1280x720@30 stream the video figures are for.
+const VIDEO_720P: &str = "[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n";
+
+/// A small stream and the test microphone: the audio figures, over a video
+/// baseline small enough not to drown them.
+const AUDIO_TEST: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300\n\
+     [audio]\ninput = \"test\"\n";
+
+fn start_agent(dir: &Path, media: &str) -> Result<(AgentProcess, Settings), ViewersBenchError> {
     let http = free_addr()?;
     let (v4, v5, ws) = (free_addr()?, free_addr()?, free_addr()?);
     let toml = format!(
-        "[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n\
+        "{media}\
          [webrtc]\ninterfaces = [\"lo\"]\nloopback = true\nmdns = \"disabled\"\nmax_viewers = 16\n\
          [mqtt]\ntopic_prefix = \"rtcam-bench\"\nclient_id = \"rtcam-bench-agent\"\n\
          [http]\nlisten = \"{http}\"\n[broker]\nlisten = \"{v4}\"\nv5_listen = \"{v5}\"\nws_listen = \"{ws}\"\n"
@@ -192,7 +207,7 @@ pub async fn run(opts: &ViewersBenchOptions) -> Result<String, ViewersBenchError
         return Err(ViewersBenchError::NotIsolated);
     }
     let dir = tempfile_dir()?;
-    let (agent, settings) = start_agent(&dir)?;
+    let (agent, settings) = start_agent(&dir, VIDEO_720P)?;
     let pid = agent.child.id();
     let mut out = String::new();
     debug_assert_eq!(settings.webrtc.mdns, MdnsMode::Disabled);
@@ -310,8 +325,115 @@ pub async fn run(opts: &ViewersBenchOptions) -> Result<String, ViewersBenchError
         "camera-on baseline is the 1-viewer figure; idle RSS is with the camera off."
     );
     drop(agent);
+    audio(opts, &dir, &mut out).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(out)
+}
+
+/// CPU time of the agent's thread named `name` (its `comm`).
+fn thread_cpu_time(pid: u32, name: &str) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        if comm.trim_end() != name {
+            return None;
+        }
+        let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+        cpu_time_of(&format!("/proc/{pid}/task/{tid}/stat"))
+    })
+}
+
+/// The sound: the test tone's latency and offset from the picture, the
+/// microphone thread's CPU, and the agent's CPU per extra listener.
+async fn audio(
+    opts: &ViewersBenchOptions,
+    dir: &Path,
+    out: &mut String,
+) -> Result<(), ViewersBenchError> {
+    let (agent, settings) = start_agent(dir, AUDIO_TEST)?;
+    let pid = agent.child.id();
+    let listener = |n: u32, video: bool| {
+        let mut o = viewer_options(&settings, n, video);
+        o.audio = true;
+        o
+    };
+    // One decoding viewer: the tone's latency against the block code's.
+    let mut v = Viewer::connect(&listener(400, true)).await?;
+    let mut video_lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs(u64::from(opts.latency_seconds.max(3)));
+    while let Some(f) = v
+        .next_frame(end.saturating_duration_since(Instant::now()))
+        .await
+    {
+        video_lat.extend(f.latency_ms);
+        if Instant::now() >= end {
+            break;
+        }
+    }
+    let (audio_lat, packets) = {
+        let h = v.heard();
+        let lat: Vec<f64> = h.tone.beeps().iter().map(|b| b.latency_ms()).collect();
+        (lat, h.packets)
+    };
+    let (a50, v50) = (quantile(audio_lat.clone(), 0.5), quantile(video_lat, 0.5));
+    let _ = writeln!(
+        out,
+        "sound: test tone capture to decoded (Opus 48 kHz mono 32 kbit/s): median {a50:.1} ms, \
+         p95 {:.1} ms ({} beeps, {packets} packets); offset from the picture {:+.1} ms",
+        quantile(audio_lat.clone(), 0.95),
+        audio_lat.len(),
+        a50 - v50
+    );
+
+    // The microphone's own thread (capture, Opus encode, publish), and the
+    // whole agent with 1 and then 10 listeners (9 of them sound only).
+    v.drain_frames();
+    let window = Duration::from_secs(u64::from(opts.load_seconds));
+    let (mic0, cpu0, t0) = (
+        thread_cpu_time(pid, "rtcam-audio-in").unwrap_or_default(),
+        cpu_time(pid).unwrap_or_default(),
+        Instant::now(),
+    );
+    tokio::time::sleep(window).await;
+    let (mic1, cpu1, t1) = (
+        thread_cpu_time(pid, "rtcam-audio-in").unwrap_or_default(),
+        cpu_time(pid).unwrap_or_default(),
+        Instant::now(),
+    );
+    let secs = (t1 - t0).as_secs_f64();
+    let mic = (mic1 - mic0).as_secs_f64() / secs * 100.0;
+    let one = (cpu1 - cpu0).as_secs_f64() / secs * 100.0;
+    let mut extra = Vec::new();
+    for i in 0..9 {
+        let mut l = Viewer::connect(&listener(410 + i, false)).await?;
+        l.wait_connected(Duration::from_secs(20)).await;
+        extra.push(l);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before: Vec<u64> = extra.iter().map(|l| l.heard().packets).collect();
+    let (cpu0, t0) = (cpu_time(pid).unwrap_or_default(), Instant::now());
+    tokio::time::sleep(window).await;
+    let (cpu1, t1) = (cpu_time(pid).unwrap_or_default(), Instant::now());
+    let secs = (t1 - t0).as_secs_f64();
+    let ten = (cpu1 - cpu0).as_secs_f64() / secs * 100.0;
+    let slowest = extra
+        .iter()
+        .zip(before)
+        .map(|(l, b)| (l.heard().packets - b) as f64 / secs)
+        .fold(f64::MAX, f64::min);
+    let _ = writeln!(
+        out,
+        "sound: microphone thread (capture, encode, fan-out) {mic:.2} % of a core; agent \
+         320x240@15 with sound, 1 listener {one:.1} %, 10 listeners {ten:.1} % \
+         (each extra listener {:.2} % of a core; slowest {slowest:.1} packets/s of 50)",
+        (ten - one) / 9.0
+    );
+    for l in extra {
+        l.bye().await;
+    }
+    v.bye().await;
+    drop(agent);
+    Ok(())
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
@@ -329,6 +451,9 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_kib(pid).is_some_and(|k| k > 0));
         assert!(cpu_time(pid).is_some());
+        let main = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+        assert!(thread_cpu_time(pid, main.trim_end()).is_some());
+        assert_eq!(thread_cpu_time(pid, "no-such-thread"), None);
         assert_eq!(rss_kib(u32::MAX), None);
     }
 

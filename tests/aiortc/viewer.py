@@ -133,12 +133,26 @@ class Arrivals:
     def __init__(self):
         self.last_packet = {"audio": {}, "video": {}}  # RTP timestamp -> ms
         self.by_pts = {"audio": collections.OrderedDict(), "video": collections.OrderedDict()}
+        # RTCP sender reports: (sender's wall clock ms, RTP timestamp) each.
+        self.sender_reports = {"audio": [], "video": []}
+        # The RTP timestamp aiortc's pts count from.
+        self.origin = {}
 
     def install(self):
         from aiortc.rtcrtpreceiver import TimestampMapper
 
+        from aiortc.rtp import RtcpSrPacket
+
         handle_rtp, map_ts = RTCRtpReceiver._handle_rtp_packet, TimestampMapper.map
+        handle_rtcp = RTCRtpReceiver._handle_rtcp_packet
         arrivals = self
+
+        async def rtcp(receiver, packet, *args, **kwargs):
+            kind = getattr(receiver.track, "kind", None)
+            if isinstance(packet, RtcpSrPacket) and kind in arrivals.sender_reports:
+                info = packet.sender_info
+                arrivals.sender_reports[kind].append((ntp_to_unix_ms(info.ntp_timestamp), info.rtp_timestamp))
+            return await handle_rtcp(receiver, packet, *args, **kwargs)
 
         async def handle(receiver, packet, *args, **kwargs):
             kind = getattr(receiver.track, "kind", None)
@@ -154,6 +168,7 @@ class Arrivals:
             pts = map_ts(mapper, timestamp)
             kind = getattr(mapper, "viewer_kind", None)
             if kind in arrivals.last_packet:
+                arrivals.origin.setdefault(kind, timestamp - pts)
                 at = arrivals.last_packet[kind].pop(timestamp, None)
                 # Older frames' stamps are of no more use: lost or late.
                 if len(arrivals.last_packet[kind]) > 1000:
@@ -165,10 +180,30 @@ class Arrivals:
             return pts
 
         RTCRtpReceiver._handle_rtp_packet = handle
+        RTCRtpReceiver._handle_rtcp_packet = rtcp
         TimestampMapper.map = mapped
 
     def of(self, kind, pts):
         return None if pts is None else self.by_pts[kind].get(int(pts))
+
+    def sender_time(self, kind, pts, rate):
+        """The sender's wall clock (ms) for a pts, as its nearest RTCP sender
+        report maps RTP time (how a player lines up sound and picture)."""
+        if kind not in self.origin or not self.sender_reports[kind]:
+            return None
+        ts = (int(pts) + self.origin[kind]) & 0xFFFFFFFF
+
+        def after(sr_ts):
+            # Signed distance on the 32-bit RTP clock.
+            return ((ts - sr_ts + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+        wall, sr_ts = min(self.sender_reports[kind], key=lambda r: abs(after(r[1])))
+        return wall + after(sr_ts) * 1000.0 / rate
+
+
+def ntp_to_unix_ms(ntp):
+    """A 64-bit NTP timestamp (RFC 3550) in ms since 1970."""
+    return ((ntp >> 32) - 2208988800) * 1000.0 + (ntp & 0xFFFFFFFF) * 1000.0 / (1 << 32)
 
 
 # ------------------------------------------------------------- tone analysis
@@ -219,7 +254,7 @@ def analyse_audio(chunks, rate, errors):
     chunks: (RTP timestamp since the first, mono samples, arrival ms of its packet).
     Returns the report's audio fields."""
     out = {"tone_hz": None, "tone_onsets": [], "audio_latencies_ms": [],
-           "tone_ms_median": None, "audio_latency_ms_median": None}
+           "tone_ms_median": None, "audio_latency_ms_median": None, "onsets": []}
     if not chunks:
         return out
     chunks = sorted(chunks, key=lambda c: c[0])
@@ -270,12 +305,13 @@ def analyse_audio(chunks, rate, errors):
         if math.isnan(at):
             continue
         second = math.floor(at / 1000.0) * 1000
-        onsets.append((at, second))
+        onsets.append((at, second, first + p))
     out["tone_hz"] = None if not segments else round(dominant_hz(segments, rate), 1)
     out["tone_ms_median"] = median(lengths)
-    out["tone_onsets"] = [round(a, 1) for a, _ in onsets]
-    out["audio_latencies_ms"] = [round(a - s, 1) for a, s in onsets]
-    out["audio_latency_ms_median"] = median([a - s for a, s in onsets])
+    out["tone_onsets"] = [round(a, 1) for a, _, _ in onsets]
+    out["audio_latencies_ms"] = [round(a - s, 1) for a, s, _ in onsets]
+    out["audio_latency_ms_median"] = median([a - s for a, s, _ in onsets])
+    out["onsets"] = [(s, pts) for _, s, pts in onsets]
     return out
 
 
@@ -403,6 +439,7 @@ class Recorder:
     def __init__(self, arrivals):
         self.arrivals = arrivals
         self.video = []  # (arrival ms, decoded ms, ts_ms, seq) per frame with a code
+        self.video_pts = []  # (pts, ts_ms) per frame with a code
         self.video_frames = 0
         self.video_size = None
         self.audio_frames = 0
@@ -445,6 +482,8 @@ class Recorder:
                 self.video_no_arrival += 1
                 arrival = decoded
             self.video.append((arrival, decoded, code[1], code[0]))
+            if frame.pts is not None:
+                self.video_pts.append((int(frame.pts), code[1]))
 
     async def _audio(self, track):
         while True:
@@ -765,6 +804,18 @@ def summarise(rec, report):
         errors.append("audio arrived but no tone onset was found")
     a, vm = report["audio_latency_ms_median"], report["video_latency_ms_median"]
     report["av_offset_ms"] = round(a - vm, 1) if a is not None and vm is not None else None
+    # Lip sync as a player does it: the sender reports map each stream's RTP
+    # time to the camera's clock; that less the capture time (the block
+    # code's, the beep's whole second) should be the same for both.
+    arr = rec.arrivals
+    onsets = report.pop("onsets")
+    report["sender_reports"] = {k: len(v) for k, v in arr.sender_reports.items()}
+    sv = [t - ts for pts, ts in rec.video_pts if (t := arr.sender_time("video", pts, 90000)) is not None]
+    sa = [t - sec for sec, pts in onsets
+          if (t := arr.sender_time("audio", pts, rec.audio_rate or 48000)) is not None]
+    report["sr_video_minus_capture_ms"] = median(sv)
+    report["sr_audio_minus_capture_ms"] = median(sa)
+    report["sr_av_sync_ms"] = (round(median(sa) - median(sv), 1) if sa and sv else None)
 
 
 def parse_broker(text):

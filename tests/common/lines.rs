@@ -257,6 +257,17 @@ impl LineLog {
         unblock(move || log.wait_line_after_blocking(&what, from, timeout, pred)).await
     }
 
+    /// Waits until `pred` holds for the whole log so far.
+    pub async fn wait_lines(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[String]) -> bool + Send + 'static,
+    ) {
+        let (log, what) = (self.clone(), what.to_string());
+        unblock(move || log.wait_state(&what, timeout, |lines, _| pred(lines).then_some(()))).await
+    }
+
     /// [`Self::wait_count_blocking`] off the async runtime's threads.
     pub async fn wait_count(
         &self,
