@@ -5,7 +5,7 @@
 use crate::audio::{AudioStats, Talkback};
 use crate::backoff::Backoff;
 use crate::config::settings::CongestionPolicy;
-use crate::config::settings::{MqttProtocol, MqttScheme, MqttUrl};
+use crate::config::settings::{HttpTls, MqttProtocol, MqttScheme, MqttUrl};
 use crate::config::{AudioInput, RecordMode, Settings};
 use crate::control::{Controller, ControllerParts};
 use crate::gpio::demo as gpio_demo;
@@ -61,6 +61,9 @@ pub enum AgentError {
         /// OS error.
         source: std::io::Error,
     },
+    /// HTTPS (`http.tls`).
+    #[error("https (http.tls): {0}")]
+    Tls(#[from] web::tls::TlsError),
     /// The media thread.
     #[error("cannot start the media thread: {0}")]
     Media(std::io::Error),
@@ -360,6 +363,8 @@ impl Agent {
             .expect("Info is plain data and always serialises");
         let (info, info_rx) = watch::channel(Retained { info: info_json });
         let (inbound_tx, inbound_rx) = mpsc::channel(256);
+        // Every door's viewer messages, into the one session core.
+        let (requests_tx, requests_rx) = mpsc::channel(256);
         // GPIO over MQTT: state and Home Assistant discovery out, …/set in.
         let gpio_bridge = gpio.as_ref().filter(|_| settings.gpio.mqtt).cloned();
         let (gpio_set_tx, gpio_set_rx) = match &gpio_bridge {
@@ -436,6 +441,15 @@ impl Agent {
             shutdown.clone(),
         )?;
         let publisher = conn.publisher.clone();
+        tracker.spawn(crate::signaling::mqtt_door::run(
+            inbound_rx,
+            Arc::new(crate::signaling::mqtt_door::MqttDoor::new(
+                publisher.clone(),
+            )),
+            settings.mqtt.max_payload_bytes,
+            requests_tx.clone(),
+            shutdown.clone(),
+        ));
         let discovery = settings.gpio.ha_discovery.then(|| gpio_mqtt::Discovery {
             prefix: settings.gpio.ha_prefix.clone(),
             device: settings.device.name.clone(),
@@ -561,7 +575,6 @@ impl Agent {
         let ctx = Arc::new(SessionContext {
             hub: hub.clone(),
             encoder: encoder.clone(),
-            publisher: publisher.clone(),
             peer: PeerOptions {
                 // GCC on the viewers' transport-wide feedback feeds
                 // congestion control, within the encoder's bounds.
@@ -577,7 +590,6 @@ impl Agent {
             control: control.clone(),
             frame_duration: Duration::from_secs(1) / v.fps.max(1),
             auth: settings.auth.authorizer(),
-            max_payload: settings.mqtt.max_payload_bytes,
             faults: opts.faults,
             links: links.clone(),
             rate: rate.clone(),
@@ -597,7 +609,7 @@ impl Agent {
         let manager = tracker.spawn(session::run(
             ctx,
             limits,
-            inbound_rx,
+            requests_rx,
             counts_tx,
             tracker.clone(),
             heartbeats.register("sessions"),
@@ -608,6 +620,22 @@ impl Agent {
         let mut http_addr = None;
         let web_counts = Arc::new(web::WebCounts::default());
         if let Some(addr) = settings.http.listen {
+            // The certificate first: a bad one stops the start with its reason.
+            let names = {
+                let known = web::KnownHosts::of_this_machine(&settings.http.hosts);
+                let mut n = known.machine;
+                n.extend(known.configured);
+                n
+            };
+            let https = web::tls::setup(&settings.http.tls, &web::tls::state_dir(), &names)?;
+            if let Some(h) = &https {
+                tracing::info!(
+                    certificate = %h.source.display(),
+                    sha256 = %h.fingerprint,
+                    "https: the web viewer and WHEP are served over TLS; certificate fingerprint SHA-256 {}",
+                    h.fingerprint
+                );
+            }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| AgentError::Http { addr, source })?;
@@ -625,16 +653,18 @@ impl Agent {
                 }
                 (None, Some(_)) => WsUrl::Unknown,
             };
+            // The page and WHEP players get the same ICE servers.
+            let turn_secret = settings
+                .webrtc
+                .turn_secret
+                .clone()
+                .map(|s| (s, settings.webrtc.turn_credential_ttl));
             let page = PageConfig {
                 device: settings.device.name.clone(),
                 topic_prefix: settings.mqtt.topic_prefix.clone(),
                 mqtt_protocol: 4,
                 ice_servers: settings.webrtc.ice_servers.clone(),
-                turn_secret: settings
-                    .webrtc
-                    .turn_secret
-                    .clone()
-                    .map(|s| (s, settings.webrtc.turn_credential_ttl)),
+                turn_secret: turn_secret.clone(),
                 serve_static_turn_credentials: settings.http.serve_static_turn_credentials,
             };
             let stats_src = StatsSource {
@@ -731,6 +761,17 @@ impl Agent {
                     },
                     auth: web_auth.clone(),
                 }),
+                whep: Some(crate::signaling::whep::Whep::new(
+                    crate::signaling::whep::WhepOptions {
+                        requests: requests_tx.clone(),
+                        auth: web_auth.clone(),
+                        ice_servers: settings.webrtc.ice_servers.clone(),
+                        turn_secret,
+                        serve_static_turn_credentials: settings.http.serve_static_turn_credentials,
+                    },
+                )),
+                tls: https.map(|h| web::TlsOn(h.acceptor)),
+                mqtt_ws: embedded.is_some().then_some(settings.broker.ws_listen),
             };
             tracker.spawn(web::serve(
                 listener,
@@ -776,9 +817,14 @@ impl Agent {
 
     fn banner(&self) {
         let s = &self.settings;
+        let scheme = if s.http.tls == HttpTls::Off {
+            "http"
+        } else {
+            "https"
+        };
         let url = self
             .http_addr
-            .map(|a| format!("http://{}", local(a)))
+            .map(|a| format!("{scheme}://{}", local(a)))
             .unwrap_or_else(|| "(web viewer off)".into());
         let broker = match &s.mqtt.url {
             Some(u) => format!("broker {u}"),

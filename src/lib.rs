@@ -21,8 +21,11 @@
 //! ```text
 //!  browser ──MQTT offer/ICE/bye──▶ broker (embedded rumqttd, or external)
 //!                                    │
-//!        signaling (client link, reconnect backoff) ──▶ session manager
-//!                                                        │ one task per viewer
+//!        signaling::mqtt (client link, reconnect backoff) ─▶ mqtt_door ─┐
+//!  WHEP player ──HTTP(S) POST/PATCH/DELETE──▶ web ─▶ signaling::whep ────┤ session::signal::Request
+//!                                                                        ▼
+//!                               session manager: admission::admit (one pure decision for every door)
+//!                                                        │ one task per viewer, replies through its Door
 //!                     peer (WebRTC: H.264 track ◀── hub Subscription)
 //!                          └─ DataChannel ──▶ control ──▶ gpio / EncoderControl / camera
 //! ```
@@ -58,12 +61,12 @@
 //! - [`motion`]: motion detection on a small luma picture, its events to viewers, MQTT, Home Assistant and the recorder.
 //! - [`metrics`]: `/metrics`, the agent's figures in the Prometheus text format.
 //! - [`snapshot`]: JPEG snapshots from the raw picture (or the next keyframe), for HTTP, the DataChannel and MQTT.
-//! - [`signaling`]: the MQTT client link with reconnect backoff, echo filtering, the embedded broker.
-//! - [`session`]: the session manager and its pure rules ([`session::table`]), one task per viewer.
+//! - [`signaling`]: the doors viewers signal through: MQTT (the client link with reconnect backoff, echo filtering, the embedded broker, [`signaling::mqtt_door`]) and WHEP ([`signaling::whep`]).
+//! - [`session`]: the transport-neutral session core: its vocabulary ([`session::signal`]), the one admission decision ([`session::admission`]), the pure rules ([`session::table`]), one task per viewer.
 //! - [`peer`]: the adapter over the `webrtc` crate; nothing else names its types.
 //! - [`control`]: DataChannel commands checked against role and rate limit, carried out.
 //! - [`gpio`]: named pins behind the `GpioBackend` trait (simulated, Linux cdev, rppal), failsafes, MQTT bridge.
-//! - [`web`]: the built-in web viewer and its JSON endpoints.
+//! - [`web`]: the built-in web viewer and its JSON endpoints, HTTPS ([`web::tls`]), the broker's WebSocket on its origin ([`web::mqtt_ws`]), and the WHEP routes.
 //! - [`systemd`]: readiness, status, stopping and the watchdog, in one place.
 //! - [`throttle`]: budgets per time window, so floods are cut and reported once.
 //! - [`agent`]: the running agent and its shutdown path.

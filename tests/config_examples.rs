@@ -171,6 +171,8 @@ impl Files {
                 "broker-ca.pem" => self.pki.ca.clone(),
                 "rtcam.crt" => self.pki.client_cert.clone(),
                 "rtcam.key" => self.pki.client_key.clone(),
+                "https.crt" => self.pki.server_cert.clone(),
+                "https.key" => self.pki.server_key.clone(),
                 other => panic!(
                     "an example names /etc/rtcam/{other}: teach this test what that file holds"
                 ),

@@ -24,6 +24,7 @@
 //! - [`signaling::messages`], [`signaling::topics`]: MQTT signaling payloads and the topic scheme.
 //! - [`signaling::acl`], [`signaling::origin`]: the embedded broker's access rules and
 //!   WebSocket origin rules.
+//! - [`signaling::whep`]: WHEP's trickle-ICE fragments, restart offers and `If-Match`.
 
 #![warn(missing_docs)]
 
@@ -57,4 +58,5 @@ pub mod signaling {
     pub mod messages;
     pub mod origin;
     pub mod topics;
+    pub mod whep;
 }

@@ -1,25 +1,29 @@
-//! Viewer sessions. The manager task owns the [`table::SessionTable`] (the
-//! pure rules), takes viewer messages from signaling, and starts and ends
-//! one task per session ([`viewer`]). Every end goes through one path that
-//! closes the peer connection and frees its hub subscription and tasks.
+//! Viewer sessions, whatever door a viewer came by. The manager task owns
+//! the [`table::SessionTable`] (the pure rules), takes [`signal::Request`]s
+//! from the signaling adapters (MQTT, WHEP), decides on each offer with the
+//! one pure [`admission::admit`], and starts and ends one task per session
+//! ([`viewer`]), which answers through its adapter's [`signal::Door`].
+//! Every end goes through one path that closes the peer connection and
+//! frees its hub subscription and tasks.
 
+pub mod admission;
+pub mod signal;
 pub mod table;
 pub mod viewer;
 
-use crate::auth::AuthError;
 use crate::control::Controller;
 use crate::media::encode::EncoderControl;
 use crate::media::hub::Hub;
 use crate::peer::PeerOptions;
-use crate::peer::sdp::{SdpError, summarize_offer};
 use crate::signaling::messages::{self, ErrorCode, SignalError};
-use crate::signaling::mqtt::{Inbound, Publisher, ToClient};
-use crate::signaling::topics::{ClientId, Kind};
+use crate::signaling::topics::ClientId;
 use crate::throttle::LogBudget;
+use admission::{AdmitKind, Now};
+use signal::{Door, InEvent, OfferIn, Outgoing, Request};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use table::{Counts, EndReason, LinkState, OfferRequest, SessionId, SessionTable};
+use table::{Counts, EndReason, LinkState, SessionId, SessionTable};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,8 +39,6 @@ pub struct SessionContext {
     pub hub: Arc<Hub>,
     /// Keyframe requests (a viewer's PLI) to the encoder.
     pub encoder: Arc<EncoderControl>,
-    /// Signaling output.
-    pub publisher: Publisher,
     /// WebRTC options.
     pub peer: PeerOptions,
     /// DataChannel commands.
@@ -45,8 +47,6 @@ pub struct SessionContext {
     pub frame_duration: Duration,
     /// Who may watch and control.
     pub auth: crate::auth::Authorizer,
-    /// Largest signaling payload accepted.
-    pub max_payload: usize,
     /// Test-only fault injection.
     pub faults: Faults,
     /// Each connected viewer's link figures, for `/metrics`.
@@ -54,11 +54,6 @@ pub struct SessionContext {
     /// Congestion control: each video session feeds its viewer's reports.
     pub rate: Arc<crate::media::rate::RateControl>,
 }
-
-/// Error replies are not sent while this many publishes await the broker's
-/// acknowledgement: a flood of bad messages must not fill the link that
-/// answers go out on (answers are always sent).
-pub const ERROR_REPLY_BACKLOG: u64 = 64;
 
 /// Faults a test can inject to prove isolation (never set in production).
 #[derive(Debug, Clone, Default)]
@@ -95,6 +90,8 @@ pub enum SessionCommand {
 
 struct Handle {
     commands: mpsc::UnboundedSender<SessionCommand>,
+    /// The door the session's viewer came by: its replies go back there.
+    door: Arc<dyn Door>,
 }
 
 /// Runs the manager until `shutdown`; then ends every session and waits
@@ -102,7 +99,7 @@ struct Handle {
 pub async fn run(
     ctx: Arc<SessionContext>,
     limits: table::Limits,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut requests: mpsc::Receiver<Request>,
     counts: watch::Sender<Counts>,
     tracker: TaskTracker,
     heartbeat: Arc<crate::systemd::Heartbeat>,
@@ -117,8 +114,8 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(msg) = inbound.recv() => {
-                handle_inbound(&ctx, &mut table, &mut replay, &mut handles, &events_tx, &tracker, msg);
+            Some(req) = requests.recv() => {
+                handle_request(&ctx, &mut table, &mut replay, &mut handles, &events_tx, &tracker, req);
             }
             Some(ev) = events.recv() => match ev {
                 SessionEvent::Link(id, state) => {
@@ -138,9 +135,11 @@ pub async fn run(
             _ = tick.tick() => {
                 heartbeat.beat();
                 for (id, reason) in table.tick(Instant::now()) {
-                    if reason == EndReason::NegotiationTimeout {
+                    if reason == EndReason::NegotiationTimeout
+                        && let Some(h) = handles.get(&id)
+                    {
                         let e = SignalError::new(ErrorCode::Timeout, "not connected in time; send a new offer");
-                        ctx.publisher.to_client(ToClient::Error, &id.client, messages::error_json(&e));
+                        h.door.send(&id.client, Outgoing::Error(e));
                     }
                     end(&mut handles, &id, reason);
                 }
@@ -193,10 +192,6 @@ fn unix_now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Candidates an offer may list; more are refused before the WebRTC stack
-/// sees them (each one costs connectivity checks).
-pub const MAX_OFFER_CANDIDATES: usize = 64;
-
 /// Proofs remembered against replay (each could be replayed only within
 /// the proof window).
 const REPLAY_CACHE: usize = 4096;
@@ -219,101 +214,68 @@ fn end(handles: &mut BTreeMap<SessionId, Handle>, id: &SessionId, reason: EndRea
     }
 }
 
-fn reply_error(ctx: &SessionContext, client: &ClientId, e: &SignalError) {
-    tracing::debug!(client = %client, code = e.code.as_str(), message = %e.message, "signaling message rejected");
-    if ctx.publisher.backlog() < ERROR_REPLY_BACKLOG {
-        ctx.publisher
-            .to_client(ToClient::Error, client, messages::error_json(e));
-        return;
-    }
-    // Counted, and said at most every 10 s.
-    static UNSENT: LogBudget = LogBudget::new(1, Duration::from_secs(10));
-    if let Some(suppressed) = UNSENT.check() {
-        tracing::warn!(
-            more_since_last = suppressed,
-            "a flood of bad signaling messages: error replies are not sent while the broker link is busy"
-        );
-    }
+fn reply_error(door: &dyn Door, client: &ClientId, e: SignalError) {
+    tracing::debug!(client = %client, door = door.name(), code = e.code.as_str(), message = %e.message, "signaling message rejected");
+    door.send(client, Outgoing::Error(e));
 }
 
 /// Logs a refused offer, a flood of them a few times with a count.
-fn log_refusal(client: &ClientId, e: &AuthError) {
+fn log_refusal(client: &ClientId, door: &dyn Door, e: &SignalError) {
     static REFUSALS: LogBudget = LogBudget::new(10, Duration::from_secs(10));
     if let Some(suppressed) = REFUSALS.check() {
-        tracing::info!(client = %client, reason = %e, suppressed, "offer refused: unauthorized");
+        tracing::info!(client = %client, door = door.name(), reason = %e.message, suppressed, "offer refused: unauthorized");
     }
 }
 
 #[allow(clippy::too_many_arguments)] // the manager's state, lent for one message
-fn handle_inbound(
+fn handle_request(
     ctx: &Arc<SessionContext>,
     table: &mut SessionTable,
     replay: &mut crate::auth::ReplayCache,
     handles: &mut BTreeMap<SessionId, Handle>,
     events: &mpsc::UnboundedSender<SessionEvent>,
     tracker: &TaskTracker,
-    msg: Inbound,
+    req: Request,
 ) {
-    let client = msg.client;
+    let Request {
+        client,
+        door,
+        event,
+    } = req;
     let now = Instant::now();
-    if msg.payload.len() > ctx.max_payload {
-        let e = SignalError::new(
-            ErrorCode::TooLarge,
-            format!(
-                "the message is {} bytes; the limit is {}",
-                msg.payload.len(),
-                ctx.max_payload
-            ),
-        );
-        return reply_error(ctx, &client, &e);
-    }
-    match msg.kind {
-        Kind::Offer => {
+    match event {
+        InEvent::Offer(o) => {
             if let Err(e) = offer(
-                ctx,
-                table,
-                replay,
-                handles,
-                events,
-                tracker,
-                &client,
-                &msg.payload,
-                now,
+                ctx, table, replay, handles, events, tracker, &client, &door, o, now,
             ) {
-                table.refused(&client, now);
-                reply_error(ctx, &client, &e);
-            }
-        }
-        Kind::Ice => {
-            let c = match messages::parse_candidate(&msg.payload) {
-                Ok(c) => c,
-                Err(e) => return reply_error(ctx, &client, &e),
-            };
-            match table.candidate(&client, c.clone(), now) {
-                Ok(Some(id)) => {
-                    if let Some(h) = handles.get(&id) {
-                        let _ = h.commands.send(SessionCommand::Candidate(c));
-                    }
+                if e.code == ErrorCode::Unauthorized {
+                    log_refusal(&client, door.as_ref(), &e);
                 }
-                Ok(None) => {}
-                Err(e) => reply_error(ctx, &client, &e),
+                reply_error(door.as_ref(), &client, e);
             }
         }
-        Kind::Bye => {
-            let presented = match messages::parse_bye(&msg.payload) {
-                Ok(p) => p,
-                Err(e) => return reply_error(ctx, &client, &e),
-            };
-            match table.bye(&client, presented.as_deref()) {
-                Ok(id) => end(handles, &id, EndReason::Bye),
-                Err(e) => reply_error(ctx, &client, &e),
-            }
+        InEvent::BadOffer(e) => {
+            table.refused(&client, now);
+            reply_error(door.as_ref(), &client, e);
         }
+        InEvent::Candidate(c) => match table.candidate(&client, c.clone(), now) {
+            Ok(Some(id)) => {
+                if let Some(h) = handles.get(&id) {
+                    let _ = h.commands.send(SessionCommand::Candidate(c));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => reply_error(door.as_ref(), &client, e),
+        },
+        InEvent::Bye(presented) => match table.bye(&client, presented.as_deref()) {
+            Ok(id) => end(handles, &id, EndReason::Bye),
+            Err(e) => reply_error(door.as_ref(), &client, e),
+        },
     }
 }
 
-/// Takes an offer: cheap checks first, then the token, then per-principal
-/// budgets, so nothing unauthenticated can use up anyone else's budget.
+/// Takes an offer: [`admission::admit`] decides, then the session is
+/// started (or restarted) and those it replaces or evicts are ended.
 #[allow(clippy::too_many_arguments)] // the manager's state, lent for one offer
 fn offer(
     ctx: &Arc<SessionContext>,
@@ -323,86 +285,35 @@ fn offer(
     events: &mpsc::UnboundedSender<SessionEvent>,
     tracker: &TaskTracker,
     client: &ClientId,
-    payload: &[u8],
+    door: &Arc<dyn Door>,
+    offer: OfferIn,
     now: Instant,
 ) -> Result<(), SignalError> {
-    let offer = messages::parse_offer(payload)?;
-    let summary = match summarize_offer(&offer.sdp) {
-        Ok(s) => s,
-        Err(e @ (SdpError::NotSdp | SdpError::NothingToNegotiate)) => {
-            return Err(SignalError::new(ErrorCode::BadSdp, e.to_string()));
-        }
+    let clocks = Now {
+        instant: now,
+        unix_ms: unix_now_ms(),
     };
-    if summary.wants_video && !summary.video_h264 {
-        return Err(SignalError::new(
-            ErrorCode::NoVideoCodec,
-            "the offer's video lists no H.264 with packetization-mode=1 and profile 42e0xx",
-        ));
-    }
-    if summary.candidates > MAX_OFFER_CANDIDATES {
-        return Err(SignalError::new(
-            ErrorCode::TooManyCandidates,
-            format!(
-                "the offer lists {} candidates; at most {MAX_OFFER_CANDIDATES} are taken",
-                summary.candidates
-            ),
-        ));
-    }
-    let Some(fingerprint) = summary.fingerprint.as_deref() else {
-        return Err(SignalError::new(
-            ErrorCode::BadSdp,
-            "the offer has no a=fingerprint (DTLS)",
-        ));
-    };
-    let grant = if offer.bearer_token {
-        Err(AuthError::BearerInOffer)
-    } else {
-        let now_ms = unix_now_ms();
-        ctx.auth
-            .verify_proof(offer.auth.as_ref(), client.as_str(), fingerprint, now_ms)
-            .and_then(|g| match (&offer.auth, ctx.auth.required()) {
-                (Some(p), true) => replay.check(p, now_ms).map(|()| g),
-                _ => Ok(g),
-            })
-    };
-    let grant = match grant {
-        Ok(g) => g,
-        Err(e) => {
-            log_refusal(client, &e);
-            return Err(SignalError::new(ErrorCode::Unauthorized, e.to_string()));
-        }
-    };
-    // Without authentication every viewer is "anonymous": its client
-    // id is what tells viewers apart.
-    let principal = if ctx.auth.required() {
-        grant.principal.clone()
-    } else {
-        format!("client:{client}")
-    };
-    table.note_offer(&principal, now)?;
-    if offer.restart {
-        // The same session goes on over new ICE candidates: no new slot,
-        // subscription or secret.
-        let presented = offer.session.as_deref().unwrap_or_default();
-        let id = table.restart(client, presented, now)?;
-        if let Some(h) = handles.get(&id) {
-            let _ = h.commands.send(SessionCommand::Restart {
-                sdp: offer.sdp,
-                fingerprint: fingerprint.to_string(),
-            });
-        }
-        return Ok(());
-    }
-    let secret = session_secret();
-    let accepted = table.offer(
-        OfferRequest {
-            client,
-            principal: &principal,
-            presented: offer.session.as_deref(),
-            secret: secret.clone(),
-        },
-        now,
+    let admitted = admission::admit(
+        &ctx.auth,
+        replay,
+        table,
+        client,
+        &offer,
+        session_secret(),
+        clocks,
     )?;
+    let (accepted, secret) = match admitted.kind {
+        AdmitKind::Restart(id) => {
+            if let Some(h) = handles.get(&id) {
+                let _ = h.commands.send(SessionCommand::Restart {
+                    sdp: offer.sdp,
+                    fingerprint: admitted.fingerprint,
+                });
+            }
+            return Ok(());
+        }
+        AdmitKind::New { accepted, secret } => (accepted, secret),
+    };
     if let Some(old) = &accepted.replaces {
         end(handles, old, EndReason::Replaced);
     }
@@ -417,16 +328,24 @@ fn offer(
     for c in accepted.early_candidates {
         let _ = tx.send(SessionCommand::Candidate(c));
     }
-    handles.insert(accepted.id.clone(), Handle { commands: tx });
-    tracing::info!(client = %client, video = summary.wants_video, audio = summary.audio_recv, talk = summary.audio_send, data = summary.has_data_channel, role = grant.role.as_str(), "offer accepted");
+    handles.insert(
+        accepted.id.clone(),
+        Handle {
+            commands: tx,
+            door: door.clone(),
+        },
+    );
+    let summary = &admitted.summary;
+    tracing::info!(client = %client, door = door.name(), video = summary.wants_video, audio = summary.audio_recv, talk = summary.audio_send, data = summary.has_data_channel, role = admitted.grant.role.as_str(), "offer accepted");
     let spec = viewer::Spec {
         id: accepted.id,
         offer_sdp: offer.sdp,
         video: summary.wants_video,
         audio: summary.audio_recv,
-        role: grant.role,
+        role: admitted.grant.role,
         secret,
-        fingerprint: fingerprint.to_string(),
+        fingerprint: admitted.fingerprint,
+        door: door.clone(),
     };
     tracker.spawn(viewer::run(ctx.clone(), spec, rx, events.clone()));
     Ok(())

@@ -3,6 +3,7 @@
 //! control DataChannel, and on any end closes everything it opened. A panic
 //! inside ends this session only; the peer is still closed.
 
+use super::signal::{Door, Outgoing};
 use super::table::{EndReason, KeyframeGate, LinkState, SessionId};
 use super::{SessionCommand, SessionContext, SessionEvent};
 use crate::control::{CHANNEL_LABEL, ControlSession, Role, protocol};
@@ -15,8 +16,7 @@ use crate::peer::{
     AudioSender, Channel, ChannelEvent, Peer, PeerError, PeerEvent, PeerState, RemoteAudio,
     VideoSender,
 };
-use crate::signaling::messages::{self, ErrorCode, IceCandidate, SignalError};
-use crate::signaling::mqtt::ToClient;
+use crate::signaling::messages::{ErrorCode, IceCandidate, SignalError};
 use crate::throttle::LogBudget;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -43,6 +43,8 @@ pub struct Spec {
     pub secret: String,
     /// The offer's DTLS fingerprint: an ICE restart must keep it.
     pub fingerprint: String,
+    /// Where the viewer's answers go.
+    pub door: Arc<dyn Door>,
 }
 
 type PeerSlot = Arc<Mutex<Option<Arc<Peer>>>>;
@@ -69,6 +71,7 @@ pub async fn run(
     events: mpsc::UnboundedSender<SessionEvent>,
 ) {
     let id = spec.id.clone();
+    let door = spec.door.clone();
     let slot: PeerSlot = Arc::default();
     // Child tasks (video pump, channels) stop with the session, and the
     // session reports its end only after they are gone.
@@ -102,11 +105,7 @@ pub async fn run(
             let reason = EndReason::Crashed(text);
             // `session` says bye on every other end; the panic skipped it, and
             // the protocol promises a bye whenever the camera ends a session.
-            ctx.publisher.to_client(
-                ToClient::Bye,
-                &id.client,
-                messages::bye_json(reason.as_str()),
-            );
+            door.send(&id.client, Outgoing::Bye(reason.as_str().to_string()));
             reason
         }
     };
@@ -117,10 +116,8 @@ pub async fn run(
     let _ = events.send(SessionEvent::Ended(id, reason));
 }
 
-fn signal_error(ctx: &SessionContext, id: &SessionId, code: ErrorCode, message: impl Into<String>) {
-    let e = SignalError::new(code, message);
-    ctx.publisher
-        .to_client(ToClient::Error, &id.client, messages::error_json(&e));
+fn signal_error(door: &dyn Door, id: &SessionId, code: ErrorCode, message: impl Into<String>) {
+    door.send(&id.client, Outgoing::Error(SignalError::new(code, message)));
 }
 
 async fn session(
@@ -133,6 +130,7 @@ async fn session(
     children: &CancellationToken,
 ) -> EndReason {
     let id = spec.id;
+    let door = spec.door.as_ref();
     // Start the camera now: it warms up while ICE and DTLS complete.
     let mut demand: Option<Demand> = spec.video.then(|| ctx.hub.demand());
     let (peer, answer, mut peer_events) = match Peer::answer(
@@ -150,7 +148,7 @@ async fn session(
                 PeerError::NoVideoCodec => ErrorCode::NoVideoCodec,
                 _ => ErrorCode::Internal,
             };
-            signal_error(ctx, &id, code, e.to_string());
+            signal_error(door, &id, code, e.to_string());
             return EndReason::SetupFailed(e.to_string());
         }
     };
@@ -161,10 +159,12 @@ async fn session(
     // gap must still reach this viewer's panel.
     let mut first_gpio_events = ctx.control.gpio().map(|g| g.subscribe());
     let mut first_notices = Some(ctx.control.notices());
-    ctx.publisher.to_client(
-        ToClient::Answer,
+    door.send(
         &id.client,
-        messages::answer_json(&answer, &spec.secret),
+        Outgoing::Answer {
+            sdp: answer,
+            secret: spec.secret.clone(),
+        },
     );
     let mut keyframes = KeyframeGate::new(Duration::from_secs(1));
     // One command budget for all of this session's channels.
@@ -232,19 +232,17 @@ async fn session(
                 ctx.links.set(id.client.as_str(), link);
             }
             cmd = commands.recv() => match cmd {
-                Some(SessionCommand::Candidate(c)) => add_candidate(ctx, &id, &peer, &c).await,
+                Some(SessionCommand::Candidate(c)) => add_candidate(door, &id, &peer, &c).await,
                 Some(SessionCommand::Restart { sdp, fingerprint }) => {
-                    restart_ice(ctx, &id, &peer, &spec.secret, &spec.fingerprint, &sdp, &fingerprint).await;
+                    restart_ice(ctx, door, &id, &peer, &spec.secret, &spec.fingerprint, &sdp, &fingerprint).await;
                 }
                 Some(SessionCommand::End(reason)) => break reason,
                 None => break EndReason::Shutdown,
             },
             ev = peer_events.recv() => match ev {
-                Some(PeerEvent::LocalCandidate(c)) => {
-                    ctx.publisher.to_client(ToClient::Ice, &id.client, messages::candidate_json(&c));
-                }
+                Some(PeerEvent::LocalCandidate(c)) => door.send(&id.client, Outgoing::Candidate(c)),
                 Some(PeerEvent::GatheringComplete) => {
-                    ctx.publisher.to_client(ToClient::Ice, &id.client, messages::candidate_json(&IceCandidate::end()));
+                    door.send(&id.client, Outgoing::Candidate(IceCandidate::end()));
                 }
                 Some(PeerEvent::State(state)) => {
                     let link = match state {
@@ -352,8 +350,7 @@ async fn session(
         let _ = tokio::time::timeout(BYE_FLUSH, said).await;
     }
     if !matches!(reason, EndReason::Bye | EndReason::Replaced) {
-        let bye = messages::bye_json(reason.as_str());
-        ctx.publisher.to_client(ToClient::Bye, &id.client, bye);
+        door.send(&id.client, Outgoing::Bye(reason.as_str().to_string()));
     }
     drop(demand);
     drop(rate);
@@ -411,8 +408,10 @@ fn bye_event(reason: &str) -> String {
 /// Answers the viewer's ICE restart on the live connection: same DTLS,
 /// video and channels, new ICE credentials and candidates. A refused
 /// restart leaves the session as it was.
+#[allow(clippy::too_many_arguments)] // the session's parts, lent for one restart
 async fn restart_ice(
     ctx: &SessionContext,
+    door: &dyn Door,
     id: &SessionId,
     peer: &Peer,
     secret: &str,
@@ -422,7 +421,7 @@ async fn restart_ice(
 ) {
     if !fingerprint.eq_ignore_ascii_case(session_fingerprint) {
         return signal_error(
-            ctx,
+            door,
             id,
             ErrorCode::BadSdp,
             "an ICE restart keeps the session's DTLS certificate; this offer names another \
@@ -433,10 +432,12 @@ async fn restart_ice(
         Ok(answer) => {
             ctx.links.note_ice_restart();
             tracing::info!(client = %id.client, "ICE restarted by the viewer");
-            ctx.publisher.to_client(
-                ToClient::Answer,
+            door.send(
                 &id.client,
-                messages::answer_json(&answer, secret),
+                Outgoing::Answer {
+                    sdp: answer,
+                    secret: secret.to_string(),
+                },
             );
         }
         Err(e) => {
@@ -445,14 +446,14 @@ async fn restart_ice(
                 PeerError::BadSdp(_) => ErrorCode::BadSdp,
                 _ => ErrorCode::Internal,
             };
-            signal_error(ctx, id, code, format!("ICE restart: {e}"));
+            signal_error(door, id, code, format!("ICE restart: {e}"));
         }
     }
 }
 
-async fn add_candidate(ctx: &SessionContext, id: &SessionId, peer: &Peer, c: &IceCandidate) {
+async fn add_candidate(door: &dyn Door, id: &SessionId, peer: &Peer, c: &IceCandidate) {
     if let Err(e) = peer.add_remote_candidate(c).await {
-        signal_error(ctx, id, ErrorCode::BadCandidate, e.to_string());
+        signal_error(door, id, ErrorCode::BadCandidate, e.to_string());
     }
 }
 

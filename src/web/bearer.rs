@@ -87,7 +87,7 @@ pub fn authorize(
 
 /// The bearer token of a request, from `Authorization: Bearer` or the
 /// `access_token` query parameter; `None` if it has neither.
-fn bearer_token(headers: &HeaderMap, uri: &Uri) -> Result<Option<String>, Refusal> {
+pub fn bearer_token(headers: &HeaderMap, uri: &Uri) -> Result<Option<String>, Refusal> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let (first, second) = (values.next(), values.next());
     if second.is_some() {

@@ -61,6 +61,18 @@ pub struct WebCounts {
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub IpAddr);
 
+/// A request that arrived over HTTPS, at this local port (a request
+/// extension).
+#[derive(Debug, Clone, Copy)]
+pub struct Secure {
+    /// The listener's port.
+    pub port: u16,
+}
+
+/// What a connection is served over: the socket, or TLS on it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// The cap actually used: `wanted`, but at most a quarter of the process's
 /// file descriptor limit (the rest is for viewers, the broker and the camera).
 pub fn effective_cap(wanted: usize) -> usize {
@@ -239,12 +251,14 @@ enum End {
     Shutdown,
 }
 
-/// Accepts and serves connections on `listener` until `shutdown`.
+/// Accepts and serves connections on `listener` until `shutdown`, over
+/// TLS when `tls` is given.
 pub async fn run(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     counts: Arc<WebCounts>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let epoch = Instant::now();
@@ -302,6 +316,7 @@ pub async fn run(
         };
         tokio::spawn(serve_one(
             io,
+            tls.clone(),
             local,
             app.clone(),
             limits,
@@ -316,6 +331,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)] // one connection's parts, passed once
 async fn serve_one(
     io: Activity,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     local: SocketAddr,
     app: Router,
     limits: Limits,
@@ -324,9 +340,40 @@ async fn serve_one(
     shutdown: CancellationToken,
     (guard, counts): (Registered, Arc<WebCounts>),
 ) {
+    let secure = tls.is_some().then_some(Secure { port: local.port() });
     let local = LocalAddr(local.ip().to_canonical());
+    let io: Box<dyn Io> = match tls {
+        None => Box::new(io),
+        Some(acceptor) => {
+            // The handshake is bounded like a request's headers, and an
+            // eviction or shutdown ends it too.
+            let shaken = tokio::select! {
+                r = tokio::time::timeout(limits.header_timeout, acceptor.accept(io)) => r,
+                _ = close.cancelled() => return,
+                _ = shutdown.cancelled() => return,
+            };
+            match shaken {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => {
+                    static FAILED: crate::throttle::LogBudget =
+                        crate::throttle::LogBudget::new(5, Duration::from_secs(60));
+                    if let Some(suppressed) = FAILED.check() {
+                        tracing::info!(error = %e, suppressed, "https: a TLS handshake failed");
+                    }
+                    return;
+                }
+                Err(_) => {
+                    counts.timed_out.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    };
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(local);
+        if let Some(s) = secure {
+            req.extensions_mut().insert(s);
+        }
         let mut app = app.clone();
         // A Router is always ready: `call` without `poll_ready` is allowed.
         tower_service::Service::call(&mut app, req)
@@ -336,7 +383,12 @@ async fn serve_one(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+    // Upgrades: the MQTT WebSocket of an HTTPS page goes through here.
+    let mut conn = Box::pin(
+        builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades(),
+    );
     let end = tokio::select! {
         r = conn.as_mut() => match r {
             Err(e) if e.is_timeout() => End::TimedOut,

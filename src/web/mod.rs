@@ -3,12 +3,15 @@
 //! `/metrics` (Prometheus text format; public like `/stats.json`: viewers
 //! are authorised on the signaling path, the page itself has no login), and
 //! `/recordings` (the recorder's segments, behind viewer tokens:
-//! [`recordings`]).
+//! [`recordings`]), and the WHEP door at `/whep`
+//! ([`crate::signaling::whep`]).
 
 pub mod bearer;
 pub mod conn;
+pub mod mqtt_ws;
 pub mod recordings;
 pub mod snapshot;
+pub mod tls;
 
 use crate::config::settings::{IceServer, Secret};
 use crate::throttle::{Throttle, Verdict};
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use conn::{Limits, LocalAddr, WebCounts};
+pub use conn::{Limits, LocalAddr, Secure, WebCounts};
 pub use recordings::{RecordingEntry, Recordings, RecordingsDoor, RecordingsError};
 
 #[derive(rust_embed::RustEmbed)]
@@ -174,6 +177,23 @@ pub struct ServeOptions {
     pub recordings: Option<Recordings>,
     /// `/snapshot.jpg`.
     pub snapshot: Option<snapshot::Shots>,
+    /// The WHEP door at `/whep`.
+    pub whep: Option<crate::signaling::whep::Whep>,
+    /// HTTPS.
+    pub tls: Option<TlsOn>,
+    /// The embedded broker's WebSocket listener, proxied at `/mqtt` (what
+    /// an HTTPS page uses: it may not open `ws://`).
+    pub mqtt_ws: Option<std::net::SocketAddr>,
+}
+
+/// The web server's TLS acceptor.
+#[derive(Clone)]
+pub struct TlsOn(pub tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for TlsOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsOn")
+    }
 }
 
 /// Serves the viewer on `listener` until `shutdown`; `counts` tracks its
@@ -211,6 +231,14 @@ pub async fn serve(
         Some(shots) => app.merge(snapshot::routes(shots)),
         None => app,
     };
+    let app = match opts.whep {
+        Some(whep) => app.merge(crate::signaling::whep::routes(whep)),
+        None => app,
+    };
+    let app = match opts.mqtt_ws {
+        Some(broker) => app.merge(mqtt_ws::routes(broker)),
+        None => app,
+    };
     let mut limits = opts.limits;
     let cap = conn::effective_cap(limits.cap);
     if cap < limits.cap {
@@ -221,7 +249,15 @@ pub async fn serve(
         );
     }
     limits.cap = cap;
-    conn::run(listener, app, limits, counts, shutdown).await;
+    conn::run(
+        listener,
+        app,
+        limits,
+        counts,
+        opts.tls.map(|t| t.0),
+        shutdown,
+    )
+    .await;
 }
 
 fn file(path: &str) -> Response {
@@ -291,6 +327,7 @@ fn page_id() -> String {
 async fn config(
     State(s): State<AppState>,
     Extension(LocalAddr(local)): Extension<LocalAddr>,
+    secure: Option<Extension<Secure>>,
     headers: HeaderMap,
 ) -> Response {
     let ws_url = match &s.ws {
@@ -327,7 +364,12 @@ async fn config(
                     "a page was loaded by a host name not in http.hosts: its broker URL names the address instead"
                 );
             }
-            Some(format!("ws://{host}:{port}"))
+            Some(match secure {
+                // An HTTPS page may only open wss://: the broker's socket
+                // through this server (`/mqtt`).
+                Some(Extension(Secure { port: https })) => format!("wss://{host}:{https}/mqtt"),
+                None => format!("ws://{host}:{port}"),
+            })
         }
         WsUrl::Unknown => None,
     };

@@ -217,15 +217,22 @@ impl AgentProcess {
         let ready = process
             .log()
             .wait_line("the agent's ready line", WAIT, |l| {
-                l.contains("rtcam ready: open http://")
+                l.contains("rtcam ready: open http://") || l.contains("rtcam ready: open https://")
             })
             .await;
         let http = ready
             .split("open http://")
             .nth(1)
+            .or_else(|| ready.split("open https://").nth(1))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("the ready line names the web address: {ready}"));
+        if ready.contains("open https://") {
+            super::tls_addrs()
+                .lock()
+                .expect("not poisoned")
+                .insert(http);
+        }
         AgentProcess {
             process,
             settings,

@@ -29,6 +29,11 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium allowed to use loopback
     /// candidates.
     pub async fn start(candidates: Candidates) -> Browser {
+        Self::start_with(candidates, &[]).await
+    }
+
+    /// [`Self::start`] with more Chromium flags.
+    pub async fn start_with(candidates: Candidates, extra: &[&str]) -> Browser {
         let (driver, port) = start_chromedriver();
         let profile = tempfile::tempdir().expect("temp dir");
         let mut args = vec![
@@ -50,6 +55,7 @@ impl Browser {
             "--use-fake-ui-for-media-stream".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         if candidates == Candidates::PlainIps {
             args.push("--disable-features=WebRtcHideLocalIpsWithMdns".into());
         }

@@ -15,6 +15,7 @@ pub mod mqtt_raw;
 pub mod process;
 pub mod tap;
 pub mod tls;
+pub mod whep;
 
 use bytes::Bytes;
 use rtcam::agent::{Agent, AgentOptions};
@@ -28,6 +29,7 @@ use rtcam::signaling::mqtt::{Link, LinkEvent, MqttOptions, TlsFiles};
 use rtcam::signaling::topics::{ClientId, Topics};
 use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Two simulated outputs, `relay1` (pin 17) and `lamp` (pin 22), for the
@@ -120,20 +122,31 @@ pub async fn http_request_bytes(
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let client: Client<_, axum::body::Body> = Client::builder(TokioExecutor::new()).build_http();
+    let secure = tls_addrs().lock().expect("not poisoned").contains(&addr);
     let mut req = axum::http::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));
+    if secure {
+        req = req.uri(path).header("host", addr.to_string());
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let req = req
         .body(axum::body::Body::empty())
         .expect("a valid request");
-    let resp = tokio::time::timeout(WAIT, client.request(req))
-        .await
-        .expect("an HTTP answer in time")
-        .expect("an HTTP response");
+    let resp = if secure {
+        tokio::time::timeout(WAIT, https_request(addr, req))
+            .await
+            .expect("an HTTPS answer in time")
+    } else {
+        let client: Client<_, axum::body::Body> =
+            Client::builder(TokioExecutor::new()).build_http();
+        tokio::time::timeout(WAIT, client.request(req))
+            .await
+            .expect("an HTTP answer in time")
+            .expect("an HTTP response")
+    };
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -149,6 +162,93 @@ pub async fn http_request_bytes(
         .await
         .expect("the body");
     (status, headers, body.to_vec())
+}
+
+/// Web servers that speak HTTPS (an agent with `http.tls`): the helpers
+/// above reach them over TLS, taking whatever certificate they show (the
+/// HTTPS tests check the certificate themselves).
+pub fn tls_addrs() -> &'static std::sync::Mutex<std::collections::HashSet<SocketAddr>> {
+    static ADDRS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<SocketAddr>>> =
+        std::sync::OnceLock::new();
+    ADDRS.get_or_init(Default::default)
+}
+
+/// Trusts any certificate: the harness's own status requests only.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+async fn https_request(
+    addr: SocketAddr,
+    req: axum::http::Request<axum::body::Body>,
+) -> axum::http::Response<hyper::body::Incoming> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+            tcp,
+        )
+        .await
+        .expect("a TLS handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("an HTTP/1 connection");
+    tokio::spawn(conn);
+    sender.send_request(req).await.expect("an HTTPS response")
 }
 
 /// A free TCP port on 127.0.0.1.

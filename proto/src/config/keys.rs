@@ -339,6 +339,21 @@ pub const KEYS: &[Key] = &[
         help: "Close a web viewer connection that moves no byte for this long (ms), e.g. a client that stops reading a response",
     },
     Key {
+        path: "http.tls",
+        kind: Kind::Str,
+        help: "HTTPS for the web viewer and WHEP: \"off\" (default), or \"self-signed\" (a certificate made on first start and kept in the state directory; its SHA-256 fingerprint is logged). tls_cert/tls_key set it on with your own",
+    },
+    Key {
+        path: "http.tls_cert",
+        kind: Kind::Str,
+        help: "PEM certificate chain for HTTPS (with tls_key), e.g. from Let's Encrypt",
+    },
+    Key {
+        path: "http.tls_key",
+        kind: Kind::Str,
+        help: "PEM private key of tls_cert",
+    },
+    Key {
         path: "http.serve_static_turn_credentials",
         kind: Kind::Bool,
         help: "Give the page the static TURN username/credential of webrtc.ice_servers (anyone who can load the page can then use the relay); minted ones are always given",

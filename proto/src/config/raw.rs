@@ -303,6 +303,15 @@ pub struct RawHttp {
     /// `http.serve_static_turn_credentials`, see the key registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serve_static_turn_credentials: Option<bool>,
+    /// `http.tls`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// `http.tls_cert`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// `http.tls_key`, see the key registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
 }
 
 /// `[broker]`

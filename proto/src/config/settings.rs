@@ -352,6 +352,24 @@ pub struct HttpSettings {
     pub idle_timeout: Duration,
     /// Give the page static TURN credentials.
     pub serve_static_turn_credentials: bool,
+    /// HTTPS.
+    pub tls: HttpTls,
+}
+
+/// `http.tls`, `http.tls_cert`, `http.tls_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpTls {
+    /// Plain HTTP.
+    Off,
+    /// The user's certificate chain and key (PEM files).
+    Files {
+        /// `http.tls_cert`.
+        cert: PathBuf,
+        /// `http.tls_key`.
+        key: PathBuf,
+    },
+    /// A certificate the agent makes on first start and keeps.
+    SelfSigned,
 }
 
 /// `[broker]`
@@ -1698,7 +1716,59 @@ fn http(raw: &RawHttp, origin: OriginOf<'_>) -> Result<HttpSettings, ConfigError
             origin,
         )?,
         serve_static_turn_credentials: raw.serve_static_turn_credentials.unwrap_or(false),
+        tls: http_tls(raw, origin)?,
     })
+}
+
+fn http_tls(raw: &RawHttp, origin: OriginOf<'_>) -> Result<HttpTls, ConfigError> {
+    let path = |p: &Option<String>| {
+        p.as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .map(PathBuf::from)
+    };
+    let files = match (path(&raw.tls_cert), path(&raw.tls_key)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "http.tls_key",
+                "missing",
+                "http.tls_cert needs its private key in http.tls_key",
+                origin,
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "http.tls_cert",
+                "missing",
+                "http.tls_key needs its certificate in http.tls_cert",
+                origin,
+            ));
+        }
+    };
+    match (raw.tls.as_deref().map(str::trim), files) {
+        (None | Some("off") | Some(""), None) => Ok(HttpTls::Off),
+        (None | Some("on") | Some("files"), Some((cert, key))) => Ok(HttpTls::Files { cert, key }),
+        (Some("self-signed"), None) => Ok(HttpTls::SelfSigned),
+        (Some("self-signed"), Some(_)) => Err(invalid(
+            "http.tls",
+            "\"self-signed\"",
+            "either a self-signed certificate or http.tls_cert/http.tls_key, not both",
+            origin,
+        )),
+        (Some("off"), Some(_)) => Err(invalid(
+            "http.tls",
+            "\"off\"",
+            "http.tls_cert/http.tls_key are set: remove them, or tls = \"off\"",
+            origin,
+        )),
+        (Some(other), _) => Err(invalid(
+            "http.tls",
+            format!("{other:?}"),
+            "expected \"off\" or \"self-signed\" (or set http.tls_cert and http.tls_key)",
+            origin,
+        )),
+    }
 }
 
 fn broker(raw: &RawBroker, origin: OriginOf<'_>) -> Result<BrokerSettings, ConfigError> {
@@ -2289,6 +2359,22 @@ impl Settings {
                 header_timeout_ms: Some(self.http.header_timeout.as_millis() as i64),
                 idle_timeout_ms: Some(self.http.idle_timeout.as_millis() as i64),
                 serve_static_turn_credentials: Some(self.http.serve_static_turn_credentials),
+                tls: Some(
+                    match self.http.tls {
+                        HttpTls::Off => "off",
+                        HttpTls::Files { .. } => "on",
+                        HttpTls::SelfSigned => "self-signed",
+                    }
+                    .into(),
+                ),
+                tls_cert: match &self.http.tls {
+                    HttpTls::Files { cert, .. } => Some(cert.display().to_string()),
+                    _ => None,
+                },
+                tls_key: match &self.http.tls {
+                    HttpTls::Files { key, .. } => Some(key.display().to_string()),
+                    _ => None,
+                },
             },
             broker: RawBroker {
                 listen: Some(self.broker.listen.to_string()),
@@ -3002,6 +3088,36 @@ mod tests {
                 "http.header_timeout_ms",
             ),
             ("[http]\nidle_timeout_ms = 999\n", "http.idle_timeout_ms"),
+        ] {
+            assert_eq!(from_toml(text).expect_err(text).key(), Some(key), "{text}");
+        }
+    }
+
+    #[test]
+    fn https_takes_files_or_a_self_signed_certificate_not_both() {
+        assert_eq!(Settings::default().http.tls, HttpTls::Off);
+        let s = from_toml("[http]\ntls = \"self-signed\"\n").expect("valid");
+        assert_eq!(s.http.tls, HttpTls::SelfSigned);
+        let f = from_toml("[http]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n").expect("valid");
+        assert_eq!(
+            f.http.tls,
+            HttpTls::Files {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            }
+        );
+        for (text, key) in [
+            ("[http]\ntls_cert = \"/c.pem\"\n", "http.tls_key"),
+            ("[http]\ntls_key = \"/k.pem\"\n", "http.tls_cert"),
+            ("[http]\ntls = \"yes\"\n", "http.tls"),
+            (
+                "[http]\ntls = \"self-signed\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n",
+                "http.tls",
+            ),
+            (
+                "[http]\ntls = \"off\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n",
+                "http.tls",
+            ),
         ] {
             assert_eq!(from_toml(text).expect_err(text).key(), Some(key), "{text}");
         }
