@@ -59,6 +59,7 @@
 //! - [`metrics`]: `/metrics`, the agent's figures in the Prometheus text format.
 //! - [`snapshot`]: JPEG snapshots from the raw picture (or the next keyframe), for HTTP, the DataChannel and MQTT.
 //! - [`signaling`]: the MQTT client link with reconnect backoff, echo filtering, the embedded broker.
+//! - [`rtsp`]: the RTSP server (`[rtsp]`): `rtsp://host:8554/cam` over UDP or TCP, one more hub subscriber per client.
 //! - [`session`]: the session manager and its pure rules ([`session::table`]), one task per viewer.
 //! - [`peer`]: the adapter over the `webrtc` crate; nothing else names its types.
 //! - [`control`]: DataChannel commands checked against role and rate limit, carried out.
@@ -90,6 +91,7 @@ pub mod motion;
 pub mod peer;
 pub mod probe;
 pub mod record;
+pub mod rtsp;
 pub mod session;
 pub mod signaling;
 pub mod snapshot;
