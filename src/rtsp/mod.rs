@@ -36,6 +36,10 @@ pub const KEYFRAME_WAIT: Duration = Duration::from_secs(10);
 /// A client whose socket takes no byte for this long is ended: it cannot
 /// keep up, and its queue would only hold stale frames.
 pub const WRITE_STALL: Duration = Duration::from_secs(5);
+/// Kernel send buffer of an RTSP connection. Without a bound, Linux grows
+/// it up to 4 MB (tcp_wmem): half a minute of video at 1 Mbit/s queued for a
+/// client that does not read, before [`WRITE_STALL`] could notice.
+const SEND_BUFFER: usize = 256 * 1024;
 /// How long a refused connection (over `max_clients`) gets to send the
 /// request its 503 answers.
 const REFUSE_READ: Duration = Duration::from_secs(2);
@@ -130,6 +134,8 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        // Best effort: the default buffer only makes a stalled client noticed later.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let counts = &ctx.counts;
         // Only this loop increments, so the check and the increment cannot race.
         if counts.clients.load(Ordering::Acquire) >= max {

@@ -261,14 +261,21 @@ impl Conn {
         let method = req.method().clone();
         if let Some(c) = &self.ctx.settings.credentials
             && method != Method::Options
-            && let Err(e) = auth::check(
+        {
+            let checked = auth::check(
                 req.header("Authorization"),
                 req.method_name(),
                 &self.nonce,
                 &c.username,
                 c.password.expose(),
-            )
-        {
+            );
+            let e = match checked {
+                Ok(scheme) => {
+                    tracing::debug!(peer = %self.peer, method = req.method_name(), "rtsp: authenticated ({scheme:?})");
+                    return self.dispatch(req).await;
+                }
+                Err(e) => e,
+            };
             if e != auth::AuthError::Missing {
                 tracing::info!(peer = %self.peer, "rtsp: authentication failed: {e}");
             }
@@ -278,6 +285,12 @@ impl Conn {
                 .header("WWW-Authenticate", basic);
             return resp;
         }
+        self.dispatch(req).await
+    }
+
+    async fn dispatch(&mut self, req: &Request) -> Response {
+        let cseq = Some(req.cseq());
+        let method = req.method().clone();
         let target = req.target(&self.ctx.settings.path);
         if target == Target::Unknown {
             return Response::new(404, cseq);

@@ -28,6 +28,15 @@ pub enum AuthError {
     Wrong,
 }
 
+/// How a client proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// RFC 2617 Digest (MD5): the password never crosses the network.
+    Digest,
+    /// Basic: the password in base64.
+    Basic,
+}
+
 /// The two challenges of a 401, strongest first: Digest then Basic.
 pub fn challenges(nonce: &str, stale: bool) -> [String; 2] {
     let stale = if stale { ", stale=TRUE" } else { "" };
@@ -45,7 +54,7 @@ pub fn check(
     nonce: &str,
     username: &str,
     password: &str,
-) -> Result<(), AuthError> {
+) -> Result<Scheme, AuthError> {
     let header = header.ok_or(AuthError::Missing)?.trim();
     let (scheme, rest) = header.split_once(' ').ok_or(AuthError::Malformed)?;
     if scheme.eq_ignore_ascii_case("basic") {
@@ -57,7 +66,7 @@ pub fn check(
         // Both compared whole, in constant time, so neither leaks by timing.
         let ok = u.as_bytes().ct_eq(username.as_bytes()) & p.as_bytes().ct_eq(password.as_bytes());
         return if bool::from(ok) {
-            Ok(())
+            Ok(Scheme::Basic)
         } else {
             Err(AuthError::Wrong)
         };
@@ -106,7 +115,7 @@ pub fn check(
             .as_bytes()
             .ct_eq(expected.as_bytes());
     if bool::from(ok) {
-        Ok(())
+        Ok(Scheme::Digest)
     } else {
         Err(AuthError::Wrong)
     }
@@ -198,7 +207,7 @@ mod tests {
         let good = digest("viewer", "pw", NONCE, "DESCRIBE", uri);
         assert_eq!(
             check(Some(&good), "DESCRIBE", NONCE, "viewer", "pw"),
-            Ok(())
+            Ok(Scheme::Digest)
         );
         assert_eq!(
             check(Some(&good), "DESCRIBE", NONCE, "viewer", "other"),
@@ -228,13 +237,16 @@ mod tests {
         let h = format!(
             "Digest username=\"u\",realm=\"{REALM}\",nonce=\"{NONCE}\",uri=\"rtsp://h/cam/\",qop=auth,nc=00000001,cnonce=\"xyz\",response=\"{resp}\""
         );
-        assert_eq!(check(Some(&h), "PLAY", NONCE, "u", "p"), Ok(()));
+        assert_eq!(check(Some(&h), "PLAY", NONCE, "u", "p"), Ok(Scheme::Digest));
     }
 
     #[test]
     fn basic_and_malformed_headers() {
         let basic = format!("Basic {}", STANDARD.encode("viewer:pw"));
-        assert_eq!(check(Some(&basic), "PLAY", NONCE, "viewer", "pw"), Ok(()));
+        assert_eq!(
+            check(Some(&basic), "PLAY", NONCE, "viewer", "pw"),
+            Ok(Scheme::Basic)
+        );
         let bad = format!("Basic {}", STANDARD.encode("viewer:nope"));
         assert_eq!(
             check(Some(&bad), "PLAY", NONCE, "viewer", "pw"),
