@@ -70,6 +70,9 @@ pub enum AgentError {
     /// GPIO.
     #[error(transparent)]
     Gpio(#[from] GpioError),
+    /// The RTSP server's address.
+    #[error(transparent)]
+    Rtsp(#[from] crate::rtsp::RtspError),
 }
 
 /// Extra start options (tests).
@@ -129,6 +132,9 @@ pub struct AgentStats {
     /// Log lines dropped because the log output (stderr) was blocked.
     #[serde(default)]
     pub log_lines_dropped: u64,
+    /// RTSP connections open now (`[rtsp]`).
+    #[serde(default)]
+    pub rtsp_clients: usize,
 }
 
 /// The running agent.
@@ -153,6 +159,7 @@ pub struct Agent {
     publisher: Publisher,
     gpio: Option<Arc<Gpio>>,
     recorder: Option<Recorder>,
+    rtsp: Arc<crate::rtsp::RtspCounts>,
 }
 
 fn local(addr: SocketAddr) -> SocketAddr {
@@ -616,6 +623,9 @@ impl Agent {
             sessions_stop.clone(),
         ));
 
+        // The RTSP server's figures exist (at zero) even when it is off.
+        let rtsp_counts = Arc::new(crate::rtsp::RtspCounts::default());
+
         // Web viewer.
         let mut http_addr = None;
         let web_counts = Arc::new(web::WebCounts::default());
@@ -677,6 +687,7 @@ impl Agent {
                 publisher: publisher.clone(),
                 tracker: tracker.clone(),
                 web: web_counts.clone(),
+                rtsp: rtsp_counts.clone(),
             };
             let metrics_src = stats_src.clone();
             let viewer_links = links.clone();
@@ -784,6 +795,29 @@ impl Agent {
             ));
         }
 
+        // RTSP: each client one more subscriber of the same hub.
+        if let Some((listener, url)) = crate::rtsp::bind(&settings.rtsp).await? {
+            if settings.rtsp.credentials.is_none()
+                && settings.rtsp.listen.is_some_and(|a| !a.ip().is_loopback())
+            {
+                tracing::warn!(
+                    "rtsp: open to the network without rtsp.username/password: anyone who can reach it can watch"
+                );
+            }
+            tracing::info!("rtsp: serving {url}");
+            let ctx = Arc::new(crate::rtsp::Context {
+                hub: hub.clone(),
+                settings: settings.rtsp.clone(),
+                counts: rtsp_counts.clone(),
+            });
+            tracker.spawn(crate::rtsp::serve(
+                listener,
+                ctx,
+                tracker.clone(),
+                shutdown.clone(),
+            ));
+        }
+
         let agent = Agent {
             settings,
             hub,
@@ -804,6 +838,7 @@ impl Agent {
             publisher,
             gpio,
             recorder,
+            rtsp: rtsp_counts,
         };
         agent.tracker.spawn(supervise(
             agent.stats_source(),
@@ -898,6 +933,7 @@ impl Agent {
             publisher: self.publisher.clone(),
             tracker: self.tracker.clone(),
             web: self.web.clone(),
+            rtsp: self.rtsp.clone(),
         }
     }
 
@@ -1129,6 +1165,7 @@ struct StatsSource {
     publisher: Publisher,
     tracker: TaskTracker,
     web: Arc<web::WebCounts>,
+    rtsp: Arc<crate::rtsp::RtspCounts>,
 }
 
 impl StatsSource {
@@ -1173,6 +1210,7 @@ impl StatsSource {
                 .load(std::sync::atomic::Ordering::Relaxed),
             http_evicted: self.web.evicted.load(std::sync::atomic::Ordering::Relaxed),
             log_lines_dropped: crate::logging::dropped_lines(),
+            rtsp_clients: self.rtsp.clients.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -62,6 +62,7 @@
 //! - [`metrics`]: `/metrics`, the agent's figures in the Prometheus text format.
 //! - [`snapshot`]: JPEG snapshots from the raw picture (or the next keyframe), for HTTP, the DataChannel and MQTT.
 //! - [`signaling`]: the doors viewers signal through: MQTT (the client link with reconnect backoff, echo filtering, the embedded broker, [`signaling::mqtt_door`]) and WHEP ([`signaling::whep`]).
+//! - [`rtsp`]: the RTSP server (`[rtsp]`): `rtsp://host:8554/cam` over UDP or TCP, one more hub subscriber per client.
 //! - [`session`]: the transport-neutral session core: its vocabulary ([`session::signal`]), the one admission decision ([`session::admission`]), the pure rules ([`session::table`]), one task per viewer.
 //! - [`peer`]: the adapter over the `webrtc` crate; nothing else names its types.
 //! - [`control`]: DataChannel commands checked against role and rate limit, carried out.
@@ -93,6 +94,7 @@ pub mod motion;
 pub mod peer;
 pub mod probe;
 pub mod record;
+pub mod rtsp;
 pub mod session;
 pub mod signaling;
 pub mod snapshot;

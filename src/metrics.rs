@@ -440,6 +440,12 @@ pub fn render(
         "Web viewer connections open",
         stats.http_connections as u64,
     );
+    gauge(
+        &mut r,
+        "rtsp_clients",
+        "RTSP connections open",
+        stats.rtsp_clients as u64,
+    );
     counter(
         &mut r,
         "log_lines_dropped",

@@ -208,6 +208,7 @@ fn with_hidden_secrets(printed: &str, example: &toml::Table) -> String {
     // (The ICE servers are put back whole: their static credentials are not printed.)
     for (section, key) in [
         ("mqtt", "password"),
+        ("rtsp", "password"),
         ("auth", "tokens"),
         ("webrtc", "ice_servers"),
     ] {

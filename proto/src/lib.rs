@@ -17,6 +17,7 @@
 //! - [`config`]: TOML file + `RTCAM_*` env + CLI flags → validated [`config::Settings`].
 //! - [`control::protocol`], [`control::commands`]: DataChannel control requests → commands.
 //! - [`http`]: the `Host` header the web viewer reads.
+//! - [`rtsp`]: RTSP requests, transports, SDP and responses; Digest/Basic authentication ([`rtsp::auth`]).
 //! - [`turn`]: short-lived TURN credentials (coturn's `use-auth-secret`).
 //! - [`gpio::pins`]: pin declarations, servo and PWM arithmetic, debouncing.
 //! - [`gpio::mqtt`]: GPIO-over-MQTT `…/set` topics and payloads.
@@ -32,6 +33,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod record;
+pub mod rtsp;
 pub mod turn;
 
 /// DataChannel control: the request/reply protocol and the commands.

@@ -558,6 +558,31 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Int,
         help: "Talkback jitter buffer: audio held before playing (20-500 ms)",
     },
+    Key {
+        path: "rtsp.listen",
+        kind: Kind::Str,
+        help: "RTSP server address, e.g. 0.0.0.0:8554 (default \"off\": no RTSP server); the stream is rtsp://HOST:PORT/PATH",
+    },
+    Key {
+        path: "rtsp.path",
+        kind: Kind::Str,
+        help: "The RTSP stream's path (default \"cam\")",
+    },
+    Key {
+        path: "rtsp.username",
+        kind: Kind::Str,
+        help: "User name RTSP clients must give (Digest or Basic), with rtsp.password",
+    },
+    Key {
+        path: "rtsp.password",
+        kind: Kind::Str,
+        help: "Password RTSP clients must give, with rtsp.username (prefer RTCAM_RTSP_PASSWORD)",
+    },
+    Key {
+        path: "rtsp.max_clients",
+        kind: Kind::Int,
+        help: "Most RTSP connections at once (1-64, default 4), counted apart from webrtc.max_viewers; more get 503",
+    },
 ];
 
 /// The key at a dotted path.

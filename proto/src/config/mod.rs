@@ -6,6 +6,7 @@
 pub mod error;
 pub mod keys;
 pub mod raw;
+pub mod rtsp;
 pub mod settings;
 
 pub use error::{ConfigError, Origin};
@@ -329,6 +330,7 @@ pub fn render_effective(loaded: &Loaded) -> String {
 fn hidden_secret(settings: &Settings, path: &str) -> Option<String> {
     match path {
         "mqtt.password" => settings.mqtt.password.as_ref().map(|_| "is set".into()),
+        "rtsp.password" => settings.rtsp.credentials.as_ref().map(|_| "is set".into()),
         "webrtc.ice_servers" => {
             let set: Vec<String> = settings
                 .webrtc

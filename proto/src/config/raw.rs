@@ -43,6 +43,9 @@ pub struct RawConfig {
     /// `[audio]`
     #[serde(default)]
     pub audio: RawAudio,
+    /// `[rtsp]`
+    #[serde(default)]
+    pub rtsp: super::rtsp::RawRtsp,
 }
 
 /// `[audio]`

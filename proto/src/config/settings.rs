@@ -412,6 +412,8 @@ pub struct Settings {
     pub motion: MotionSettings,
     /// `[audio]`
     pub audio: AudioSettings,
+    /// `[rtsp]`
+    pub rtsp: super::rtsp::RtspSettings,
 }
 
 /// Where the microphone's sound comes from (`audio.input`).
@@ -1844,6 +1846,7 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
         record,
         motion: motion(&raw.motion, origin)?,
         audio: audio(&raw.audio, origin)?,
+        rtsp: super::rtsp::validate(&raw.rtsp, origin)?,
     }
     .with_audience())
 }
@@ -2458,6 +2461,7 @@ impl Settings {
                 max_bytes: Some(self.record.max_bytes.map_or(0, |b| b as i64)),
                 min_free_mb: Some((self.record.min_free_bytes >> 20) as i64),
             },
+            rtsp: self.rtsp.to_raw(),
         }
     }
 }
