@@ -447,3 +447,76 @@ async fn a_client_that_never_reads_does_not_stall_the_others_and_is_cut() {
     );
     agent.shutdown().await;
 }
+
+/// The three doors of the README's quick start at once, configured as
+/// `.ci/demo` does (`RTCAM_RTSP_LISTEN`): an MQTT-signaled WebRTC viewer,
+/// a WHEP player (aiortc) and ffmpeg over RTSP each decode the same
+/// stream, three subscribers of one hub fed by one encoder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_three_doors_serve_one_encode_at_once() {
+    common::whep::setup("tests/aiortc/setup", "target/aiortc-venv/bin/python");
+    let (agent, url) = start("rtsp-doors", |c| {
+        c.with("video.fps", 15)
+            .with_env("RTCAM_RTSP_LISTEN", "127.0.0.1:0")
+    })
+    .await;
+    agent.wait_mqtt(true).await;
+    let mut mqtt = common::viewer(agent.settings(), "doors-mqtt", true).await;
+    let whep_url = format!("http://{}/whep", agent.http_addr());
+    let (webrtc, whep, rtsp, _) = tokio::join!(
+        common::frames(&mut mqtt, 60),
+        common::whep::player(&agent, &whep_url, "", &[], &[]),
+        ffmpeg(&url, "tcp", 60),
+        async {
+            agent
+                .wait_stats("all three doors subscribed", |s| {
+                    s.subscribers >= 3 && s.rtsp_clients == 1 && s.connected == 2
+                })
+                .await
+        },
+    );
+    assert_eq!(webrtc.seqs.len(), 60, "the MQTT viewer's frames");
+    assert!(
+        whep["frames_decoded"].as_u64().unwrap_or(0) >= 20,
+        "{whep:#}"
+    );
+    assert!(
+        rtsp.0 && rtsp.1 >= 60,
+        "ffmpeg over RTSP: {} frames: {}",
+        rtsp.1,
+        rtsp.2
+    );
+    drop(mqtt);
+    agent.shutdown().await;
+}
+
+/// What Home Assistant's stream worker does with a Generic Camera's RTSP
+/// URL: PyAV (FFmpeg's libraries, as HA uses them) opens it preferring
+/// TCP and decodes. Run with the aiortc venv's PyAV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyav_opens_the_stream_as_home_assistant_does() {
+    let python = common::whep::setup("tests/aiortc/setup", "target/aiortc-venv/bin/python");
+    let (agent, url) = start("rtsp-pyav", |c| {
+        c.with("video.width", 1280).with("video.height", 720)
+    })
+    .await;
+    let script = "import av, sys\n\
+        c = av.open(sys.argv[1], options={'rtsp_flags': 'prefer_tcp', 'timeout': '5000000'}, timeout=(10, 10))\n\
+        v = c.streams.video[0]\n\
+        n = 0\n\
+        for f in c.decode(v):\n\
+        \x20   n += 1\n\
+        \x20   if n >= 50: break\n\
+        print(n, v.codec_context.name, f.width, f.height)\n";
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", script, &url]);
+    let out = run(&mut cmd, "PyAV").await;
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said, "50 h264 1280 720");
+    agent.shutdown().await;
+}

@@ -6,8 +6,8 @@
 //! `200` with the new credentials); `DELETE` ends the session. Every offer
 //! goes through the session core's admission like an MQTT one.
 //!
-//! The resource URL is unguessable (128 random bits), and changing it needs
-//! a token of the same principal that made it.
+//! The resource URL is unguessable (128 random bits) and goes to its maker
+//! only; a token presented on it must be the maker's.
 
 use super::messages::{ErrorCode, IceCandidate, SignalError};
 use super::topics::ClientId;
@@ -625,7 +625,11 @@ fn resource(
     };
     let token = token(headers, uri)?;
     let auth = &whep.inner.opts.auth;
-    if auth.required() {
+    // The unguessable URL went to its maker only, and is enough (as the
+    // draft allows): a player that carried its token in the POST's URL
+    // (`?access_token=`) has none on the resource's. A token that is
+    // presented must be good, and its maker's.
+    if let (true, Some(_)) = (auth.required(), &token) {
         let grant = auth
             .grant(token.as_deref(), unix_now())
             .map_err(|e| from_signal(SignalError::new(ErrorCode::Unauthorized, e.to_string())))?;
