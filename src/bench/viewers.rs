@@ -256,17 +256,7 @@ pub async fn run(opts: &ViewersBenchOptions) -> Result<String, ViewersBenchError
 
     // End-to-end latency from the block code, one decoding viewer.
     let mut v = Viewer::connect(&viewer_options(&settings, 100, true)).await?;
-    let mut lat = Vec::new();
-    let end = Instant::now() + Duration::from_secs(u64::from(opts.latency_seconds));
-    while let Some(f) = v
-        .next_frame(end.saturating_duration_since(Instant::now()))
-        .await
-    {
-        lat.extend(f.latency_ms);
-        if Instant::now() >= end {
-            break;
-        }
-    }
+    let lat = latencies(&mut v, opts.latency_seconds).await;
     v.bye().await;
     let _ = writeln!(
         out,
@@ -292,16 +282,14 @@ pub async fn run(opts: &ViewersBenchOptions) -> Result<String, ViewersBenchError
         for v in &mut viewers {
             v.drain_frames();
         }
-        let (cpu0, t0) = (cpu_time(pid).unwrap_or_default(), Instant::now());
-        tokio::time::sleep(Duration::from_secs(u64::from(opts.load_seconds))).await;
-        let (cpu1, t1) = (cpu_time(pid).unwrap_or_default(), Instant::now());
+        let load = cpu_window(pid, Duration::from_secs(u64::from(opts.load_seconds)), None).await;
         let rss = rss_kib(pid).unwrap_or(0);
         let mut min_fps = f64::MAX;
         for v in &mut viewers {
             let frames = v.drain_frames();
-            min_fps = min_fps.min(frames as f64 / (t1 - t0).as_secs_f64());
+            min_fps = min_fps.min(frames as f64 / load.secs);
         }
-        let core = (cpu1 - cpu0).as_secs_f64() / (t1 - t0).as_secs_f64() * 100.0;
+        let core = load.process;
         let _ = writeln!(
             out,
             "{n:>2} viewer(s): agent CPU {core:.1} % of a core, RSS {:.1} MB, slowest viewer {min_fps:.1} fps",
@@ -343,6 +331,56 @@ fn thread_cpu_time(pid: u32, name: &str) -> Option<Duration> {
     })
 }
 
+/// Block-code latencies (ms) of the frames `v` decodes in `seconds`.
+async fn latencies(v: &mut Viewer, seconds: u32) -> Vec<f64> {
+    let mut lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs(u64::from(seconds));
+    while let Some(f) = v
+        .next_frame(end.saturating_duration_since(Instant::now()))
+        .await
+    {
+        lat.extend(f.latency_ms);
+        if Instant::now() >= end {
+            break;
+        }
+    }
+    lat
+}
+
+/// What a process (and one of its threads) used over a window.
+struct CpuWindow {
+    /// The window's length, in seconds.
+    secs: f64,
+    /// The process, in % of a core.
+    process: f64,
+    /// The thread asked for, in % of a core (0 without one).
+    thread: f64,
+}
+
+/// Samples `pid`'s CPU time (and its thread named `thread`) around a sleep
+/// of `window`.
+async fn cpu_window(pid: u32, window: Duration, thread: Option<&str>) -> CpuWindow {
+    let sample = || {
+        (
+            cpu_time(pid).unwrap_or_default(),
+            thread
+                .and_then(|t| thread_cpu_time(pid, t))
+                .unwrap_or_default(),
+            Instant::now(),
+        )
+    };
+    let (cpu0, th0, t0) = sample();
+    tokio::time::sleep(window).await;
+    let (cpu1, th1, t1) = sample();
+    let secs = (t1 - t0).as_secs_f64();
+    let pct = |d: Duration| d.as_secs_f64() / secs * 100.0;
+    CpuWindow {
+        secs,
+        process: pct(cpu1.saturating_sub(cpu0)),
+        thread: pct(th1.saturating_sub(th0)),
+    }
+}
+
 /// The sound: the test tone's latency and offset from the picture, the
 /// microphone thread's CPU, and the agent's CPU per extra listener.
 async fn audio(
@@ -359,17 +397,7 @@ async fn audio(
     };
     // One decoding viewer: the tone's latency against the block code's.
     let mut v = Viewer::connect(&listener(400, true)).await?;
-    let mut video_lat = Vec::new();
-    let end = Instant::now() + Duration::from_secs(u64::from(opts.latency_seconds.max(3)));
-    while let Some(f) = v
-        .next_frame(end.saturating_duration_since(Instant::now()))
-        .await
-    {
-        video_lat.extend(f.latency_ms);
-        if Instant::now() >= end {
-            break;
-        }
-    }
+    let video_lat = latencies(&mut v, opts.latency_seconds.max(3)).await;
     let (audio_lat, packets) = {
         let h = v.heard();
         let lat: Vec<f64> = h.tone.beeps().iter().map(|b| b.latency_ms()).collect();
@@ -389,20 +417,8 @@ async fn audio(
     // whole agent with 1 and then 10 listeners (9 of them sound only).
     v.drain_frames();
     let window = Duration::from_secs(u64::from(opts.load_seconds));
-    let (mic0, cpu0, t0) = (
-        thread_cpu_time(pid, "rtcam-audio-in").unwrap_or_default(),
-        cpu_time(pid).unwrap_or_default(),
-        Instant::now(),
-    );
-    tokio::time::sleep(window).await;
-    let (mic1, cpu1, t1) = (
-        thread_cpu_time(pid, "rtcam-audio-in").unwrap_or_default(),
-        cpu_time(pid).unwrap_or_default(),
-        Instant::now(),
-    );
-    let secs = (t1 - t0).as_secs_f64();
-    let mic = (mic1 - mic0).as_secs_f64() / secs * 100.0;
-    let one = (cpu1 - cpu0).as_secs_f64() / secs * 100.0;
+    let first = cpu_window(pid, window, Some("rtcam-audio-in")).await;
+    let (mic, one) = (first.thread, first.process);
     let mut extra = Vec::new();
     for i in 0..9 {
         let mut l = Viewer::connect(&listener(410 + i, false)).await?;
@@ -411,11 +427,8 @@ async fn audio(
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before: Vec<u64> = extra.iter().map(|l| l.heard().packets).collect();
-    let (cpu0, t0) = (cpu_time(pid).unwrap_or_default(), Instant::now());
-    tokio::time::sleep(window).await;
-    let (cpu1, t1) = (cpu_time(pid).unwrap_or_default(), Instant::now());
-    let secs = (t1 - t0).as_secs_f64();
-    let ten = (cpu1 - cpu0).as_secs_f64() / secs * 100.0;
+    let all = cpu_window(pid, window, None).await;
+    let (secs, ten) = (all.secs, all.process);
     let slowest = extra
         .iter()
         .zip(before)

@@ -8,9 +8,9 @@
 use super::policy::{AUDIO_TIMESCALE, TIMESCALE, Timed};
 use crate::media::h264::{NAL_PPS, NAL_SPS, nal_type, nal_units};
 use mp4_atom::{
-    Audio, Avc1, Avcc, Dinf, Dops, Dref, Encode, FourCC, Ftyp, Hdlr, Header, Mdhd, Mdia, Mfhd,
-    Minf, Moof, Moov, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd,
-    Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+    Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, FourCC, Ftyp, Hdlr, Header, Mdhd, Mdia,
+    Mfhd, Minf, Moof, Moov, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd,
+    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
 /// Track id of the video track.
@@ -108,8 +108,8 @@ fn audio_trak(audio: AudioConfig) -> Trak {
         },
         btrt: None,
     };
-    Trak {
-        tkhd: Tkhd {
+    trak(
+        Tkhd {
             track_id: AUDIO_TRACK,
             enabled: true,
             in_movie: true,
@@ -117,18 +117,37 @@ fn audio_trak(audio: AudioConfig) -> Trak {
             volume: 1.into(),
             ..Tkhd::default()
         },
+        (AUDIO_TIMESCALE, b"soun", "rtcam audio"),
+        Minf {
+            smhd: Some(Smhd::default()),
+            ..Minf::default()
+        },
+        opus.into(),
+    )
+}
+
+/// A track's `trak`: its header, its media's time scale, handler and name,
+/// `minf` with its media header (`vmhd` or `smhd`), and its one sample
+/// entry. The sample tables stay empty: each fragment's `moof` has them.
+fn trak(
+    tkhd: Tkhd,
+    (timescale, handler, name): (u32, &[u8; 4], &str),
+    minf: Minf,
+    codec: Codec,
+) -> Trak {
+    Trak {
+        tkhd,
         mdia: Mdia {
             mdhd: Mdhd {
-                timescale: AUDIO_TIMESCALE,
+                timescale,
                 language: "und".into(),
                 ..Mdhd::default()
             },
             hdlr: Hdlr {
-                handler: FourCC::new(b"soun"),
-                name: "rtcam audio".into(),
+                handler: FourCC::new(handler),
+                name: name.into(),
             },
             minf: Minf {
-                smhd: Some(Smhd::default()),
                 dinf: Dinf {
                     dref: Dref {
                         entries: vec![Url::default().into()],
@@ -136,7 +155,7 @@ fn audio_trak(audio: AudioConfig) -> Trak {
                 },
                 stbl: Stbl {
                     stsd: Stsd {
-                        codecs: vec![opus.into()],
+                        codecs: vec![codec],
                     },
                     stts: Stts::default(),
                     stsc: Stsc::default(),
@@ -144,7 +163,7 @@ fn audio_trak(audio: AudioConfig) -> Trak {
                     stco: Some(Stco::default()),
                     ..Stbl::default()
                 },
-                ..Minf::default()
+                ..minf
             },
         },
         ..Trak::default()
@@ -207,8 +226,8 @@ pub fn init_segment(
             mehd: None,
             trex: vec![trex(VIDEO_TRACK)],
         }),
-        trak: vec![Trak {
-            tkhd: Tkhd {
+        trak: vec![trak(
+            Tkhd {
                 track_id: VIDEO_TRACK,
                 enabled: true,
                 in_movie: true,
@@ -216,38 +235,13 @@ pub fn init_segment(
                 height: h16.into(),
                 ..Tkhd::default()
             },
-            mdia: Mdia {
-                mdhd: Mdhd {
-                    timescale: TIMESCALE,
-                    language: "und".into(),
-                    ..Mdhd::default()
-                },
-                hdlr: Hdlr {
-                    handler: FourCC::new(b"vide"),
-                    name: "rtcam video".into(),
-                },
-                minf: Minf {
-                    vmhd: Some(Vmhd::default()),
-                    dinf: Dinf {
-                        dref: Dref {
-                            entries: vec![Url::default().into()],
-                        },
-                    },
-                    stbl: Stbl {
-                        stsd: Stsd {
-                            codecs: vec![avc1.into()],
-                        },
-                        stts: Stts::default(),
-                        stsc: Stsc::default(),
-                        stsz: Stsz::default(),
-                        stco: Some(Stco::default()),
-                        ..Stbl::default()
-                    },
-                    ..Minf::default()
-                },
+            (TIMESCALE, b"vide", "rtcam video"),
+            Minf {
+                vmhd: Some(Vmhd::default()),
+                ..Minf::default()
             },
-            ..Trak::default()
-        }],
+            avc1.into(),
+        )],
         ..Moov::default()
     };
     if let Some(audio) = audio {
