@@ -138,6 +138,15 @@ async fn an_aiortc_whep_player_watches_trickles_restarts_and_deletes() {
         status(&report, "/patch/restart/candidates") >= 1,
         "{report:#}"
     );
+    assert_eq!(
+        status(&report, "/patch/restart_without_token/status"),
+        200,
+        "{report:#}"
+    );
+    assert_ne!(
+        text(&report, "/patch/restart_without_token/ufrag"),
+        new_ufrag
+    );
 
     // DELETE ends it, and the resource is gone.
     assert_eq!(status(&report, "/delete/status"), 200);
@@ -195,7 +204,7 @@ async fn whep_and_mqtt_viewers_share_one_viewer_limit() {
     // An MQTT viewer takes the only slot...
     let mqtt = common::channels::ChannelViewer::connect(
         agent.settings(),
-        "whep-limit-mqtt",
+        "limit-mqtt-viewer",
         &["control"],
         Some(CONTROL),
     )

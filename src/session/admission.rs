@@ -111,6 +111,20 @@ fn decide(
         ));
     };
     let grant = match &offer.credential {
+        Credential::Session => {
+            let presented = offer.session.as_deref().filter(|_| offer.restart);
+            let Some(principal) = presented.and_then(|s| table.principal_of(client, s)) else {
+                return Err(SignalError::new(
+                    ErrorCode::UnknownSession,
+                    "no live session with this secret to restart",
+                ));
+            };
+            // The session's own principal: its budget, whatever the mode.
+            Ok(Grant {
+                role: crate::auth::Role::View,
+                principal,
+            })
+        }
         Credential::Exposed => Err(AuthError::BearerInOffer),
         Credential::Bearer(token) => auth.grant(token.as_deref(), now.unix_ms / 1000),
         Credential::Proof(proof) => auth
@@ -123,7 +137,7 @@ fn decide(
     .map_err(|e| SignalError::new(ErrorCode::Unauthorized, e.to_string()))?;
     // Without authentication every viewer is "anonymous": its client id is
     // what tells viewers apart.
-    let principal = if auth.required() {
+    let principal = if auth.required() || offer.credential == Credential::Session {
         grant.principal.clone()
     } else {
         format!("client:{client}")
@@ -325,5 +339,34 @@ mod tests {
         let again = d.admit("r", &restart(&secret)).expect("restart");
         assert!(matches!(again.kind, AdmitKind::Restart(ref s) if *s == accepted.id));
         assert_eq!(d.refusal("r", &restart("wrong")), ErrorCode::UnknownSession);
+    }
+
+    #[test]
+    fn the_sessions_secret_vouches_for_its_restart_only() {
+        let mut d = Door::tokens();
+        let AdmitKind::New { secret, .. } = d.admit("w", &bearer(VIEW)).expect("admitted").kind
+        else {
+            panic!("a new session")
+        };
+        let by_secret = |s: &str, restart: bool| OfferIn {
+            session: Some(s.into()),
+            restart,
+            ..offer(Credential::Session)
+        };
+        let r = d.admit("w", &by_secret(&secret, true)).expect("a restart");
+        assert!(matches!(r.kind, AdmitKind::Restart(_)));
+        assert_eq!(
+            d.refusal("w", &by_secret("wrong", true)),
+            ErrorCode::UnknownSession
+        );
+        // Never a new session, nor a replacement, without a token.
+        assert_eq!(
+            d.refusal("w", &by_secret(&secret, false)),
+            ErrorCode::UnknownSession
+        );
+        assert_eq!(
+            d.refusal("other", &by_secret(&secret, true)),
+            ErrorCode::UnknownSession
+        );
     }
 }

@@ -19,6 +19,10 @@ pub enum Credential {
     /// A token sent where everyone may read it (a token in an MQTT offer):
     /// always refused.
     Exposed,
+    /// Nothing but the live session's secret: good for an ICE restart of
+    /// that session only (a WHEP player changing its resource, whose URL
+    /// it alone was given), with the session's own principal.
+    Session,
 }
 
 /// An offer, whatever door it came through.

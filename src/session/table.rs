@@ -254,6 +254,15 @@ impl SessionTable {
         self.sessions.get(client).map(|e| Self::id(client, e))
     }
 
+    /// The principal of `client`'s live session, if `presented` is its
+    /// secret (a restart vouched for by the session itself).
+    pub fn principal_of(&self, client: &ClientId, presented: &str) -> Option<String> {
+        self.sessions
+            .get(client)
+            .filter(|e| same_secret(presented, &e.secret))
+            .map(|e| e.principal.clone())
+    }
+
     /// Every current session.
     pub fn all(&self) -> Vec<SessionId> {
         self.sessions.iter().map(|(c, e)| Self::id(c, e)).collect()

@@ -60,8 +60,18 @@ impl Door for MqttDoor {
     }
 }
 
-/// Reads one viewer message: its size, then its JSON.
+/// Client ids of this prefix are WHEP sessions' ([`super::whep`]): an MQTT
+/// viewer may not take one (and trickle into another's session).
+pub const WHEP_PREFIX: &str = "whep-";
+
+/// Reads one viewer message: its client id, its size, then its JSON.
 pub fn read(msg: &Inbound, max_payload: usize) -> Result<InEvent, SignalError> {
+    if msg.client.as_str().starts_with(WHEP_PREFIX) {
+        return Err(SignalError::new(
+            ErrorCode::BadMessage,
+            format!("client ids starting with {WHEP_PREFIX} are WHEP sessions'; pick another"),
+        ));
+    }
     if msg.payload.len() > max_payload {
         let e = SignalError::new(
             ErrorCode::TooLarge,

@@ -10,6 +10,7 @@
 //! only; a token presented on it must be the maker's.
 
 use super::messages::{ErrorCode, IceCandidate, SignalError};
+use super::mqtt_door::WHEP_PREFIX;
 use super::topics::ClientId;
 use super::whep_text::{
     FragError, IfMatch, SDP_TYPE, SDPFRAG_TYPE, answer_with_candidates, ice_credentials,
@@ -184,6 +185,9 @@ pub fn routes(whep: Whep) -> Router {
                 .options(options_resource),
         )
         .layer(DefaultBodyLimit::max(MAX_OFFER))
+        // The router's own answers (405, 413) need CORS too, or a browser
+        // player sees a network error instead of the status.
+        .layer(axum::middleware::map_response(with_cors))
         .with_state(whep)
 }
 
@@ -256,6 +260,11 @@ fn from_signal(e: SignalError) -> WhepError {
         );
     }
     w
+}
+
+async fn with_cors(mut r: Response) -> Response {
+    cors(r.headers_mut());
+    r
 }
 
 fn cors(h: &mut HeaderMap) {
@@ -389,24 +398,38 @@ async fn offer(
         Some(t) if whep.inner.opts.auth.required() => Some(crate::auth::token_id(t)),
         _ => None,
     };
-    if whep.resources() >= MAX_RESOURCES {
-        return Err(WhepError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many WHEP sessions",
-        )
-        .with(header::RETRY_AFTER, "5"));
-    }
-    let client = ClientId::parse(&format!("whep-{}", random_id(9))).map_err(|e| {
+    let client = ClientId::parse(&format!("{WHEP_PREFIX}{}", random_id(9))).map_err(|e| {
         WhepError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     })?;
     let remote_ufrag = ice_credentials(&sdp).map(|(u, _)| u).unwrap_or_default();
     let (tx, mut replies) = mpsc::unbounded_channel();
-    whep.inner
-        .routes
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(client.clone(), Route { tx, resource: None });
+    {
+        // Routes of offers in flight count too: refused ones never become
+        // resources, and must not pile up either.
+        let mut routes = whep
+            .inner
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if routes.len() >= MAX_RESOURCES {
+            return Err(WhepError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many WHEP sessions",
+            )
+            .with(header::RETRY_AFTER, "5"));
+        }
+        routes.insert(client.clone(), Route { tx, resource: None });
+    }
+    // Whatever ends this request before its resource is registered (an
+    // error, a timeout, the player hanging up) takes the route back, and
+    // ends a session that was answered but never handed out.
+    let mut pending = Pending {
+        whep: &whep,
+        client: client.clone(),
+        secret: None,
+        registered: false,
+    };
     let req = Request {
         client: client.clone(),
         door: whep.door(),
@@ -417,18 +440,9 @@ async fn offer(
             restart: false,
         }),
     };
-    let answered = async {
-        send(&whep, req).await?;
-        wait_answer(&mut replies).await
-    }
-    .await;
-    let (answer, secret, candidates, complete) = match answered {
-        Ok(a) => a,
-        Err(e) => {
-            whep.forget(&client);
-            return Err(e);
-        }
-    };
+    send(&whep, req).await?;
+    let (answer, secret, candidates, complete) =
+        wait_answer(&mut replies, &mut pending.secret).await?;
     let etag = etag_of(&answer);
     let id = random_id(16);
     let resource = Arc::new(Resource {
@@ -465,6 +479,7 @@ async fn offer(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone(), resource);
+        pending.registered = true;
     }
     tracing::info!(client = %client, candidates = candidates.len(), "WHEP session created");
     let body = answer_with_candidates(&answer, &candidates, complete);
@@ -487,6 +502,33 @@ async fn offer(
     Ok((StatusCode::CREATED, h, body).into_response())
 }
 
+/// A POST's route until its resource is registered.
+struct Pending<'a> {
+    whep: &'a Whep,
+    client: ClientId,
+    /// The session's secret, once answered.
+    secret: Option<String>,
+    registered: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            return;
+        }
+        self.whep.forget(&self.client);
+        if let Some(secret) = self.secret.take() {
+            // Not awaited (a drop cannot): if the queue is full, the
+            // unanswered session ends at its negotiation timeout instead.
+            let _ = self.whep.inner.opts.requests.try_send(Request {
+                client: self.client.clone(),
+                door: self.whep.door(),
+                event: InEvent::Bye(Some(secret)),
+            });
+        }
+    }
+}
+
 /// Hands a request to the session core.
 async fn send(whep: &Whep, req: Request) -> Result<(), WhepError> {
     match tokio::time::timeout(ANSWER_WAIT, whep.inner.opts.requests.send(req)).await {
@@ -501,19 +543,25 @@ async fn send(whep: &Whep, req: Request) -> Result<(), WhepError> {
             "busy",
             "the session manager is busy; try again",
         )
-        .with(header::RETRY_AFTER, "1")),
+        .with(header::RETRY_AFTER, "5")),
     }
 }
 
 /// The answer, its secret, the agent's candidates, and whether gathering
 /// completed in time.
+/// `secret` is set as soon as the answer comes (the caller may be dropped
+/// while candidates are gathered).
 async fn wait_answer(
     replies: &mut mpsc::UnboundedReceiver<Outgoing>,
+    secret_seen: &mut Option<String>,
 ) -> Result<(String, String, Vec<IceCandidate>, bool), WhepError> {
     let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
     let (sdp, secret) = loop {
         match tokio::time::timeout_at(deadline, replies.recv()).await {
-            Ok(Some(Outgoing::Answer { sdp, secret })) => break (sdp, secret),
+            Ok(Some(Outgoing::Answer { sdp, secret })) => {
+                *secret_seen = Some(secret.clone());
+                break (sdp, secret);
+            }
             Ok(Some(Outgoing::Error(e))) => return Err(from_signal(e)),
             Ok(Some(Outgoing::Bye(reason))) => {
                 return Err(WhepError::new(
@@ -696,13 +744,18 @@ async fn patch(
         door: whep.door(),
         event: InEvent::Offer(OfferIn {
             sdp: offer.clone(),
-            credential: Credential::Bearer(token),
+            // Without a token the resource's URL, and so the session's
+            // secret, vouches for the restart.
+            credential: match token {
+                Some(t) => Credential::Bearer(Some(t)),
+                None => Credential::Session,
+            },
             session: Some(r.secret.clone()),
             restart: true,
         }),
     };
     send(&whep, req).await?;
-    let (answer, _, fresh, complete) = wait_answer(&mut st.replies).await?;
+    let (answer, _, fresh, complete) = wait_answer(&mut st.replies, &mut None).await?;
     if !fresh.is_empty() {
         st.local = fresh;
     }

@@ -61,6 +61,10 @@ pub struct WebCounts {
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub IpAddr);
 
+/// The address a request came from (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// A request that arrived over HTTPS, at this local port (a request
 /// extension).
 #[derive(Debug, Clone, Copy)]
@@ -273,7 +277,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             r = listener.accept() => r,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors (EMFILE) or a connection reset before
@@ -317,7 +321,7 @@ pub async fn run(
         tokio::spawn(serve_one(
             io,
             tls.clone(),
-            local,
+            (local, peer),
             app.clone(),
             limits,
             (last, epoch),
@@ -332,7 +336,7 @@ pub async fn run(
 async fn serve_one(
     io: Activity,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    local: SocketAddr,
+    (local, peer): (SocketAddr, SocketAddr),
     app: Router,
     limits: Limits,
     (last, epoch): (Arc<AtomicU64>, Instant),
@@ -371,6 +375,7 @@ async fn serve_one(
     };
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(local);
+        req.extensions_mut().insert(PeerAddr(peer));
         if let Some(s) = secure {
             req.extensions_mut().insert(s);
         }

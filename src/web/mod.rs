@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use conn::{Limits, LocalAddr, Secure, WebCounts};
+pub use conn::{Limits, LocalAddr, PeerAddr, Secure, WebCounts};
 pub use recordings::{RecordingEntry, Recordings, RecordingsDoor, RecordingsError};
 
 #[derive(rust_embed::RustEmbed)]
@@ -236,7 +236,7 @@ pub async fn serve(
         None => app,
     };
     let app = match opts.mqtt_ws {
-        Some(broker) => app.merge(mqtt_ws::routes(broker)),
+        Some(broker) => app.merge(mqtt_ws::routes(broker, shutdown.clone())),
         None => app,
     };
     let mut limits = opts.limits;

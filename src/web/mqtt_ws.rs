@@ -4,26 +4,72 @@
 //! handshake is passed to the broker's WebSocket listener as it came
 //! (`Host`, `Origin`, key, subprotocol: the broker's origin rules still
 //! decide), and once the broker accepts, bytes are copied both ways.
+//!
+//! The broker limits connections per source address, and every proxied
+//! socket would come from loopback, the agent's own address: one page could
+//! then use up the budget of all of them and of the agent. So each page's
+//! address maps to a loopback address of its own (127.128.0.0/9, all on
+//! `lo`) that its sockets come from.
 
+use super::PeerAddr;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// How long the broker has to answer the handshake.
 const HANDSHAKE: Duration = Duration::from_secs(5);
 /// Largest handshake answer read from the broker.
 const MAX_ANSWER: usize = 8 * 1024;
 
-/// `/mqtt`, proxied to the broker's WebSocket listener at `broker`.
-pub fn routes(broker: SocketAddr) -> axum::Router {
+#[derive(Clone)]
+struct Proxy {
+    broker: SocketAddr,
+    /// Ends the copies of upgraded connections with the web server.
+    shutdown: CancellationToken,
+}
+
+/// `/mqtt`, proxied to the broker's WebSocket listener at `broker`, until
+/// `shutdown`.
+pub fn routes(broker: SocketAddr, shutdown: CancellationToken) -> axum::Router {
     axum::Router::new()
         .route("/mqtt", axum::routing::get(upgrade))
-        .with_state(broker)
+        .with_state(Proxy { broker, shutdown })
+}
+
+/// The loopback address the sockets of a page at `peer` come from: one per
+/// page address, in 127.128.0.0/9 (never 127.0.0.1, the agent's).
+pub fn source_for(peer: IpAddr) -> Ipv4Addr {
+    use std::hash::{BuildHasher, Hasher};
+    // A fixed hash: the same page keeps its address (and its budget).
+    let mut h =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
+    h.write(peer.to_canonical().to_string().as_bytes());
+    let [a, b, c, ..] = h.finish().to_le_bytes();
+    Ipv4Addr::new(127, 128 | (a & 0x7f), b, c.max(1))
+}
+
+/// Connects to the broker from `peer`'s own loopback address when the
+/// broker is on IPv4 loopback, else plainly.
+async fn connect(target: SocketAddr, peer: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    if let (IpAddr::V4(t), Some(p)) = (target.ip(), peer)
+        && t.is_loopback()
+    {
+        let socket = TcpSocket::new_v4()?;
+        if socket
+            .bind(SocketAddr::new(source_for(p).into(), 0))
+            .is_ok()
+        {
+            return socket.connect(target).await;
+        }
+    }
+    TcpStream::connect(target).await
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -50,7 +96,9 @@ fn is_upgrade(h: &HeaderMap) -> bool {
     has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
 }
 
-async fn upgrade(State(broker): State<SocketAddr>, mut req: Request) -> Response {
+async fn upgrade(State(proxy): State<Proxy>, mut req: Request) -> Response {
+    let broker = proxy.broker;
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
     if !is_upgrade(req.headers()) || req.headers().get(header::SEC_WEBSOCKET_KEY).is_none() {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -80,7 +128,7 @@ async fn upgrade(State(broker): State<SocketAddr>, mut req: Request) -> Response
         _ => broker,
     };
     let answered = tokio::time::timeout(HANDSHAKE, async {
-        let mut s = TcpStream::connect(target).await?;
+        let mut s = connect(target, peer).await?;
         s.write_all(text.as_bytes()).await?;
         let mut got = Vec::new();
         let mut buf = [0u8; 1024];
@@ -143,6 +191,7 @@ async fn upgrade(State(broker): State<SocketAddr>, mut req: Request) -> Response
         return refuse(code, "the broker refused the WebSocket");
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let stop = proxy.shutdown.clone();
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
@@ -152,10 +201,33 @@ async fn upgrade(State(broker): State<SocketAddr>, mut req: Request) -> Response
         if !early.is_empty() && page.write_all(&early).await.is_err() {
             return;
         }
-        let _ = tokio::io::copy_bidirectional(&mut page, &mut broker).await;
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::io::copy_bidirectional(&mut page, &mut broker) => {}
+        }
     });
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *r.headers_mut() = out;
     r.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_page_gets_a_loopback_address_of_its_own() {
+        let a = source_for("192.168.1.20".parse().expect("ip"));
+        let b = source_for("192.168.1.21".parse().expect("ip"));
+        assert_eq!(a, source_for("::ffff:192.168.1.20".parse().expect("ip")));
+        assert_ne!(a, b);
+        for s in [a, b, source_for("127.0.0.1".parse().expect("ip"))] {
+            assert!(
+                s.is_loopback() && s.octets()[1] >= 128 && s.octets()[3] >= 1,
+                "{s}"
+            );
+            assert_ne!(s, Ipv4Addr::LOCALHOST);
+        }
+    }
 }

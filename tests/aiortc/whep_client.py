@@ -206,6 +206,11 @@ async def run(args, report):
                     "ufrag": ufrag_of(t), "candidates": sum(1 for l in t.splitlines() if l.startswith("a=candidate:")),
                     "body": t[:400]}
     p["answer_ufrag"] = ufrag_of(answer)
+    # Again, by a player that carried its token in the POST's URL only: the
+    # resource's URL vouches for it.
+    restart2 = restart.replace("newufrag1", "newufrag2")
+    st, h, t = http("PATCH", resource, restart2, {**frag_type, "If-Match": "*"})
+    p["restart_without_token"] = {"status": st, "ufrag": ufrag_of(t), "error": error_code(t)}
     report["patch"] = p
 
     st, h, t = http("DELETE", resource, headers=auth)

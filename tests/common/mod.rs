@@ -855,6 +855,13 @@ pub async fn malformed_messages_get_codes(s: &rtcam::config::Settings) {
         ("ice", "m9", Bytes::from_static(b"[]"), "bad_message"),
         ("bye", "m10", Bytes::from_static(b"{}"), "unknown_session"),
         ("bye", "m11", Bytes::from_static(b"bye!"), "bad_json"),
+        // WHEP sessions' client ids are not for MQTT viewers.
+        (
+            "ice",
+            "whep-abc",
+            Bytes::from_static(br#"{"candidate":""}"#),
+            "bad_message",
+        ),
     ];
     for (kind, client, payload, want) in cases {
         let code = raw.code(kind, client, payload).await;

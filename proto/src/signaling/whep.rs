@@ -295,18 +295,19 @@ impl IfMatch {
             Some("*") => IfMatch::Any,
             Some(v) => IfMatch::Tags(
                 v.split(',')
-                    .map(|t| t.trim().trim_start_matches("W/").to_string())
+                    .map(|t| t.trim().to_string())
                     .filter(|t| !t.is_empty())
                     .collect(),
             ),
         }
     }
 
-    /// Whether it lets a change to the resource whose tag is `etag` through.
+    /// Whether it lets a change to the resource whose tag is `etag` through:
+    /// If-Match compares strongly, so a weak tag (`W/"…"`) never matches.
     pub fn matches(&self, etag: &str) -> bool {
         match self {
             IfMatch::Absent | IfMatch::Any => true,
-            IfMatch::Tags(tags) => tags.iter().any(|t| t == etag),
+            IfMatch::Tags(tags) => tags.iter().any(|t| !t.starts_with("W/") && t == etag),
         }
     }
 }
@@ -423,7 +424,7 @@ mod tests {
         assert!(IfMatch::parse(None).matches("\"a\""));
         assert!(IfMatch::parse(Some("*")).matches("\"a\""));
         assert!(IfMatch::parse(Some("\"b\", \"a\"")).matches("\"a\""));
-        assert!(IfMatch::parse(Some("W/\"a\"")).matches("\"a\""));
+        assert!(!IfMatch::parse(Some("W/\"a\"")).matches("\"a\""));
         assert!(!IfMatch::parse(Some("\"b\"")).matches("\"a\""));
     }
 }
