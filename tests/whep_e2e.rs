@@ -227,9 +227,16 @@ async fn whep_and_mqtt_viewers_share_one_viewer_limit() {
         .wait_stats("the MQTT viewer left", |s| s.sessions == 0)
         .await;
     // With the slot free, the same offer passes admission (a 201, or the
-    // WebRTC stack's verdict on its made-up fingerprint: never 503).
-    let (h, body) = request(&agent, &head, OFFER).await;
-    assert!(!h.starts_with("http/1.1 503"), "{h}\n{body}");
+    // WebRTC stack's verdict on its made-up fingerprint: never 503), its
+    // token in the URL this time (RFC 6750 §2.3, for players that cannot
+    // set headers).
+    let in_url =
+        format!("POST /whep?access_token={VIEW} HTTP/1.1\r\nContent-Type: application/sdp");
+    let (h, body) = request(&agent, &in_url, OFFER).await;
+    assert!(
+        !h.starts_with("http/1.1 503") && !h.starts_with("http/1.1 401"),
+        "{h}\n{body}"
+    );
     agent.shutdown().await;
 }
 
