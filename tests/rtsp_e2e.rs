@@ -3,8 +3,10 @@
 //! over TCP interleaved and UDP; credentials are asked for and checked
 //! (Digest through ffmpeg, Basic by hand); bad requests, unknown paths and
 //! one client too many are answered and do not stop the server; a client
-//! that never reads does not stall the others and is cut. Runs inside a
-//! private network namespace (loopback only).
+//! that never reads does not stall the others and is cut; clients that
+//! trickle bytes or never authenticate lose their slot within the short
+//! limits, and refusals beyond `max_clients` at once are closed unanswered.
+//! Runs inside a private network namespace (loopback only).
 
 mod common;
 
@@ -214,6 +216,17 @@ impl Raw {
     }
 }
 
+/// Sends `bytes` on a new connection: the server answers 400 saying `why`
+/// in the body, and closes the connection.
+async fn bad_request(url: &str, bytes: &[u8], why: &str) {
+    let mut c = Raw::connect(url).await;
+    c.send(bytes).await;
+    let r = c.reply().await.expect("an answer to a bad request");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains(why), "{}", r.body);
+    c.wait_closed().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_and_gstreamer_decode_the_stream_over_tcp_and_udp() {
     let (agent, url) = start("rtsp-play", |c| c).await;
@@ -321,20 +334,9 @@ async fn credentials_are_asked_for_and_checked_digest_and_basic() {
 async fn bad_requests_unknown_paths_and_one_client_too_many() {
     let (agent, url) = start("rtsp-bad", |c| c.with("rtsp.max_clients", 2)).await;
     // Garbage: 400 with a reason, and the connection is closed.
-    let mut g = Raw::connect(&url).await;
-    g.send(b"\x16\x03\x01 this is not RTSP\r\n\r\n").await;
-    let r = g.reply().await.expect("an answer to garbage");
-    assert_eq!(r.status, 400);
-    assert!(r.body.contains("malformed"), "{}", r.body);
-    g.wait_closed().await;
-    drop(g);
+    bad_request(&url, b"\x16\x03\x01 this is not RTSP\r\n\r\n", "malformed").await;
     // No CSeq: 400 too.
-    let mut g = Raw::connect(&url).await;
-    g.send(b"OPTIONS * RTSP/1.0\r\n\r\n").await;
-    let r = g.reply().await.expect("an answer");
-    assert_eq!(r.status, 400);
-    assert!(r.body.contains("CSeq"), "{}", r.body);
-    drop(g);
+    bad_request(&url, b"OPTIONS * RTSP/1.0\r\n\r\n", "CSeq").await;
 
     // The server still serves: other paths are 404, other methods 405/501.
     let base = url.trim_end_matches("/cam");
@@ -445,6 +447,127 @@ async fn a_client_that_never_reads_does_not_stall_the_others_and_is_cut() {
         agent.log().text().contains("cannot keep up"),
         "the cut is logged"
     );
+    agent.shutdown().await;
+}
+
+/// Connects and writes `chunks` one at a time, `gap` apart (the first at
+/// once), while reading what the server sends, until the server closes the
+/// connection (bounded by [`WAIT`]): what it sent.
+async fn trickle_until_closed(url: &str, chunks: Vec<Vec<u8>>, gap: Duration) -> String {
+    let stream = TcpStream::connect(host_port(url)).await.expect("connects");
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = async move {
+        for c in chunks {
+            if wr.write_all(&c).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(gap).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let reader = async {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = rd.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        got
+    };
+    let got = tokio::time::timeout(WAIT, async {
+        tokio::select! {
+            got = reader => got,
+            () = writer => unreachable!("the writer never ends"),
+        }
+    })
+    .await
+    .expect("the server closes the connection within its limit");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Slowloris: with `max_clients = 1`, a client trickling one byte every few
+/// seconds, and then one repeating `OPTIONS` without ever authenticating,
+/// each hold the only slot only until their short limit (a request's bytes
+/// within 10 s, credentials within 15 s of connecting), not for ever.
+/// Meanwhile one refusal answers 503 and a second one at once is closed
+/// unanswered. Then ffmpeg gets the slot and decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tricklers_and_unauthenticated_clients_lose_their_slot() {
+    let (agent, url) = start("rtsp-trickle", |c| {
+        c.with("rtsp.max_clients", 1)
+            .with("rtsp.username", "viewer")
+            .with("rtsp.password", "s3cret-pw")
+    })
+    .await;
+    let options =
+        |cseq: u32| format!("OPTIONS {url} RTSP/1.0\r\nCSeq: {cseq}\r\n\r\n").into_bytes();
+
+    // A request one byte every 3 s: it never completes, and more bytes do not
+    // keep it alive. While it holds the slot, others are refused.
+    let bytes: Vec<Vec<u8>> = options(1).into_iter().map(|b| vec![b]).collect();
+    let (sent, ()) = tokio::join!(
+        trickle_until_closed(&url, bytes, Duration::from_secs(3)),
+        async {
+            agent
+                .wait_stats("the trickler holds the slot", |s| s.rtsp_clients == 1)
+                .await;
+            // The first refusal waits for a request to answer 503 ...
+            let mut first = Raw::connect(&url).await;
+            // ... a second one while it does is closed at once, unanswered.
+            let mut second = Raw::connect(&url).await;
+            assert!(second.reply().await.is_none(), "closed without an answer");
+            assert_eq!(first.request("OPTIONS", &url, &[]).await.status, 503);
+            first.wait_closed().await;
+            drop(first);
+            // With no refusal under way, the next one is answered 503 again.
+            let mut third = Raw::connect(&url).await;
+            assert_eq!(third.request("OPTIONS", &url, &[]).await.status, 503);
+        },
+    );
+    assert!(
+        sent.is_empty(),
+        "nothing answers an incomplete request: {sent:?}"
+    );
+    agent
+        .wait_stats("the trickler's slot freed", |s| s.rtsp_clients == 0)
+        .await;
+    assert!(
+        agent
+            .log()
+            .text()
+            .contains("a request not completed within 10s"),
+        "the cut is logged"
+    );
+
+    // Complete requests that never authenticate: OPTIONS is answered (it
+    // needs no credentials) but does not keep the connection past 15 s.
+    let requests: Vec<Vec<u8>> = (1..=10).map(options).collect();
+    let sent = trickle_until_closed(&url, requests, Duration::from_secs(3)).await;
+    assert!(sent.starts_with("RTSP/1.0 200 OK"), "{sent:?}");
+    agent
+        .wait_stats("the unauthenticated client's slot freed", |s| {
+            s.rtsp_clients == 0
+        })
+        .await;
+    assert!(
+        agent
+            .log()
+            .text()
+            .contains("not authenticated within 15s of connecting"),
+        "the cut is logged"
+    );
+
+    // Interleaved data before PLAY is a bad request.
+    bad_request(&url, b"$\x01\x00\x04abcd", "before PLAY").await;
+    agent
+        .wait_stats("the slot free again", |s| s.rtsp_clients == 0)
+        .await;
+
+    let good_url = url.replace("rtsp://", "rtsp://viewer:s3cret-pw@");
+    let (ok, decoded, err) = ffmpeg(&good_url, "tcp", FRAMES).await;
+    assert!(ok && decoded >= FRAMES, "{decoded} frames: {err}");
     agent.shutdown().await;
 }
 

@@ -24,12 +24,24 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// A session (and its connection) showing no sign of life this long is
-/// ended: no request, no RTCP. Announced in `Session: …;timeout=60`.
+/// ended. Only a complete request that passed authentication is one (and
+/// RTCP while the session plays): stray bytes are not. Announced in
+/// `Session: …;timeout=60`.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection gets for its first request after connecting, and
+/// for the rest of any message once its first bytes arrived: more bytes do
+/// not extend it, so a client trickling a byte at a time cannot hold one
+/// of the `max_clients` slots.
+pub const REQUEST_WAIT: Duration = Duration::from_secs(10);
+/// With credentials configured, how long after connecting a client gets to
+/// send a request that authenticates; until then its requests (`OPTIONS`,
+/// 401s) do not keep it alive.
+pub const AUTH_WAIT: Duration = Duration::from_secs(15);
 /// How long DESCRIBE and PLAY wait for a keyframe from the hub (the camera
 /// may be starting) before answering 503.
 pub const KEYFRAME_WAIT: Duration = Duration::from_secs(10);
@@ -64,7 +76,8 @@ pub struct RtspCounts {
     pub clients: AtomicUsize,
     /// Connections accepted since start.
     pub accepted: AtomicU64,
-    /// Connections refused with 503 at `max_clients`.
+    /// Connections refused at `max_clients` (answered 503, or closed at
+    /// once when `max_clients` refusals are already under way).
     pub refused: AtomicU64,
 }
 
@@ -118,6 +131,9 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let max = ctx.settings.max_clients;
+    // Refusals under way, each holding its socket up to 2 × REFUSE_READ:
+    // bounded, so a flood of connections cannot pile up tasks and fds.
+    let refusals = Arc::new(Semaphore::new(max));
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -140,8 +156,18 @@ pub async fn serve(
         // Only this loop increments, so the check and the increment cannot race.
         if counts.clients.load(Ordering::Acquire) >= max {
             counts.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%peer, max, "rtsp: refused a client: rtsp.max_clients reached");
-            tracker.spawn(refuse(stream, stop.clone()));
+            match refusals.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tracing::info!(%peer, max, "rtsp: refused a client: rtsp.max_clients reached");
+                    tracker.spawn(refuse(stream, permit, stop.clone()));
+                }
+                // Already `max` refusals answering: no 503, the socket is
+                // closed here (dropping it), and quietly, a flood being likely.
+                Err(_) => {
+                    tracing::debug!(%peer, "rtsp: refused a client without an answer: too many refusals under way");
+                    drop(stream);
+                }
+            }
             continue;
         }
         counts.clients.fetch_add(1, Ordering::AcqRel);
@@ -158,8 +184,9 @@ pub async fn serve(
 }
 
 /// Answers a connection over the limit with 503 (echoing its first
-/// request's CSeq when one arrives in time), then closes it.
-async fn refuse(mut stream: TcpStream, stop: CancellationToken) {
+/// request's CSeq when one arrives in time), then closes it; `_permit` is
+/// its place among the refusals under way.
+async fn refuse(mut stream: TcpStream, _permit: OwnedSemaphorePermit, stop: CancellationToken) {
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     let cseq = tokio::select! {

@@ -9,7 +9,7 @@
 //! the connection.
 
 use super::rtp::{self, RtpStream};
-use super::{Context, KEYFRAME_WAIT, SESSION_TIMEOUT, WRITE_STALL};
+use super::{AUTH_WAIT, Context, KEYFRAME_WAIT, REQUEST_WAIT, SESSION_TIMEOUT, WRITE_STALL};
 use crate::media::frame::{Packet, TrackId};
 use crate::media::h264;
 use crate::media::hub::Subscription;
@@ -52,6 +52,8 @@ struct Session {
     rtp: RtpStream,
     /// Set while playing.
     playing: Option<Subscription>,
+    /// PLAY has succeeded once: interleaved RTCP may come (even after PAUSE).
+    played: bool,
     /// A queue overflow dropped an access unit: skip to the next keyframe.
     need_keyframe: bool,
     dropped: u64,
@@ -67,6 +69,10 @@ struct Conn {
     session: Option<Session>,
     /// The keyframe PLAY waited for, sent right after its response.
     pending_first: Option<Packet>,
+    /// A request has passed the credentials check (always false without credentials).
+    authenticated: bool,
+    /// The connection's stop: a wait for the hub ends when it is cancelled.
+    stop: CancellationToken,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -75,6 +81,64 @@ fn random_hex(bytes: usize) -> String {
     // id is not a credential (authentication is per request).
     let _ = getrandom::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// When the connection ends unless the client shows a sign of life that
+/// counts (see [`SESSION_TIMEOUT`], [`REQUEST_WAIT`], [`AUTH_WAIT`]).
+struct Deadlines {
+    /// Refreshed by a complete request that passed authentication, and by
+    /// RTCP while playing.
+    idle: Instant,
+    /// Set while a request is due soon: the first one after connecting, and
+    /// the rest of a message whose first bytes are in the buffer.
+    request: Option<Instant>,
+    /// Set until a request authenticates, when credentials are configured.
+    auth: Option<Instant>,
+}
+
+/// Which of the [`Deadlines`] passed, for the log.
+#[derive(Clone, Copy)]
+enum Expired {
+    Idle,
+    Request,
+    Auth,
+}
+
+impl std::fmt::Display for Expired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expired::Idle => write!(
+                f,
+                "no request, or no RTCP while playing, for {}s",
+                SESSION_TIMEOUT.as_secs()
+            ),
+            Expired::Request => write!(
+                f,
+                "a request not completed within {}s",
+                REQUEST_WAIT.as_secs()
+            ),
+            Expired::Auth => write!(
+                f,
+                "not authenticated within {}s of connecting",
+                AUTH_WAIT.as_secs()
+            ),
+        }
+    }
+}
+
+impl Deadlines {
+    /// The earliest deadline, and which it is.
+    fn next(&self) -> (Instant, Expired) {
+        [
+            Some((self.idle, Expired::Idle)),
+            self.request.map(|t| (t, Expired::Request)),
+            self.auth.map(|t| (t, Expired::Auth)),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(t, _)| *t)
+        .unwrap_or((self.idle, Expired::Idle))
+    }
 }
 
 /// Serves one connection until the client leaves, times out, cannot keep
@@ -89,6 +153,16 @@ pub async fn serve_connection(
         return;
     };
     tracing::debug!(%peer, "rtsp: client connected");
+    let connected = Instant::now();
+    let mut due = Deadlines {
+        idle: connected + SESSION_TIMEOUT,
+        request: Some(connected + REQUEST_WAIT),
+        auth: ctx
+            .settings
+            .credentials
+            .as_ref()
+            .map(|_| connected + AUTH_WAIT),
+    };
     let (mut rd, wr) = stream.into_split();
     let (out, out_rx) = mpsc::channel(OUT_QUEUE);
     let writer = tokio::spawn(write_loop(wr, out_rx, stop.clone()));
@@ -100,33 +174,64 @@ pub async fn serve_connection(
         nonce: random_hex(16),
         session: None,
         pending_first: None,
+        authenticated: false,
+        stop: stop.clone(),
     };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut deadline = Instant::now() + SESSION_TIMEOUT;
+    // Whether a complete request has arrived yet (the first is due within REQUEST_WAIT).
+    let mut any_request = false;
     let mut rtcp_buf = vec![0u8; 2048];
     'conn: loop {
         let rtcp = conn.rtcp_socket();
+        let (deadline, why) = due.next();
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => {
-                tracing::info!(%peer, "rtsp: session timed out (no request or RTCP for {}s)", SESSION_TIMEOUT.as_secs());
+                tracing::info!(%peer, "rtsp: connection closed: {why}");
                 break;
             }
             n = read_some(&mut rd, &mut buf) => {
-                match n {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => deadline = Instant::now() + SESSION_TIMEOUT,
+                // Bytes alone are no sign of life: only complete messages count.
+                if matches!(n, Ok(0) | Err(_)) {
+                    break;
                 }
+                let mut completed = false;
                 loop {
                     match rtsp::parse(&buf) {
                         Ok(None) => break,
                         Ok(Some((msg, used))) => {
                             buf.drain(..used);
-                            let Incoming::Request(req) = msg else {
-                                // Interleaved RTCP from the client: a sign of life, read above.
-                                continue;
+                            completed = true;
+                            let req = match msg {
+                                Incoming::Request(req) => req,
+                                // Interleaved RTCP from a client that has played.
+                                Incoming::Data { .. } => match &conn.session {
+                                    Some(s) if s.played => {
+                                        if s.playing.is_some() {
+                                            due.idle = Instant::now() + SESSION_TIMEOUT;
+                                        }
+                                        continue;
+                                    }
+                                    _ => {
+                                        tracing::info!(%peer, "rtsp: bad request: interleaved data before PLAY");
+                                        let resp = Response::new(400, None)
+                                            .body("text/plain", "interleaved data before PLAY\n");
+                                        conn.send_response(resp).await;
+                                        break 'conn;
+                                    }
+                                },
                             };
-                            let resp = conn.handle(&req).await;
+                            any_request = true;
+                            let (resp, authorized) = conn.handle(&req).await;
+                            if stop.is_cancelled() {
+                                break 'conn;
+                            }
+                            if authorized {
+                                due.idle = Instant::now() + SESSION_TIMEOUT;
+                            }
+                            if conn.authenticated {
+                                due.auth = None;
+                            }
                             if !conn.send_response(resp).await {
                                 break 'conn;
                             }
@@ -141,6 +246,15 @@ pub async fn serve_connection(
                         }
                     }
                 }
+                if buf.is_empty() {
+                    if any_request {
+                        due.request = None;
+                    }
+                } else if completed || due.request.is_none() {
+                    // The first bytes of the next message: it has REQUEST_WAIT
+                    // to complete, however slowly the rest arrives.
+                    due.request = Some(Instant::now() + REQUEST_WAIT);
+                }
             }
             p = next_packet(&mut conn.session) => match p {
                 Some(p) => {
@@ -152,8 +266,8 @@ pub async fn serve_connection(
                 None => break,
             },
             r = rtcp_recv(rtcp.as_deref(), &mut rtcp_buf) => {
-                if r {
-                    deadline = Instant::now() + SESSION_TIMEOUT;
+                if r && conn.session.as_ref().is_some_and(|s| s.playing.is_some()) {
+                    due.idle = Instant::now() + SESSION_TIMEOUT;
                 }
             }
         }
@@ -256,7 +370,9 @@ impl Conn {
         }
     }
 
-    async fn handle(&mut self, req: &Request) -> Response {
+    /// Answers a request; the flag is false when it was refused for want of
+    /// credentials (a 401), which keeps nothing alive.
+    async fn handle(&mut self, req: &Request) -> (Response, bool) {
         let cseq = Some(req.cseq());
         let method = req.method().clone();
         if let Some(c) = &self.ctx.settings.credentials
@@ -272,7 +388,8 @@ impl Conn {
             let e = match checked {
                 Ok(scheme) => {
                     tracing::debug!(peer = %self.peer, method = req.method_name(), "rtsp: authenticated ({scheme:?})");
-                    return self.dispatch(req).await;
+                    self.authenticated = true;
+                    return (self.dispatch(req).await, true);
                 }
                 Err(e) => e,
             };
@@ -283,9 +400,9 @@ impl Conn {
             let resp = Response::new(401, cseq)
                 .header("WWW-Authenticate", digest)
                 .header("WWW-Authenticate", basic);
-            return resp;
+            return (resp, false);
         }
-        self.dispatch(req).await
+        (self.dispatch(req).await, true)
     }
 
     async fn dispatch(&mut self, req: &Request) -> Response {
@@ -360,7 +477,7 @@ impl Conn {
 
     async fn describe(&mut self, req: &Request) -> Response {
         let cseq = Some(req.cseq());
-        let Some(key) = first_keyframe(&mut self.ctx.hub.subscribe()).await else {
+        let Some(key) = first_keyframe(&mut self.ctx.hub.subscribe(), &self.stop).await else {
             return Response::new(503, cseq).body("text/plain", "no picture from the camera yet\n");
         };
         let (mut sps, mut pps) = (None, None);
@@ -446,6 +563,7 @@ impl Conn {
             media,
             rtp: stream,
             playing: None,
+            played: false,
             need_keyframe: false,
             dropped: 0,
         });
@@ -466,7 +584,7 @@ impl Conn {
             return self.ok_with_session(req);
         }
         let mut sub = self.ctx.hub.subscribe();
-        let Some(first) = first_keyframe(&mut sub).await else {
+        let Some(first) = first_keyframe(&mut sub, &self.stop).await else {
             return Response::new(503, cseq).body("text/plain", "no picture from the camera yet\n");
         };
         let base = Self::base_url(req);
@@ -484,6 +602,7 @@ impl Conn {
             s.rtp.timestamp(first.pts)
         );
         s.playing = Some(sub);
+        s.played = true;
         s.need_keyframe = false;
         self.pending_first = Some(first);
         Response::new(200, cseq)
@@ -548,9 +667,10 @@ impl Conn {
     }
 }
 
-/// Waits (bounded) for the subscription's first video keyframe.
-async fn first_keyframe(sub: &mut Subscription) -> Option<Packet> {
-    tokio::time::timeout(KEYFRAME_WAIT, async {
+/// Waits (bounded) for the subscription's first video keyframe; `None`
+/// at once when `stop` is cancelled (the agent is stopping).
+async fn first_keyframe(sub: &mut Subscription, stop: &CancellationToken) -> Option<Packet> {
+    let wait = tokio::time::timeout(KEYFRAME_WAIT, async {
         loop {
             match sub.recv().await {
                 Some(p) if p.track == TrackId::VIDEO && p.keyframe => return Some(p),
@@ -558,8 +678,9 @@ async fn first_keyframe(sub: &mut Subscription) -> Option<Packet> {
                 None => return None,
             }
         }
-    })
-    .await
-    .ok()
-    .flatten()
+    });
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        r = wait => r.ok().flatten(),
+    }
 }

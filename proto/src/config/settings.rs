@@ -1816,7 +1816,7 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
     let gpio = gpio(&raw.gpio, origin)?;
     // Triggers name input pins, so the pins are validated first.
     let record = record(&raw.record, &gpio, origin)?;
-    Ok(Settings {
+    let settings = Settings {
         video: video(&raw.video, origin)?,
         device: device(&raw.device, origin)?,
         webrtc: webrtc(&raw.webrtc, origin)?,
@@ -1848,7 +1848,32 @@ pub fn validate(raw: &RawConfig, origin: OriginOf<'_>) -> Result<Settings, Confi
         audio: audio(&raw.audio, origin)?,
         rtsp: super::rtsp::validate(&raw.rtsp, origin)?,
     }
-    .with_audience())
+    .with_audience();
+    rtsp_credentials_with_tokens(&settings, origin)?;
+    Ok(settings)
+}
+
+/// Across sections: with `auth.mode = "token"` watching needs a token, but
+/// RTSP clients (NVRs, VLC, ffmpeg) cannot carry one, so an RTSP server
+/// other machines can reach must then have its own credentials. On
+/// loopback it may stay open (a local relay, the demo).
+fn rtsp_credentials_with_tokens(s: &Settings, origin: OriginOf<'_>) -> Result<(), ConfigError> {
+    let Some(listen) = s.rtsp.listen else {
+        return Ok(());
+    };
+    if s.auth.mode != AuthMode::Token || s.rtsp.credentials.is_some() || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(invalid(
+        "rtsp.username",
+        "(not set)",
+        format!(
+            "auth.mode = \"token\" makes the camera require a token, and RTSP clients cannot carry one, \
+             so rtsp.listen = {listen} would show the stream to anyone on the network: \
+             set rtsp.username and rtsp.password, or listen on 127.0.0.1"
+        ),
+        origin,
+    ))
 }
 
 fn pin_value_bool(key: &str, v: &toml::Value, origin: OriginOf<'_>) -> Result<bool, ConfigError> {
@@ -2964,6 +2989,32 @@ mod tests {
         // Printing the effective config hides the token.
         let printed = toml::to_string(&ok.to_raw()).expect("serialises");
         assert!(!printed.contains("0123456789abcdef"), "{printed}");
+    }
+
+    #[test]
+    fn token_mode_needs_rtsp_credentials_unless_rtsp_is_on_loopback() {
+        const TOKENS: &str = "[auth]\nmode = \"token\"\n[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nrole = \"view\"\n";
+        let open = from_toml(&format!("{TOKENS}[rtsp]\nlisten = \"0.0.0.0:8554\"\n"))
+            .expect_err("tokens for WebRTC, an open RTSP stream for anyone");
+        assert_eq!(open.key(), Some("rtsp.username"));
+        let text = open.to_string();
+        assert!(
+            text.contains("token") && text.contains("rtsp.password") && text.contains("127.0.0.1"),
+            "{text}"
+        );
+        let v6 = from_toml(&format!("{TOKENS}[rtsp]\nlisten = \"[::]:8554\"\n"));
+        assert_eq!(v6.expect_err("open on IPv6").key(), Some("rtsp.username"));
+        // With credentials, on loopback, or without tokens: accepted.
+        for rtsp in [
+            "listen = \"0.0.0.0:8554\"\nusername = \"viewer\"\npassword = \"s3cret-pw\"\n",
+            "listen = \"127.0.0.1:8554\"\n",
+            "listen = \"[::1]:8554\"\n",
+            "listen = \"off\"\n",
+        ] {
+            from_toml(&format!("{TOKENS}[rtsp]\n{rtsp}")).expect(rtsp);
+        }
+        from_toml("[rtsp]\nlisten = \"0.0.0.0:8554\"\n")
+            .expect("auth.mode = \"none\": open everywhere");
     }
 
     #[test]
