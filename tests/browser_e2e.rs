@@ -115,24 +115,41 @@ async fn chromium_plays_the_stream_from_the_built_in_page() {
     agent.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_comes_back_by_itself_when_the_agent_restarts() {
-    // A fixed web port, as a camera has: the page's origin stays the one
-    // the restarted agent's broker lets open a WebSocket.
-    let cfg = TestConfig::new("browser-restart")
-        .with("http.listen", format!("127.0.0.1:{}", common::free_port()));
-    let mut agent = start(&cfg).await;
+/// The page's video runs: connected, with frames decoded.
+const STREAMING: &str = "window.rtcam && window.rtcam.link === 'connected' \
+                         && window.rtcam.stats.framesDecoded >= 10";
+
+/// A config for an agent the test restarts under its page: a fixed web
+/// port, as a camera has, so the page's origin stays the one the restarted
+/// agent's broker lets open a WebSocket.
+fn restartable(prefix: &str) -> TestConfig {
+    TestConfig::new(prefix).with("http.listen", format!("127.0.0.1:{}", common::free_port()))
+}
+
+/// The agent started from `cfg`, and Chromium playing its page.
+async fn streaming_page(cfg: &TestConfig) -> (AgentProcess, Browser) {
+    let agent = start(cfg).await;
     let browser = Browser::start(Candidates::PlainIps).await;
     browser
         .client
         .goto(&page_url(&agent))
         .await
         .expect("the page loads");
-    let streaming = "window.rtcam && window.rtcam.link === 'connected' \
-                     && window.rtcam.stats.framesDecoded >= 10";
-    let state = "window.rtcam ? [window.rtcam.link, window.rtcam.stats] : null";
-    let r = browser.wait_for(streaming, state).await;
+    let r = browser
+        .wait_for(
+            STREAMING,
+            "window.rtcam ? [window.rtcam.link, window.rtcam.stats] : null",
+        )
+        .await;
     assert_eq!(r["ok"], true, "the page streams: {r}");
+    (agent, browser)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_comes_back_by_itself_when_the_agent_restarts() {
+    let cfg = restartable("browser-restart");
+    let (mut agent, browser) = streaming_page(&cfg).await;
+    let state = "window.rtcam ? [window.rtcam.link, window.rtcam.stats] : null";
     // The agent dies under the page (SIGKILL: no bye, no DTLS close, its
     // embedded broker gone too) and comes back with the same config.
     agent.kill().await;
@@ -157,8 +174,71 @@ async fn the_page_comes_back_by_itself_when_the_agent_restarts() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // Its statistics start over with the new connection.
-    let r = browser.wait_for(streaming, state).await;
+    let r = browser.wait_for(STREAMING, state).await;
     assert_eq!(r["ok"], true, "the page streams again: {r}");
+    browser.close().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_answer_was_lost_goes_on_under_a_new_client_id() {
+    // The orphaned session outlives the test unless the page moves on: a
+    // page waiting for the camera to time it out would stay dark.
+    let cfg = restartable("browser-lost-answer").with("webrtc.negotiation_timeout_ms", 300_000);
+    let (mut agent, browser) = streaming_page(&cfg).await;
+    let state = "window.rtcam ? [window.rtcam.link, window.rtcam.clientId, \
+                 document.getElementById('message').textContent, window.rtcam.stats] : null";
+    let r = browser.wait_for("true", state).await;
+    let first_id = r["value"][1].as_str().expect("a client id").to_string();
+    // The broker link drops right after the page's next new offer leaves
+    // (a Wi-Fi hiccup): the camera takes the offer, its answer is lost.
+    let armed = browser
+        .run(&format!(
+            "const send = WebSocket.prototype.send;
+             window.cutOffers = 0;
+             WebSocket.prototype.send = function (data) {{
+               send.call(this, data);
+               const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : data;
+               const text = ArrayBuffer.isView(bytes) ? new TextDecoder().decode(bytes) : String(data);
+               if (window.cutOffers === 0 && text.includes('/offer/{first_id}')
+                   && !text.includes('\"restart\"')) {{
+                 window.cutOffers = 1;
+                 setTimeout(() => this.close(), 0);
+               }}
+             }};
+             done(true);"
+        ))
+        .await;
+    assert_eq!(armed, true);
+    // A new offer, not an ICE restart: the agent goes away until the page
+    // has spent its ICE restart (dropped while the broker was away).
+    agent.kill().await;
+    let r = browser
+        .wait_for("window.rtcam.iceRestarts >= 1", state)
+        .await;
+    assert_eq!(r["ok"], true, "the page tried an ICE restart: {r}");
+    let agent = start(&cfg).await;
+    let r = browser
+        .wait_for(
+            &format!(
+                "window.cutOffers === 1 && window.rtcam.clientId !== '{first_id}' && {STREAMING}"
+            ),
+            &format!("[window.cutOffers, {state}]"),
+        )
+        .await;
+    assert_eq!(
+        r["ok"],
+        true,
+        "the page streams under a new client id: {r}\nagent log:\n{}",
+        agent.log().tail(20)
+    );
+    // The orphan, still negotiating, beside the page's new session.
+    let st = agent.stats().await;
+    assert_eq!(
+        (st.sessions, st.negotiating, st.connected),
+        (2, 1, 1),
+        "the lost answer's session and the page's new one: {st:?}"
+    );
     browser.close().await;
     agent.shutdown().await;
 }

@@ -5,7 +5,8 @@
 // session over new candidates), and if that brings no video back, or the
 // camera ended the session, a new session with a new offer, backing off from
 // 1 s to 30 s while the camera stays away; the "Video link" row says which
-// state it is in.
+// state it is in. A page whose client id the camera holds for an offer whose
+// answer was lost takes a new client id (renewClientId).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -16,7 +17,7 @@ const S = {
   client: null,
   pc: null,
   dc: null,
-  cid: "web-" + Math.random().toString(16).slice(2, 10),
+  cid: newClientId(),
   sent: new Set(),          // our own candidates, to ignore their echo on P/ice/{cid}
   pending: [],              // remote candidates that came before the answer
   remoteSet: false,
@@ -34,9 +35,14 @@ const S = {
   lastFrames: 0,            // frames decoded at the last look, and when they last grew:
   lastFrameAt: 0,           // video that stops while "connected" is a dead camera
   link: "",                 // the video link's state, as the page shows it
+  attempt: 0,               // bumped by teardown: a session start awaiting sees it was superseded
   // A camera with [auth] mode = "token" needs one: open the page as /?token=….
   token: new URLSearchParams(location.search).get("token"),
 };
+
+function newClientId() {
+  return "web-" + Math.random().toString(16).slice(2, 10);
+}
 
 function topic(kind) {
   return `${S.cfg.topic_prefix}/${kind}/${S.cid}`;
@@ -97,7 +103,8 @@ async function main() {
 
 function connectMqtt() {
   const P = S.cfg.topic_prefix;
-  S.client = mqtt.connect(S.cfg.mqtt_ws_url, {
+  // Events of a client this page has replaced (renewClientId) are ignored.
+  const client = mqtt.connect(S.cfg.mqtt_ws_url, {
     protocolVersion: S.cfg.mqtt_protocol || 4,
     clientId: S.cid,
     clean: true,
@@ -107,21 +114,24 @@ function connectMqtt() {
     username: S.cfg.mqtt_username || (S.token ? S.cid : undefined),
     password: S.token || undefined,
   });
-  S.client.on("connect", () => {
+  S.client = client;
+  client.on("connect", () => {
+    if (client !== S.client) return;
     badge("broker connected", "");
-    S.client.subscribe([
+    client.subscribe([
       `${P}/status`, `${P}/info`,
       topic("answer"), topic("ice"), topic("error"), topic("bye"),
     ], { qos: 1 });
     // The recorder's retained state and its events (recordings.js).
-    S.client.subscribe([`${P}/record`, `${P}/record/event`], { qos: 0 });
+    client.subscribe([`${P}/record`, `${P}/record/event`], { qos: 0 });
   });
-  S.client.on("offline", () => badge("broker unreachable", "offline"));
-  S.client.on("error", (e) => {
+  client.on("offline", () => { if (client === S.client) badge("broker unreachable", "offline"); });
+  client.on("error", (e) => {
+    if (client !== S.client) return;
     // The camera's own broker wants a token as MQTT password when the
     // camera does ([auth] mode = "token"): retrying without one is useless.
     if (/Bad username or password|Not authorized/i.test(e.message)) {
-      S.client.end(true);
+      client.end(true);
       badge("broker refused", "offline");
       say(S.token
         ? "unauthorized: the broker refused this page's token"
@@ -130,7 +140,22 @@ function connectMqtt() {
     }
     say("MQTT: " + e.message);
   });
-  S.client.on("message", onMessage);
+  client.on("message", (t, payload) => { if (client === S.client) onMessage(t, payload); });
+}
+
+// The camera holds this page's client id for a session whose answer never
+// reached the page (the broker link dropped between offer and answer, or
+// the attempt was torn down first). Without that session's secret the
+// page cannot replace it, so it goes on under a new client id (a new
+// broker connection, since the broker ties a client's topics to it) and
+// the camera ends the orphan at its negotiation timeout.
+function renewClientId() {
+  const old = S.client;
+  teardown();
+  S.session = null;
+  S.cid = newClientId();
+  if (old) old.end(true);
+  connectMqtt();
 }
 
 function onMessage(t, payload) {
@@ -179,6 +204,10 @@ function onMessage(t, payload) {
     else S.pending.push(msg);
   } else if (t === topic("error")) {
     say(`${msg.code}: ${msg.message}`);
+    if (msg.code === "client_id_in_use") {
+      renewClientId();
+      return;
+    }
     scheduleRestart(msg.code === "max_viewers" || msg.code === "busy" ? 10000 : 3000);
   } else if (t === topic("bye")) {
     say("the camera ended the session (" + (msg.reason || "bye") + ")");
@@ -187,6 +216,7 @@ function onMessage(t, payload) {
 }
 
 function teardown() {
+  S.attempt++;
   clearTimeout(S.connectTimer);
   if (S.dc) { try { S.dc.close(); } catch (e) { /* already closed */ } }
   if (S.pc) { try { S.pc.close(); } catch (e) { /* already closed */ } }
@@ -216,11 +246,14 @@ function scheduleRestart(ms) {
 
 async function startSession() {
   teardown();
+  const attempt = S.attempt;
   say("");
   // Minted TURN credentials expire: a session started near or after their
   // expiry gets fresh ones.
   if (S.cfg.ice_expires && Date.now() / 1000 > S.cfg.ice_expires - 60) {
     const fresh = await loadConfig();
+    // Torn down meanwhile (another start, an error): one offer per session.
+    if (attempt !== S.attempt) return;
     if (fresh) {
       S.cfg.ice_servers = fresh.ice_servers;
       S.cfg.ice_expires = fresh.ice_expires;
@@ -262,6 +295,7 @@ async function startSession() {
   };
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
+  if (pc !== S.pc) return;
   const msg = { type: "offer", sdp: offer.sdp };
   // The token itself never goes on the broker: a proof of it does.
   if (S.token) msg.auth = proof(S.token, offer.sdp);
@@ -379,8 +413,12 @@ function onControlMessage(e) {
 }
 
 async function updateStats() {
-  if (!S.pc) return;
-  const report = await S.pc.getStats();
+  const pc = S.pc;
+  if (!pc) return;
+  const report = await pc.getStats();
+  // A new session began while the stats were read: the old connection's
+  // frames would make the new one look stalled.
+  if (pc !== S.pc) return;
   let inbound = null;
   let pair = null;
   report.forEach((r) => {
