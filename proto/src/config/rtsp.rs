@@ -2,7 +2,7 @@
 //! its own so the RTSP door's configuration sits in one place. Pure.
 
 use super::error::ConfigError;
-use super::settings::{OriginOf, Secret};
+use super::settings::{OriginOf, Secret, invalid, pair};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -65,15 +65,6 @@ pub const DEFAULT_PATH: &str = "cam";
 /// `rtsp.max_clients` unless set.
 pub const DEFAULT_MAX_CLIENTS: usize = 4;
 
-fn invalid(key: &str, value: impl ToString, allowed: &str, origin: OriginOf<'_>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        value: value.to_string(),
-        allowed: allowed.to_string(),
-        origin: origin(key),
-    }
-}
-
 /// Validates `[rtsp]`; the error names the first bad key.
 pub fn validate(raw: &RawRtsp, origin: OriginOf<'_>) -> Result<RtspSettings, ConfigError> {
     let listen = match raw.listen.as_deref() {
@@ -104,9 +95,13 @@ pub fn validate(raw: &RawRtsp, origin: OriginOf<'_>) -> Result<RtspSettings, Con
             origin,
         ));
     }
-    let credentials = match (&raw.username, &raw.password) {
-        (None, None) => None,
-        (Some(u), Some(p)) => {
+    let credentials = match pair(
+        ("rtsp.username", raw.username.as_ref()),
+        ("rtsp.password", raw.password.as_ref()),
+        origin,
+    )? {
+        None => None,
+        Some((u, p)) => {
             // ':' would split the Basic credential at the wrong place; a
             // quote or control character cannot travel in a Digest header.
             if u.is_empty()
@@ -132,22 +127,6 @@ pub fn validate(raw: &RawRtsp, origin: OriginOf<'_>) -> Result<RtspSettings, Con
                 username: u.clone(),
                 password: Secret::new(p.clone()),
             })
-        }
-        (Some(_), None) => {
-            return Err(invalid(
-                "rtsp.password",
-                "(not set)",
-                "rtsp.username and rtsp.password go together: set both or neither",
-                origin,
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(invalid(
-                "rtsp.username",
-                "(not set)",
-                "rtsp.username and rtsp.password go together: set both or neither",
-                origin,
-            ));
         }
     };
     let max_clients = match raw.max_clients {

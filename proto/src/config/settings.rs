@@ -1018,7 +1018,8 @@ impl Default for Settings {
 /// Looks up where a dotted key's value came from.
 pub type OriginOf<'a> = &'a dyn Fn(&str) -> Origin;
 
-fn invalid(
+/// The error for `key`'s `value`, saying what is allowed instead.
+pub(crate) fn invalid(
     key: &str,
     value: impl ToString,
     allowed: impl Into<String>,
@@ -1029,6 +1030,30 @@ fn invalid(
         value: value.to_string(),
         allowed: allowed.into(),
         origin: origin(key),
+    }
+}
+
+/// Two keys that mean something only together (a certificate and its key,
+/// a user name and its password): both, neither, or an error naming the
+/// one missing.
+pub(crate) fn pair<A, B>(
+    (key_a, a): (&str, Option<A>),
+    (key_b, b): (&str, Option<B>),
+    origin: OriginOf<'_>,
+) -> Result<Option<(A, B)>, ConfigError> {
+    let missing = |key: &str| {
+        invalid(
+            key,
+            "(not set)",
+            format!("{key_a} and {key_b} go together: set both or neither"),
+            origin,
+        )
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(missing(key_b)),
+        (None, Some(_)) => Err(missing(key_a)),
     }
 }
 
@@ -1575,23 +1600,13 @@ fn mqtt(raw: &RawMqtt, origin: OriginOf<'_>) -> Result<MqttSettings, ConfigError
         )
     })?;
     let path = |p: &Option<String>| p.as_deref().filter(|p| !p.is_empty()).map(PathBuf::from);
-    let (ca_file, client_cert, client_key) = (
-        path(&raw.ca_file),
-        path(&raw.client_cert),
-        path(&raw.client_key),
-    );
-    if client_cert.is_some() != client_key.is_some() {
-        return Err(invalid(
-            if client_cert.is_some() {
-                "mqtt.client_key"
-            } else {
-                "mqtt.client_cert"
-            },
-            "(unset)",
-            "mqtt.client_cert and mqtt.client_key go together",
-            origin,
-        ));
-    }
+    let ca_file = path(&raw.ca_file);
+    let (client_cert, client_key) = pair(
+        ("mqtt.client_cert", path(&raw.client_cert)),
+        ("mqtt.client_key", path(&raw.client_key)),
+        origin,
+    )?
+    .unzip();
     let tls = matches!(
         url.as_ref().map(|u| u.scheme),
         Some(MqttScheme::Mqtts | MqttScheme::Wss)
@@ -1728,26 +1743,11 @@ fn http_tls(raw: &RawHttp, origin: OriginOf<'_>) -> Result<HttpTls, ConfigError>
             .filter(|p| !p.trim().is_empty())
             .map(PathBuf::from)
     };
-    let files = match (path(&raw.tls_cert), path(&raw.tls_key)) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(invalid(
-                "http.tls_key",
-                "missing",
-                "http.tls_cert needs its private key in http.tls_key",
-                origin,
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(invalid(
-                "http.tls_cert",
-                "missing",
-                "http.tls_key needs its certificate in http.tls_cert",
-                origin,
-            ));
-        }
-    };
+    let files = pair(
+        ("http.tls_cert", path(&raw.tls_cert)),
+        ("http.tls_key", path(&raw.tls_key)),
+        origin,
+    )?;
     match (raw.tls.as_deref().map(str::trim), files) {
         (None | Some("off") | Some(""), None) => Ok(HttpTls::Off),
         (None | Some("on") | Some("files"), Some((cert, key))) => Ok(HttpTls::Files { cert, key }),
@@ -3175,6 +3175,19 @@ mod tests {
             ),
         ] {
             assert_eq!(from_toml(text).expect_err(text).key(), Some(key), "{text}");
+        }
+    }
+
+    #[test]
+    fn keys_that_go_together_name_the_one_missing() {
+        for (text, key) in [
+            ("[http]\ntls_cert = \"/c.pem\"\n", "http.tls_key"),
+            ("[mqtt]\nclient_key = \"/k.pem\"\n", "mqtt.client_cert"),
+            ("[rtsp]\nusername = \"nvr\"\n", "rtsp.password"),
+        ] {
+            let e = from_toml(text).expect_err(text);
+            assert_eq!(e.key(), Some(key), "{text}");
+            assert!(e.to_string().contains("set both or neither"), "{e}");
         }
     }
 
