@@ -16,96 +16,31 @@
 mod common;
 
 use common::agent::{AgentProcess, TestConfig, start};
+use common::players;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long the viewer receives once connected.
 const SECONDS: u64 = 6;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv's Python, after `tests/aiortc/setup` has run once for this test
-/// binary; or why there is none.
-fn python() -> Result<PathBuf, String> {
-    static SETUP: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    SETUP
-        .get_or_init(|| {
-            let script = repo().join("tests/aiortc/setup");
-            let out = std::process::Command::new(&script)
-                .current_dir(repo())
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("{} does not run: {e}", script.display()))?;
-            let said = common::process::all_output(&out);
-            if !out.status.success() {
-                return Err(format!(
-                    "{} failed ({}):\n{said}\nIt needs the network the first time: run it \
-                     before the tests enter their network namespace (in .ci/test, before unshare).",
-                    script.display(),
-                    out.status
-                ));
-            }
-            eprint!("{said}");
-            let python = repo().join("target/aiortc-venv/bin/python");
-            if python.exists() {
-                Ok(python)
-            } else {
-                Err(format!(
-                    "{} succeeded but made no {}",
-                    script.display(),
-                    python.display()
-                ))
-            }
-        })
-        .clone()
-}
-
 /// Runs the viewer against `agent` for [`SECONDS`] and returns its report.
 async fn watch(agent: &AgentProcess, client_id: &str) -> Value {
-    let python = python().unwrap_or_else(|e| panic!("no Python environment for aiortc: {e}"));
     let s = agent.settings();
-    let out = tokio::process::Command::new(python)
-        .arg(repo().join("tests/aiortc/viewer.py"))
+    let mut cmd = tokio::process::Command::new(players::aiortc_python());
+    cmd.arg(players::repo().join("tests/aiortc/viewer.py"))
         .args(["--broker", &s.broker.v5_listen.to_string()])
         .args(["--mqtt-protocol", "5"])
         .args(["--prefix", &s.mqtt.topic_prefix])
         .args(["--client-id", client_id])
-        .args(["--seconds", &SECONDS.to_string()])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    // The viewer bounds itself (about SECONDS + 45 s at worst); this is
-    // only in case it cannot.
-    let out = tokio::time::timeout(Duration::from_secs(SECONDS + 90), out)
-        .await
-        .unwrap_or_else(|_| panic!("the viewer ran over its own time bound"))
-        .expect("the viewer runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "the viewer prints a JSON report ({}); stdout:\n{stdout}\nstderr:\n{stderr}\nagent log:\n{}",
-                out.status,
-                agent.log().tail(40)
-            )
-        });
-    eprintln!("aiortc viewer report: {report}");
-    assert!(
-        out.status.success(),
-        "the viewer got no media ({}): {report:#}\nstderr:\n{stderr}\nagent log:\n{}",
-        out.status,
-        agent.log().tail(40)
-    );
-    report
+        .args(["--seconds", &SECONDS.to_string()]);
+    // The viewer bounds itself (about SECONDS + 45 s at worst).
+    players::report(
+        cmd,
+        Duration::from_secs(SECONDS + 90),
+        agent,
+        "aiortc viewer",
+    )
+    .await
 }
 
 fn number(report: &Value, key: &str) -> f64 {
@@ -117,7 +52,7 @@ fn number(report: &Value, key: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_decodes_video_and_audio_in_sync() {
     // Set up Python first: the agent need not wait for pip.
-    python().unwrap_or_else(|e| panic!("no Python environment for aiortc: {e}"));
+    players::aiortc_python();
     let cfg = TestConfig::new("aiortc")
         .with("video.width", 640)
         .with("video.height", 480)

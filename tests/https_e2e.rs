@@ -141,7 +141,7 @@ async fn whep_over_https_with_the_users_certificate() {
     // A client that trusts another CA is refused by its own TLS check: the
     // server shows the user's certificate, not one of its own making.
     let other = pki.other_ca.display().to_string();
-    let python = common::whep::setup("tests/aiortc/setup", "target/aiortc-venv/bin/python");
+    let python = common::players::aiortc_python();
     let out = tokio::process::Command::new(python)
         .arg("tests/aiortc/whep_client.py")
         .args([

@@ -577,7 +577,7 @@ async fn tricklers_and_unauthenticated_clients_lose_their_slot() {
 /// stream, three subscribers of one hub fed by one encoder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_three_doors_serve_one_encode_at_once() {
-    common::whep::setup("tests/aiortc/setup", "target/aiortc-venv/bin/python");
+    common::players::aiortc_python();
     let (agent, url) = start("rtsp-doors", |c| {
         c.with("video.fps", 15)
             .with_env("RTCAM_RTSP_LISTEN", "127.0.0.1:0")
@@ -618,7 +618,7 @@ async fn the_three_doors_serve_one_encode_at_once() {
 /// TCP and decodes. Run with the aiortc venv's PyAV.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyav_opens_the_stream_as_home_assistant_does() {
-    let python = common::whep::setup("tests/aiortc/setup", "target/aiortc-venv/bin/python");
+    let python = common::players::aiortc_python();
     let (agent, url) = start("rtsp-pyav", |c| {
         c.with("video.width", 1280).with("video.height", 720)
     })

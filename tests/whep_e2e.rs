@@ -15,7 +15,8 @@ mod common;
 
 use common::agent::{AgentProcess, TestConfig, start};
 use common::browser::{Browser, Candidates};
-use common::whep::{self, setup};
+use common::players::setup;
+use common::whep;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -57,7 +58,7 @@ fn text<'a>(report: &'a Value, path: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aiortc_whep_player_watches_trickles_restarts_and_deletes() {
-    setup("tests/aiortc/setup", "target/aiortc-venv/bin/python");
+    common::players::aiortc_python();
     let agent = start(&config("whep-aiortc")).await;
     let set = r#"{"cmd":"gpio.set","pin":"relay1","value":true}"#;
     let report = aiortc_player(&agent, VIEW, &[r#"{"cmd":"ping"}"#, set]).await;

@@ -49,7 +49,6 @@ try:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.subscribeoptions import SubscribeOptions
-    import aioice.ice
     from aiortc import (
         RTCConfiguration,
         RTCPeerConnection,
@@ -58,6 +57,7 @@ try:
     )
     from aiortc.mediastreams import MediaStreamError
     from aiortc.sdp import candidate_from_sdp
+    from peer_setup import h264_codecs, patch_host_addresses
 except ImportError as e:  # a missing venv must say so, in the same JSON shape
     why = f"import failed: {e} (run tests/aiortc/setup)"
     print(json.dumps({"errors": [why], "error": why}))
@@ -561,25 +561,12 @@ def accept_rejected(answer, offer):
     return "\r\n".join(l for part in ans for l in part) + "\r\n", rejected
 
 
-def patch_host_addresses(addresses):
-    """aioice leaves 127.0.0.1 out of its host candidates; rtcam's tests run
-    in a namespace with only lo, so gather on the addresses asked for."""
-    def get_host_addresses(use_ipv4, use_ipv6):
-        return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
-    aioice.ice.get_host_addresses = get_host_addresses
-
-
 def make_offer_pc(args):
     from aiortc.rtcconfiguration import RTCBundlePolicy
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
     video = pc.addTransceiver("video", direction="recvonly")
-    caps = RTCRtpReceiver.getCapabilities("video").codecs
-    # What rtcam sends: H.264 Constrained Baseline, packetization-mode 1.
-    h264 = [c for c in caps if c.mimeType.lower() == "video/h264"
-            and str(c.parameters.get("packetization-mode")) == "1"
-            and str(c.parameters.get("profile-level-id", "")).lower().startswith("42e0")]
-    rtx = [c for c in caps if c.mimeType.lower() == "video/rtx"]
-    video.setCodecPreferences(h264 + rtx)
+    rtx = [c for c in RTCRtpReceiver.getCapabilities("video").codecs if c.mimeType.lower() == "video/rtx"]
+    video.setCodecPreferences(h264_codecs() + rtx)
     if not args.no_audio:
         audio = pc.addTransceiver("audio", direction="recvonly")
         opus = [c for c in RTCRtpReceiver.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]

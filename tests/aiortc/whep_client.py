@@ -33,9 +33,9 @@ import urllib.parse
 import urllib.request
 
 try:
-    import aioice.ice
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError
+    from peer_setup import h264_codecs, patch_host_addresses
 except ImportError as e:
     why = f"import failed: {e} (run tests/aiortc/setup)"
     print(json.dumps({"errors": [why]}))
@@ -73,14 +73,6 @@ def error_code(text):
         return None
 
 
-def patch_host_addresses(addresses):
-    """aioice leaves 127.0.0.1 out of its host candidates; the tests run in
-    a namespace with only lo."""
-    def get_host_addresses(use_ipv4, use_ipv6):
-        return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
-    aioice.ice.get_host_addresses = get_host_addresses
-
-
 def ufrag_of(sdp):
     for line in sdp.splitlines():
         if line.startswith("a=ice-ufrag:"):
@@ -99,11 +91,7 @@ async def run(args, report):
     patch_host_addresses(["127.0.0.1"])
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     video = pc.addTransceiver("video", direction="recvonly")
-    caps = RTCRtpReceiver.getCapabilities("video").codecs
-    h264 = [c for c in caps if c.mimeType.lower() == "video/h264"
-            and str(c.parameters.get("packetization-mode")) == "1"
-            and str(c.parameters.get("profile-level-id", "")).lower().startswith("42e0")]
-    video.setCodecPreferences(h264)
+    video.setCodecPreferences(h264_codecs())
     dc = pc.createDataChannel("control")
     replies = {}
     opened = asyncio.Event()

@@ -12,6 +12,7 @@ pub mod lines;
 pub mod memory;
 pub mod mosquitto;
 pub mod mqtt_raw;
+pub mod players;
 pub mod process;
 pub mod tap;
 pub mod tls;
