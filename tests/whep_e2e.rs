@@ -178,9 +178,15 @@ const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:
     a=setup:actpass\r\na=rtpmap:96 H264/90000\r\n\
     a=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
 
-/// One HTTP/1.1 request on a fresh connection: the status line and headers,
-/// and the body.
+/// One HTTP/1.1 request on a fresh connection: the status line and headers
+/// (lowercase), and the body.
 async fn request(agent: &AgentProcess, head: &str, body: &str) -> (String, String) {
+    let (h, b) = request_as_sent(agent, head, body).await;
+    (h.to_ascii_lowercase(), b)
+}
+
+/// [`request`], the head as the agent sent it.
+async fn request_as_sent(agent: &AgentProcess, head: &str, body: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(agent.http_addr())
         .await
@@ -196,7 +202,59 @@ async fn request(agent: &AgentProcess, head: &str, body: &str) -> (String, Strin
         .expect("answered in time")
         .expect("reads");
     let (h, b) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (h.to_ascii_lowercase(), b.to_string())
+    (h.to_string(), b.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_token_that_made_a_whep_session_may_change_it() {
+    let agent = start(&config("whep-owner")).await;
+    let post = format!(
+        "POST /whep HTTP/1.1\r\nContent-Type: application/sdp\r\nAuthorization: Bearer {VIEW}"
+    );
+    let (h, body) = request_as_sent(&agent, &post, OFFER).await;
+    assert!(h.starts_with("HTTP/1.1 201"), "{h}\n{body}");
+    // The resource's name is case-sensitive.
+    let location = h
+        .lines()
+        .find_map(|l| {
+            l.split_once(": ")
+                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+        })
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("a Location: {h}"))
+        .trim()
+        .to_string();
+    let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+                m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+                a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let patch = |token: &str| {
+        format!(
+            "PATCH {location} HTTP/1.1\r\nContent-Type: application/trickle-ice-sdpfrag\r\n\
+             Authorization: Bearer {token}"
+        )
+    };
+    let delete =
+        |token: &str| format!("DELETE {location} HTTP/1.1\r\nAuthorization: Bearer {token}");
+    // Another valid token, even one with more rights, is not its maker.
+    for head in [patch(CONTROL), delete(CONTROL)] {
+        let body = if head.starts_with("PATCH") { frag } else { "" };
+        let (h, b) = request(&agent, &head, body).await;
+        assert!(h.starts_with("http/1.1 403"), "{head}: {h}\n{b}");
+        assert!(b.contains("\"forbidden\""), "{b}");
+    }
+    assert_eq!(
+        agent.stats().await.sessions,
+        1,
+        "the refusals left it alone"
+    );
+    let (h, b) = request(&agent, &patch(VIEW), frag).await;
+    assert!(h.starts_with("http/1.1 204"), "{h}\n{b}");
+    let (h, b) = request(&agent, &delete(VIEW), "").await;
+    assert!(h.starts_with("http/1.1 200"), "{h}\n{b}");
+    agent
+        .wait_stats("the session ended", |s| s.sessions == 0)
+        .await;
+    agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -343,6 +343,7 @@ fn offer(
         video: summary.wants_video,
         audio: summary.audio_recv,
         role: admitted.grant.role,
+        principal: admitted.grant.principal,
         secret,
         fingerprint: admitted.fingerprint,
         door: door.clone(),

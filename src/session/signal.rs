@@ -61,6 +61,9 @@ pub enum Outgoing {
         sdp: String,
         /// The session's secret: a bye, replacement or restart presents it.
         secret: String,
+        /// Who made the session, as admission decided (a door that keeps
+        /// resources of its own checks later requests against it).
+        principal: String,
     },
     /// One of the agent's ICE candidates (empty: gathering is complete).
     Candidate(IceCandidate),

@@ -41,6 +41,8 @@ pub struct Spec {
     pub role: Role,
     /// The secret the answer carries; a bye or replacing offer presents it.
     pub secret: String,
+    /// Who admission says made the offer (the answer tells the door).
+    pub principal: String,
     /// The offer's DTLS fingerprint: an ICE restart must keep it.
     pub fingerprint: String,
     /// Where the viewer's answers go.
@@ -129,7 +131,7 @@ async fn session(
     slot: &PeerSlot,
     children: &CancellationToken,
 ) -> EndReason {
-    let id = spec.id;
+    let id = spec.id.clone();
     let door = spec.door.as_ref();
     // Start the camera now: it warms up while ICE and DTLS complete.
     let mut demand: Option<Demand> = spec.video.then(|| ctx.hub.demand());
@@ -164,6 +166,7 @@ async fn session(
         Outgoing::Answer {
             sdp: answer,
             secret: spec.secret.clone(),
+            principal: spec.principal.clone(),
         },
     );
     let mut keyframes = KeyframeGate::new(Duration::from_secs(1));
@@ -234,7 +237,7 @@ async fn session(
             cmd = commands.recv() => match cmd {
                 Some(SessionCommand::Candidate(c)) => add_candidate(door, &id, &peer, &c).await,
                 Some(SessionCommand::Restart { sdp, fingerprint }) => {
-                    restart_ice(ctx, door, &id, &peer, &spec.secret, &spec.fingerprint, &sdp, &fingerprint).await;
+                    restart_ice(ctx, door, &spec, &peer, &sdp, &fingerprint).await;
                 }
                 Some(SessionCommand::End(reason)) => break reason,
                 None => break EndReason::Shutdown,
@@ -408,18 +411,16 @@ fn bye_event(reason: &str) -> String {
 /// Answers the viewer's ICE restart on the live connection: same DTLS,
 /// video and channels, new ICE credentials and candidates. A refused
 /// restart leaves the session as it was.
-#[allow(clippy::too_many_arguments)] // the session's parts, lent for one restart
 async fn restart_ice(
     ctx: &SessionContext,
     door: &dyn Door,
-    id: &SessionId,
+    spec: &Spec,
     peer: &Peer,
-    secret: &str,
-    session_fingerprint: &str,
     sdp: &str,
     fingerprint: &str,
 ) {
-    if !fingerprint.eq_ignore_ascii_case(session_fingerprint) {
+    let id = &spec.id;
+    if !fingerprint.eq_ignore_ascii_case(&spec.fingerprint) {
         return signal_error(
             door,
             id,
@@ -436,7 +437,8 @@ async fn restart_ice(
                 &id.client,
                 Outgoing::Answer {
                     sdp: answer,
-                    secret: secret.to_string(),
+                    secret: spec.secret.clone(),
+                    principal: spec.principal.clone(),
                 },
             );
         }

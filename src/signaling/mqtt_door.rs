@@ -32,7 +32,7 @@ impl MqttDoor {
 impl Door for MqttDoor {
     fn send(&self, client: &ClientId, out: Outgoing) {
         let (kind, payload) = match out {
-            Outgoing::Answer { sdp, secret } => {
+            Outgoing::Answer { sdp, secret, .. } => {
                 (ToClient::Answer, messages::answer_json(&sdp, &secret))
             }
             Outgoing::Candidate(c) => (ToClient::Ice, messages::candidate_json(&c)),

@@ -81,8 +81,8 @@ struct Resource {
     client: ClientId,
     /// The session's secret (a restart or bye presents it).
     secret: String,
-    /// Who made it: only they may change it.
-    principal: Option<String>,
+    /// Who made it (admission's principal): only they may change it.
+    principal: String,
     /// Serialises PATCH and DELETE, and holds what a restart changes.
     state: tokio::sync::Mutex<ResourceState>,
 }
@@ -394,10 +394,6 @@ async fn offer(
         })?
         .to_string();
     let token = token(&headers, &uri)?;
-    let principal = match &token {
-        Some(t) if whep.inner.opts.auth.required() => Some(crate::auth::token_id(t)),
-        _ => None,
-    };
     let client = ClientId::parse(&format!("{WHEP_PREFIX}{}", random_id(9))).map_err(|e| {
         WhepError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     })?;
@@ -441,8 +437,13 @@ async fn offer(
         }),
     };
     send(&whep, req).await?;
-    let (answer, secret, candidates, complete) =
-        wait_answer(&mut replies, &mut pending.secret).await?;
+    let Answered {
+        sdp: answer,
+        secret,
+        principal,
+        candidates,
+        complete,
+    } = wait_answer(&mut replies, &mut pending.secret).await?;
     let etag = etag_of(&answer);
     let id = random_id(16);
     let resource = Arc::new(Resource {
@@ -547,20 +548,37 @@ async fn send(whep: &Whep, req: Request) -> Result<(), WhepError> {
     }
 }
 
-/// The answer, its secret, the agent's candidates, and whether gathering
-/// completed in time.
-/// `secret` is set as soon as the answer comes (the caller may be dropped
-/// while candidates are gathered).
+/// What the core answered an offer with.
+struct Answered {
+    /// The SDP answer.
+    sdp: String,
+    /// The session's secret.
+    secret: String,
+    /// Who made the session, as admission decided.
+    principal: String,
+    /// The agent's candidates.
+    candidates: Vec<IceCandidate>,
+    /// Whether gathering completed in time.
+    complete: bool,
+}
+
+/// Waits for the answer and the agent's candidates. `secret_seen` is set as
+/// soon as the answer comes (the caller may be dropped while candidates
+/// are gathered).
 async fn wait_answer(
     replies: &mut mpsc::UnboundedReceiver<Outgoing>,
     secret_seen: &mut Option<String>,
-) -> Result<(String, String, Vec<IceCandidate>, bool), WhepError> {
+) -> Result<Answered, WhepError> {
     let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
-    let (sdp, secret) = loop {
+    let (sdp, secret, principal) = loop {
         match tokio::time::timeout_at(deadline, replies.recv()).await {
-            Ok(Some(Outgoing::Answer { sdp, secret })) => {
+            Ok(Some(Outgoing::Answer {
+                sdp,
+                secret,
+                principal,
+            })) => {
                 *secret_seen = Some(secret.clone());
-                break (sdp, secret);
+                break (sdp, secret, principal);
             }
             Ok(Some(Outgoing::Error(e))) => return Err(from_signal(e)),
             Ok(Some(Outgoing::Bye(reason))) => {
@@ -606,7 +624,13 @@ async fn wait_answer(
             Ok(None) | Err(_) => break false,
         }
     };
-    Ok((sdp, secret, candidates, complete))
+    Ok(Answered {
+        sdp,
+        secret,
+        principal,
+        candidates,
+        complete,
+    })
 }
 
 /// The entity-tag of the ICE session an answer starts: its `ice-ufrag`.
@@ -681,7 +705,7 @@ fn resource(
         let grant = auth
             .grant(token.as_deref(), unix_now())
             .map_err(|e| from_signal(SignalError::new(ErrorCode::Unauthorized, e.to_string())))?;
-        if Some(&grant.principal) != r.principal.as_ref() {
+        if grant.principal != r.principal {
             return Err(WhepError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -755,7 +779,12 @@ async fn patch(
         }),
     };
     send(&whep, req).await?;
-    let (answer, _, fresh, complete) = wait_answer(&mut st.replies, &mut None).await?;
+    let Answered {
+        sdp: answer,
+        candidates: fresh,
+        complete,
+        ..
+    } = wait_answer(&mut st.replies, &mut None).await?;
     if !fresh.is_empty() {
         st.local = fresh;
     }
