@@ -265,10 +265,23 @@ async fn an_input_edge_on_a_simulated_line_records_with_pre_roll() {
         .await;
     let edge = unix_ms();
     chip.set_pull(PIR, Level::High).expect("the sensor fires");
-    assert_eq!(changed(&mut v, "pir", WAIT).await, Some(json!(true)));
-    let started = common::event(&mut v, "record.started", WAIT)
-        .await
-        .expect("record.started");
+    // One edge, two events (the panel's and the recorder's), in either
+    // order: waiting for one must not throw the other away.
+    let (mut value, mut started) = (None, None);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while value.is_none() || started.is_none() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(ev) = v.next_event(left).await else {
+            panic!("gpio.changed {value:?} and record.started {started:?} of the edge");
+        };
+        match ev["event"].as_str() {
+            Some("gpio.changed") if ev["pin"] == "pir" => value = Some(ev["value"].clone()),
+            Some("record.started") => started = Some(ev),
+            _ => {}
+        }
+    }
+    assert_eq!(value, Some(json!(true)));
+    let started = started.expect("record.started");
     assert!(started["segment"].is_string(), "{started}");
     chip.set_pull(PIR, Level::Low).expect("the sensor settles");
     common::event(&mut v, "record.stopped", WAIT)
